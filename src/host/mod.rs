@@ -1,0 +1,3 @@
+//! The privileged boundary: user lookup, reading users' files, PTYs, spawning as a user.
+//!
+//! (Being written.)

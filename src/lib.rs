@@ -1,0 +1,8 @@
+//! rsshd: an OpenSSH-compatible SSH server that ends idle sessions on time.
+//!
+//! Data flows one way: socket -> [`daemon`] -> connection -> channels -> the user's
+//! process, and every privileged operation goes through [`host`].
+
+pub mod config;
+pub mod host;
+pub mod pattern;
