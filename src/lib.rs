@@ -6,3 +6,7 @@
 pub mod config;
 pub mod host;
 pub mod pattern;
+pub mod connection;
+pub mod daemon;
+pub mod log;
+pub mod paths;

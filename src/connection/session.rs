@@ -1,0 +1,233 @@
+//! Session channels: the requests that shape a user's process (pty-req, env, shell,
+//! exec, subsystem) and the pumps that move bytes between the channel and it.
+//!
+//! Client data reaches the process through a small bounded queue: when the process
+//! does not read, the queue fills, russh stops reading the socket, and the client's
+//! window runs out, so a 1 GiB upload never sits in our memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use russh::server::{Handle, Msg};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::host::{ExitOutcome, ProcessKiller, PtyParams, PtyResizer, SessionProcess};
+
+/// How many client data packets may wait for a process that is not reading.
+const INPUT_QUEUE: usize = 8;
+/// How long to keep reading a PTY after its shell exited, for output still in flight.
+const PTY_DRAIN: Duration = Duration::from_millis(300);
+/// Grace between SIGHUP and SIGKILL when a session is hung up.
+pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the reader task passes on from the client.
+#[derive(Debug)]
+enum Input {
+    Data(Bytes),
+    Eof,
+}
+
+/// One open session channel, owned by the connection handler until its process starts.
+pub struct SessionChannel {
+    write: Option<ChannelWriteHalf<Msg>>,
+    input: Option<mpsc::Receiver<Input>>,
+    pub pty: Option<PtyParams>,
+    pub env: Vec<(String, String)>,
+    pub resizer: Option<PtyResizer>,
+    killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
+}
+
+impl SessionChannel {
+    /// Take over a freshly accepted channel; client data and EOF start flowing into
+    /// the bounded input queue at once, and the close of the channel hangs up
+    /// whatever process it ends up running.
+    pub fn open(channel: russh::Channel<Msg>) -> Self {
+        let (read, write) = channel.split();
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let killer = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(read_client(read, tx, Arc::clone(&killer)));
+        SessionChannel {
+            write: Some(write),
+            input: Some(rx),
+            pty: None,
+            env: Vec::new(),
+            resizer: None,
+            killer,
+        }
+    }
+
+    /// Whether shell/exec/subsystem already ran (a second one is refused).
+    pub fn started(&self) -> bool {
+        self.write.is_none()
+    }
+
+    /// Signal the process group, for the client's `signal` request.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(k) = self.killer.lock().ok().and_then(|k| k.clone()) {
+            k.signal(sig);
+        }
+    }
+
+    /// Wire a started process to the channel; `preamble` (the motd) goes out first.
+    pub fn start(&mut self, mut process: SessionProcess, handle: Handle, preamble: Option<Bytes>) {
+        let (Some(write), Some(input)) = (self.write.take(), self.input.take()) else {
+            return;
+        };
+        self.resizer = process.resizer();
+        let killer = process.killer();
+        if let Ok(mut slot) = self.killer.lock() {
+            *slot = Some(killer.clone());
+        }
+        let has_pty = self.pty.is_some();
+        let io = process.take_io();
+        tokio::spawn(feed_process(input, io.input, has_pty));
+        tokio::spawn(async move {
+            let id = write.id();
+            if let Some(text) = preamble {
+                let _ = write.data_bytes(text).await;
+            }
+            let out = tokio::spawn(copy_out(io.output, write.make_writer()));
+            let err = io
+                .stderr
+                .map(|e| tokio::spawn(copy_out(e, write.make_writer_ext(Some(1)))));
+            let outcome = process.wait().await;
+            if has_pty {
+                // The shell is gone; take what it wrote last, but do not wait on
+                // background jobs that still hold the terminal.
+                let abort = out.abort_handle();
+                if tokio::time::timeout(PTY_DRAIN, out).await.is_err() {
+                    abort.abort();
+                }
+            } else {
+                let _ = out.await;
+                if let Some(err) = err {
+                    let _ = err.await;
+                }
+            }
+            match outcome {
+                Ok(ExitOutcome::Code(code)) => {
+                    let _ = write.exit_status(code as u32).await;
+                }
+                Ok(ExitOutcome::Signal { name, core_dumped }) => {
+                    let _ = handle
+                        .exit_signal_request(id, Sig::Custom(name), core_dumped, String::new(), String::new())
+                        .await;
+                }
+                Err(e) => tracing::debug!("wait for session process failed: {e}"),
+            }
+            let _ = write.eof().await;
+            let _ = write.close().await;
+            killer.hang_up(HANGUP_GRACE).await;
+        });
+    }
+}
+
+/// Drain the channel's messages for the life of the channel: data and EOF go to the
+/// input queue (waiting when it is full); the channel's end hangs up its process.
+async fn read_client(
+    mut read: ChannelReadHalf,
+    tx: mpsc::Sender<Input>,
+    killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
+) {
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                if tx.send(Input::Data(data)).await.is_err() {
+                    // The process no longer reads; keep draining so the connection
+                    // is never blocked on this channel.
+                    continue;
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = tx.send(Input::Eof).await;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    // The client closed the channel: its process goes with it.
+    let killer = killer.lock().ok().and_then(|k| k.clone());
+    if let Some(killer) = killer {
+        killer.hang_up(HANGUP_GRACE).await;
+    }
+}
+
+/// Write client input to the process. EOF closes a pipe; a PTY has no half-close,
+/// so there EOF is only the end of input, as in sshd.
+async fn feed_process(
+    mut input: mpsc::Receiver<Input>,
+    mut sink: Box<dyn AsyncWrite + Send + Unpin>,
+    has_pty: bool,
+) {
+    while let Some(msg) = input.recv().await {
+        match msg {
+            Input::Data(data) => {
+                if sink.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            Input::Eof => {
+                if !has_pty {
+                    let _ = sink.shutdown().await;
+                    drop(sink);
+                    // Keep consuming so the client is never blocked by a closed stdin.
+                    while input.recv().await.is_some() {}
+                    return;
+                }
+            }
+        }
+    }
+    // Process gone or channel closed: discard whatever still arrives.
+    while input.recv().await.is_some() {}
+}
+
+/// Copy process output to the channel writer, which waits for the client's window.
+async fn copy_out(
+    mut from: Box<dyn AsyncRead + Send + Unpin>,
+    mut to: impl AsyncWrite + Unpin,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.flush().await;
+}
+
+/// Map a signal request to the signal sent to the session's process group.
+pub fn signal_for(sig: &Sig) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    Some(match sig {
+        Sig::ABRT => Signal::SIGABRT,
+        Sig::ALRM => Signal::SIGALRM,
+        Sig::FPE => Signal::SIGFPE,
+        Sig::HUP => Signal::SIGHUP,
+        Sig::ILL => Signal::SIGILL,
+        Sig::INT => Signal::SIGINT,
+        Sig::KILL => Signal::SIGKILL,
+        Sig::PIPE => Signal::SIGPIPE,
+        Sig::QUIT => Signal::SIGQUIT,
+        Sig::SEGV => Signal::SIGSEGV,
+        Sig::TERM => Signal::SIGTERM,
+        Sig::USR1 => Signal::SIGUSR1,
+        Sig::Custom(name) => match name.as_str() {
+            "USR2" => Signal::SIGUSR2,
+            "CONT" => Signal::SIGCONT,
+            "STOP" => Signal::SIGSTOP,
+            "WINCH" => Signal::SIGWINCH,
+            _ => return None,
+        },
+    })
+}
+
+/// Shared list of every process the connection started, for the final hang-up.
+pub type ProcessList = Arc<std::sync::Mutex<Vec<ProcessKiller>>>;

@@ -1,0 +1,338 @@
+//! The daemon: loads config and host keys, binds listeners, accepts connections
+//! under `MaxStartups`, and turns signals into server actions.
+
+pub mod hostkeys;
+pub mod listener;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::{MethodKind, MethodSet, Preferred, cipher};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Config, ConfigError, ConnSpec, Settings, Warning};
+use crate::connection::{self, ConnContext};
+use crate::log::display_ip;
+
+/// Where the configuration came from, so a reload reads the same place.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// No config file: SPEC section 1's safe built-in defaults.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// `-f` if given; else the system file if it exists; else embedded defaults.
+    pub fn choose(explicit: Option<PathBuf>) -> Self {
+        match explicit {
+            Some(p) => ConfigSource::File(p),
+            None if std::path::Path::new(crate::paths::SYSTEM_CONFIG).exists() => {
+                ConfigSource::File(PathBuf::from(crate::paths::SYSTEM_CONFIG))
+            }
+            None => ConfigSource::Embedded,
+        }
+    }
+
+    pub fn load(&self, overrides: &[String]) -> Result<(Config, Vec<Warning>), ConfigError> {
+        match self {
+            ConfigSource::File(p) => Config::load_file(p, overrides),
+            ConfigSource::Embedded => Config::embedded(overrides),
+        }
+    }
+}
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    HostKey(#[from] hostkeys::HostKeyError),
+    #[error(transparent)]
+    Listen(#[from] listener::ListenError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The host key files to use: configured ones plus `-h`, or the generated key.
+pub fn host_key_paths(s: &Settings, extra: &[PathBuf], generate: bool) -> Result<Vec<PathBuf>, hostkeys::HostKeyError> {
+    let mut paths: Vec<PathBuf> = extra.to_vec();
+    paths.extend(s.host_key.iter().cloned());
+    if paths.is_empty() {
+        let dir = crate::paths::state_dir();
+        if generate {
+            paths.push(hostkeys::ensure_generated(&dir)?);
+        } else {
+            paths.push(dir.join("ssh_host_ed25519_key"));
+        }
+    }
+    Ok(paths)
+}
+
+/// The russh configuration: our keys, modern algorithms only, and every timer of
+/// russh's own turned off because session lifetime is rsshd's job.
+pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Config {
+    let preferred = Preferred {
+        key: std::borrow::Cow::Owned(vec![
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+        ]),
+        cipher: std::borrow::Cow::Owned(vec![
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_128_GCM,
+            cipher::AES_256_GCM,
+            cipher::AES_128_CTR,
+            cipher::AES_192_CTR,
+            cipher::AES_256_CTR,
+        ]),
+        ..Preferred::DEFAULT
+    };
+    russh::server::Config {
+        server_id: russh::SshId::Standard(format!("SSH-2.0-rsshd_{}", env!("CARGO_PKG_VERSION")).into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: std::time::Duration::ZERO,
+        auth_rejection_time_initial: Some(std::time::Duration::ZERO),
+        keys,
+        preferred,
+        max_auth_attempts: s.max_auth_tries as usize,
+        inactivity_timeout: None,
+        keepalive_interval: None,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// What a signal asks the daemon to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Reload,
+    Stop,
+}
+
+/// Everything a running daemon needs, prepared before daemonizing so that errors
+/// reach the terminal.
+pub struct Prepared {
+    pub source: ConfigSource,
+    pub overrides: Vec<String>,
+    pub extra_host_keys: Vec<PathBuf>,
+    pub config: Config,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub keys: Vec<PrivateKey>,
+}
+
+/// Load config and keys and bind listeners; logs each `Server listening on` line.
+pub fn prepare(source: ConfigSource, overrides: Vec<String>, extra_host_keys: Vec<PathBuf>) -> Result<Prepared, StartError> {
+    let (config, warnings) = source.load(&overrides)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let paths = host_key_paths(config.global(), &extra_host_keys, true)?;
+    let keys = hostkeys::load(&paths)?;
+    let mut listeners = Vec::new();
+    for addr in listener::addresses(config.global())? {
+        match listener::bind(addr) {
+            Ok(l) => {
+                // Port 0 asks the kernel for a free port; report the one it chose.
+                let bound = l.local_addr().unwrap_or(addr);
+                tracing::info!("Server listening on {} port {}.", display_ip(&bound), bound.port());
+                listeners.push(l);
+            }
+            Err(e) => tracing::error!("error: {e}"),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(listener::ListenError::NoneBound.into());
+    }
+    Ok(Prepared {
+        source,
+        overrides,
+        extra_host_keys,
+        config,
+        listeners,
+        keys,
+    })
+}
+
+/// Current configuration, replaced as a whole on a successful reload.
+struct Live {
+    config: Arc<Config>,
+    protocol: Arc<russh::server::Config>,
+}
+
+/// Run until SIGTERM/SIGINT. SIGHUP re-reads the config; a broken one is logged and
+/// the old one kept.
+pub async fn run(p: Prepared) -> Result<(), StartError> {
+    let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
+    let live = Arc::new(std::sync::RwLock::new(Live {
+        config: Arc::new(p.config),
+        protocol,
+    }));
+    let preauth = Arc::new(AtomicU32::new(0));
+    let daemon_uid = nix::unistd::geteuid().as_raw();
+
+    let mut accepts = tokio::task::JoinSet::new();
+    for l in p.listeners {
+        let l = TcpListener::from_std(l)?;
+        let live = Arc::clone(&live);
+        let preauth = Arc::clone(&preauth);
+        accepts.spawn(accept_loop(l, live, preauth, daemon_uid));
+    }
+
+    let (action_tx, mut action_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, action) in [
+        (SignalKind::hangup(), Action::Reload),
+        (SignalKind::terminate(), Action::Stop),
+        (SignalKind::interrupt(), Action::Stop),
+    ] {
+        let mut s = signal(kind)?;
+        let tx = action_tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if tx.send(action).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    while let Some(action) = action_rx.recv().await {
+        match action {
+            Action::Reload => {
+                tracing::info!("Received SIGHUP; reloading configuration.");
+                match p.source.load(&p.overrides) {
+                    Ok((config, warnings)) => {
+                        for w in &warnings {
+                            tracing::warn!("{w}");
+                        }
+                        let keys = host_key_paths(config.global(), &p.extra_host_keys, true)
+                            .and_then(|paths| hostkeys::load(&paths));
+                        match keys {
+                            Ok(keys) => {
+                                let protocol = Arc::new(protocol_config(keys, config.global()));
+                                if let Ok(mut l) = live.write() {
+                                    *l = Live {
+                                        config: Arc::new(config),
+                                        protocol,
+                                    };
+                                }
+                            }
+                            Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
+                }
+            }
+            Action::Stop => {
+                tracing::info!("Received signal; terminating.");
+                break;
+            }
+        }
+    }
+    accepts.abort_all();
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    live: Arc<std::sync::RwLock<Live>>,
+    preauth: Arc<AtomicU32>,
+    daemon_uid: u32,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let local = stream.local_addr().unwrap_or(peer);
+        let Ok((config, protocol)) = live.read().map(|l| (Arc::clone(&l.config), Arc::clone(&l.protocol))) else {
+            continue;
+        };
+        let pre_auth = config.resolve(&ConnSpec {
+            user: None,
+            host: Some(display_ip(&peer)),
+            addr: Some(peer.ip()),
+            laddr: Some(local.ip()),
+            lport: Some(local.port()),
+            groups: None,
+        });
+        let n = preauth.load(Ordering::Relaxed);
+        if should_drop(n, pre_auth.max_startups) {
+            tracing::info!(
+                "drop connection #{n} from [{}]:{} on [{}]:{} past MaxStartups",
+                display_ip(&peer),
+                peer.port(),
+                display_ip(&local),
+                local.port()
+            );
+            continue;
+        }
+        if pre_auth.tcp_keep_alive {
+            let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        }
+        preauth.fetch_add(1, Ordering::Relaxed);
+        let slot = PreauthSlot(Arc::clone(&preauth), std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn(async move {
+            let slot = Arc::new(slot);
+            let on_auth = {
+                let slot = Arc::clone(&slot);
+                move || slot.release()
+            };
+            let ctx = ConnContext {
+                peer,
+                local,
+                config,
+                pre_auth,
+                daemon_uid,
+            };
+            connection::serve(stream, ctx, protocol, on_auth).await;
+            slot.release();
+        });
+    }
+}
+
+/// One unauthenticated connection counted against MaxStartups, released once.
+struct PreauthSlot(Arc<AtomicU32>, std::sync::atomic::AtomicBool);
+
+impl PreauthSlot {
+    fn release(&self) {
+        if self.1.swap(false, Ordering::Relaxed) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// OpenSSH's random early drop: below `start` accept, at or past `full` refuse,
+/// between them refuse with a probability rising linearly from `rate`%.
+fn should_drop(n: u32, (start, rate, full): (u32, u32, u32)) -> bool {
+    if n < start {
+        return false;
+    }
+    if n >= full {
+        return true;
+    }
+    let p = rate + (100 - rate.min(100)) * (n - start) / (full - start).max(1);
+    rand::random_range(0..100) < p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_startups_bounds() {
+        assert!(!should_drop(9, (10, 30, 100)));
+        assert!(should_drop(100, (10, 30, 100)));
+        assert!(should_drop(5, (5, 100, 10)));
+    }
+}

@@ -1,0 +1,143 @@
+//! The binary's edge: command-line flags to daemon, `-t`, or `-T`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use rsshd::config::{ConnSpec, dump};
+use rsshd::daemon::{self, ConfigSource};
+use rsshd::log::{self, Sink};
+
+/// rsshd: an OpenSSH-compatible SSH server that ends idle sessions on time.
+#[derive(Parser, Debug)]
+#[command(name = "rsshd", version, disable_help_flag = true)]
+struct Args {
+    /// Do not detach; stay in the foreground.
+    #[arg(short = 'D')]
+    no_detach: bool,
+    /// Debug mode: foreground, verbose logs on stderr.
+    #[arg(short = 'd')]
+    debug: bool,
+    /// Log to stderr instead of syslog.
+    #[arg(short = 'e')]
+    stderr: bool,
+    /// Configuration file (default /etc/rsshd/sshd_config, else built-in defaults).
+    #[arg(short = 'f', value_name = "config_file")]
+    config: Option<PathBuf>,
+    /// Listen on this port (overrides Port in the config).
+    #[arg(short = 'p', value_name = "port")]
+    port: Vec<u16>,
+    /// Host key file (may be repeated).
+    #[arg(short = 'h', value_name = "host_key_file")]
+    host_keys: Vec<PathBuf>,
+    /// A config line, as in the file ('Keyword value'); may be repeated.
+    #[arg(short = 'o', value_name = "option")]
+    options: Vec<String>,
+    /// Test mode: check the config and host keys, then exit.
+    #[arg(short = 't')]
+    test: bool,
+    /// Extended test mode: print the effective configuration and exit.
+    #[arg(short = 'T')]
+    dump: bool,
+    /// Connection spec for -T: user=,host=,addr=,laddr=,lport=
+    #[arg(short = 'C', value_name = "connection_spec")]
+    spec: Option<String>,
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rsshd: {e:#}");
+            ExitCode::from(255)
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<ExitCode> {
+    let source = ConfigSource::choose(args.config.clone());
+    let mut overrides: Vec<String> = args.port.iter().map(|p| format!("Port {p}")).collect();
+    overrides.extend(args.options.iter().cloned());
+
+    if args.test || args.dump {
+        log::init(Sink::Stderr, args.debug);
+        let (config, warnings) = match source.load(&overrides) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        for w in &warnings {
+            eprintln!("{w}");
+        }
+        if args.test {
+            let paths = daemon::host_key_paths(config.global(), &args.host_keys, false)?;
+            let generated = config.global().host_key.is_empty() && args.host_keys.is_empty();
+            if generated && !paths[0].exists() {
+                // The quick-start key is created on first start; nothing to check yet.
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Err(e) = daemon::hostkeys::load(&paths) {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(1));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let settings = match &args.spec {
+            Some(spec) => {
+                let spec = match ConnSpec::parse_cli(spec) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Ok(ExitCode::from(1));
+                    }
+                };
+                config.resolve(&spec)
+            }
+            None => config.global().clone(),
+        };
+        print!("{}", dump(&settings));
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let embedded = matches!(source, ConfigSource::Embedded);
+    let foreground = args.no_detach || args.debug || embedded;
+    let sink = if args.stderr || args.debug || embedded || args.no_detach && std::env::var_os("INVOCATION_ID").is_none() {
+        Sink::Stderr
+    } else {
+        Sink::Syslog
+    };
+    log::init(sink, args.debug);
+    let prepared = daemon::prepare(source, overrides, args.host_keys.clone())
+        .context("cannot start")?;
+    if embedded {
+        let user = std::env::var("USER").unwrap_or_else(|_| "USER".into());
+        let port = prepared.listeners.first().and_then(|l| l.local_addr().ok()).map(|a| a.port()).unwrap_or(2222);
+        eprintln!(
+            "rsshd: no config file ({}); running on built-in defaults.\n\
+             rsshd: connect with: ssh -p {port} {user}@127.0.0.1   (keys from ~/.ssh/authorized_keys)",
+            rsshd::paths::SYSTEM_CONFIG
+        );
+    }
+    if !foreground {
+        nix::unistd::daemon(false, false).context("daemon")?;
+    }
+    if let Some(pid_file) = &prepared.config.global().pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            tracing::error!("Couldn't create pid file \"{}\": {e}", pid_file.display());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(daemon::run(prepared))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,279 @@
+//! Test support: a real rsshd on 127.0.0.1 with a kernel-chosen port, its own host
+//! key, config and client key in a private directory, and helpers to run the real
+//! OpenSSH and PuTTY clients against it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the tests run as root (needed to log in as another user).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The account the tests log in as: the current user.
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}
+
+/// Whether a client program is installed; tests that need it print why they skip.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A private directory under the target dir (not /tmp, whose mode StrictModes refuses).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Generate an ed25519 key pair with ssh-keygen; returns the private key path.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success(), "ssh-keygen failed");
+    path
+}
+
+/// A running rsshd and the files around it.
+pub struct Server {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub client_key: PathBuf,
+    pub config: PathBuf,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Start rsshd with `extra` config lines after a base config that accepts the
+    /// client key for every user (via `AuthorizedKeysFile DIR/authorized_keys`).
+    pub fn start(extra: &str) -> Server {
+        Self::start_with_keys(extra, None)
+    }
+
+    /// As [`Server::start`], with the authorized_keys line options given.
+    pub fn start_with_keys(extra: &str, key_options: Option<&str>) -> Server {
+        let dir = temp_dir("rsshd");
+        let host_key = keygen(&dir, "host_key");
+        let client_key = keygen(&dir, "client_key");
+        let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
+        let line = match key_options {
+            Some(o) => format!("{o} {public}"),
+            None => public,
+        };
+        std::fs::write(dir.join("authorized_keys"), line).expect("write authorized_keys");
+        let config = dir.join("sshd_config");
+        let text = format!(
+            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\n",
+            host_key.display(),
+            dir.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self::spawn(dir, config, client_key)
+    }
+
+    /// Start rsshd on a config file written by the caller.
+    pub fn spawn(dir: PathBuf, config: PathBuf, client_key: PathBuf) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rsshd"))
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rsshd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.strip_prefix("Server listening on 127.0.0.1 port ") {
+                        if let Ok(p) = rest.trim_end_matches('.').parse::<u16>() {
+                            let _ = tx.send(p);
+                        }
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("rsshd did not start; log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Server {
+            dir,
+            port,
+            client_key,
+            config,
+            child,
+            log,
+        }
+    }
+
+    /// Everything rsshd logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Wait until the log contains `needle`, up to `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// OpenSSH `ssh` set up for this server: our key only, no known_hosts, batch mode.
+    pub fn ssh(&self, user: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(ssh_base_args(self.port, &self.client_key))
+            .arg(format!("{user}@127.0.0.1"));
+        c
+    }
+
+    /// Run `ssh user@server command` with `stdin` and return its output.
+    pub fn ssh_run(&self, user: &str, command: &str, stdin: &[u8]) -> Output {
+        run_with_input(self.ssh(user).arg(command), stdin)
+    }
+
+    /// Options shared by ssh, sftp and scp (`-o` style, no port flag).
+    pub fn client_opts(&self) -> Vec<String> {
+        client_opts(&self.client_key)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `-o` options every client invocation uses.
+pub fn client_opts(key: &Path) -> Vec<String> {
+    vec![
+        "-F".into(),
+        "/dev/null".into(),
+        "-i".into(),
+        key.display().to_string(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
+    ]
+}
+
+/// `ssh` arguments for a port and key.
+pub fn ssh_base_args(port: u16, key: &Path) -> Vec<String> {
+    let mut v = client_opts(key);
+    v.push("-p".into());
+    v.push(port.to_string());
+    v
+}
+
+/// Run a command, feed it `stdin`, and collect its output (with a 60 s limit).
+pub fn run_with_input(cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    });
+    let out = child.wait_with_output().expect("client output");
+    let _ = writer.join();
+    drop(watchdog);
+    out
+}
+
+/// Process ids whose session id is `sid` (every process of a login session).
+pub fn processes_in_session(sid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state ppid pgrp session ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid) {
+            out.push(pid);
+        }
+    }
+    out
+}
