@@ -10,3 +10,4 @@ pub mod connection;
 pub mod daemon;
 pub mod log;
 pub mod paths;
+pub mod lifetime;

@@ -1,0 +1,535 @@
+//! The lifetime engine: a plain state machine, one per connection. Events go in
+//! with the time they happened, actions come out; the caller owns the clock and the
+//! sockets. All timer logic of rsshd lives here, so it can be tested exactly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::policy::Policy;
+use crate::log::human_duration;
+
+/// Something that happened on the connection. Times may be fed late and out of
+/// order (the driver batches frequent events); the engine keeps the latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The client authenticated: idle and unused timers start, login grace ends.
+    Authenticated,
+    /// A person's input: channel data or a signal from the client.
+    Input { channel: Option<u32> },
+    /// Data the server sent on a channel.
+    Output { channel: Option<u32> },
+    /// Any packet from the client, keepalives included: the client is alive.
+    PacketReceived,
+    /// The client answered one of our probes.
+    ProbeAnswered,
+    ChannelOpened { channel: u32, kind: String },
+    ChannelClosed { channel: u32 },
+    /// A reload gave this connection a new policy.
+    PolicyReplaced(Policy),
+}
+
+/// Why the engine ends a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    LoginGrace,
+    NotResponding,
+    Idle { after: Duration },
+    Unused { after: Duration },
+}
+
+impl Ending {
+    /// The line shown to the user on each PTY and in SSH_MSG_DISCONNECT.
+    pub fn user_text(&self) -> String {
+        match self {
+            Ending::LoginGrace => "rsshd: login grace time exceeded".into(),
+            Ending::NotResponding => "rsshd: client not responding".into(),
+            Ending::Idle { after } => {
+                format!("rsshd: disconnected after {} without input", human_duration(*after))
+            }
+            Ending::Unused { after } => format!(
+                "rsshd: disconnected after {} without an open channel",
+                human_duration(*after)
+            ),
+        }
+    }
+}
+
+/// What the caller must do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a liveness probe (keepalive with want-reply).
+    SendProbe,
+    /// Write this line to every PTY of the connection.
+    Warn(String),
+    /// End the connection for this reason (the engine does nothing more after it).
+    Disconnect(Ending),
+    /// Close one channel (ChannelTimeout).
+    CloseChannel(u32),
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    kind: String,
+    last_traffic: Instant,
+    closing: bool,
+}
+
+/// Per-connection lifetime state; see the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    policy: Policy,
+    started: Instant,
+    authenticated: bool,
+    /// Idle basis: last input, or last input-or-output under `IdleActivity input,output`.
+    last_activity: Instant,
+    warned_at: Option<Instant>,
+    /// Liveness: when we last heard anything, and probes sent since.
+    last_received: Instant,
+    next_probe: Option<Instant>,
+    unanswered: u32,
+    channels: BTreeMap<u32, ChannelState>,
+    last_channel_traffic: Instant,
+    /// Since when the connection has had no open channel (after authentication).
+    unused_since: Option<Instant>,
+    done: bool,
+}
+
+impl Engine {
+    pub fn new(policy: Policy, now: Instant) -> Self {
+        let mut e = Engine {
+            next_probe: None,
+            policy,
+            started: now,
+            authenticated: false,
+            last_activity: now,
+            warned_at: None,
+            last_received: now,
+            unanswered: 0,
+            channels: BTreeMap::new(),
+            last_channel_traffic: now,
+            unused_since: None,
+            done: false,
+        };
+        e.next_probe = e.policy.probe_interval.map(|i| now + i);
+        e
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Time of the last activity that counts for idleness.
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    /// Feed one event; returns what must happen now.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        if self.done {
+            return Vec::new();
+        }
+        match event {
+            Event::Authenticated => {
+                self.authenticated = true;
+                self.last_activity = now;
+                self.last_channel_traffic = now;
+                if self.channels.is_empty() {
+                    self.unused_since = Some(now);
+                }
+            }
+            Event::Input { channel } => {
+                self.last_activity = self.last_activity.max(now);
+                self.warned_at = None;
+                self.channel_traffic(channel, now);
+            }
+            Event::Output { channel } => {
+                if self.policy.output_is_activity {
+                    self.last_activity = self.last_activity.max(now);
+                    self.warned_at = None;
+                }
+                self.channel_traffic(channel, now);
+            }
+            Event::PacketReceived | Event::ProbeAnswered => {
+                self.last_received = self.last_received.max(now);
+                self.unanswered = 0;
+                self.next_probe = self.policy.probe_interval.map(|i| self.last_received + i);
+            }
+            Event::ChannelOpened { channel, kind } => {
+                self.channels.insert(
+                    channel,
+                    ChannelState {
+                        kind,
+                        last_traffic: now,
+                        closing: false,
+                    },
+                );
+                self.last_channel_traffic = now;
+                self.unused_since = None;
+            }
+            Event::ChannelClosed { channel } => {
+                self.channels.remove(&channel);
+                if self.channels.is_empty() && self.authenticated {
+                    self.unused_since = Some(now);
+                }
+            }
+            Event::PolicyReplaced(policy) => {
+                if policy.probe_interval != self.policy.probe_interval {
+                    // Silent longer than the new interval already: probe at once.
+                    self.next_probe = policy.probe_interval.map(|i| (self.last_received + i).max(now));
+                    self.unanswered = 0;
+                }
+                self.policy = policy;
+                // A warning given under the old policy no longer says the truth.
+                self.warned_at = None;
+            }
+        }
+        self.poll(now)
+    }
+
+    fn channel_traffic(&mut self, channel: Option<u32>, now: Instant) {
+        if let Some(c) = channel.and_then(|c| self.channels.get_mut(&c)) {
+            c.last_traffic = c.last_traffic.max(now);
+        }
+        if channel.is_some() {
+            self.last_channel_traffic = self.last_channel_traffic.max(now);
+        }
+    }
+
+    /// When the engine next needs [`Engine::poll`], if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if !self.authenticated {
+            consider(self.policy.login_grace.map(|g| self.started + g));
+            return next;
+        }
+        consider(self.next_probe);
+        if let Some((warn_at, end_at)) = self.idle_deadlines() {
+            consider(if self.warned_at.is_none() { warn_at } else { None });
+            consider(Some(end_at));
+        }
+        for c in self.channels.values().filter(|c| !c.closing) {
+            consider(self.policy.channel_timeout(&c.kind).map(|t| c.last_traffic + t));
+        }
+        if !self.channels.is_empty() && self.channels.values().any(|c| !c.closing) {
+            consider(self.policy.global_channel_timeout().map(|t| self.last_channel_traffic + t));
+        }
+        consider(self.unused_since.zip(self.policy.unused_timeout).map(|(s, t)| s + t));
+        next
+    }
+
+    /// (warn at, disconnect at) for idleness, under the current policy.
+    fn idle_deadlines(&self) -> Option<(Option<Instant>, Instant)> {
+        let timeout = self.policy.idle_timeout?;
+        let end = self.last_activity + timeout;
+        match self.policy.idle_warning {
+            None => Some((None, end)),
+            Some(w) => {
+                let warn_at = end - w;
+                // Once warned, the user always gets the full warning period.
+                let end = self.warned_at.map_or(end, |at| end.max(at + w));
+                Some((Some(warn_at), end))
+            }
+        }
+    }
+
+    /// Fire every timer that is due at `now`.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        if !self.authenticated {
+            if let Some(g) = self.policy.login_grace {
+                if now >= self.started + g {
+                    return self.finish(Ending::LoginGrace);
+                }
+            }
+            return out;
+        }
+        if let (Some(at), Some(interval)) = (self.next_probe, self.policy.probe_interval) {
+            if now >= at {
+                if self.unanswered >= self.policy.probe_max {
+                    return self.finish(Ending::NotResponding);
+                }
+                self.unanswered += 1;
+                self.next_probe = Some(now + interval);
+                out.push(Action::SendProbe);
+            }
+        }
+        if let (Some(timeout), Some((warn_at, _))) = (self.policy.idle_timeout, self.idle_deadlines()) {
+            if let (Some(warn_at), None, Some(w)) = (warn_at, self.warned_at, self.policy.idle_warning) {
+                if now >= warn_at {
+                    self.warned_at = Some(now);
+                    let idle_for = now.saturating_duration_since(self.last_activity);
+                    out.push(Action::Warn(format!(
+                        "rsshd: no input for {}; disconnecting in {}s",
+                        human_duration(idle_for),
+                        w.as_secs().max(1)
+                    )));
+                }
+            }
+            if let Some((_, end_at)) = self.idle_deadlines() {
+                if now >= end_at {
+                    out.extend(self.finish(Ending::Idle { after: timeout }));
+                    return out;
+                }
+            }
+        }
+        let mut to_close = Vec::new();
+        for (id, c) in &self.channels {
+            if c.closing {
+                continue;
+            }
+            let own = self.policy.channel_timeout(&c.kind).is_some_and(|t| now >= c.last_traffic + t);
+            let global = self
+                .policy
+                .global_channel_timeout()
+                .is_some_and(|t| now >= self.last_channel_traffic + t);
+            if own || global {
+                to_close.push(*id);
+            }
+        }
+        for id in to_close {
+            if let Some(c) = self.channels.get_mut(&id) {
+                c.closing = true;
+            }
+            out.push(Action::CloseChannel(id));
+        }
+        if let (Some(since), Some(t)) = (self.unused_since, self.policy.unused_timeout) {
+            if now >= since + t {
+                out.extend(self.finish(Ending::Unused { after: t }));
+            }
+        }
+        out
+    }
+
+    fn finish(&mut self, ending: Ending) -> Vec<Action> {
+        self.done = true;
+        vec![Action::Disconnect(ending)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ChannelTimeoutRule;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// An authenticated engine at t0 with one open session channel.
+    fn running(policy: Policy) -> (Engine, Instant) {
+        let t0 = Instant::now();
+        let mut e = Engine::new(policy, t0);
+        assert!(e.handle(Event::Authenticated, t0).is_empty());
+        assert!(
+            e.handle(Event::ChannelOpened { channel: 0, kind: "session:shell".into() }, t0)
+                .is_empty()
+        );
+        (e, t0)
+    }
+
+    fn idle(t: u64) -> Policy {
+        Policy { idle_timeout: Some(s(t)), ..Policy::default() }
+    }
+
+    fn is_idle_end(a: &[Action]) -> bool {
+        a.iter().any(|a| matches!(a, Action::Disconnect(Ending::Idle { .. })))
+    }
+
+    #[test]
+    fn idle_fires_exactly_at_t_not_before() {
+        let (mut e, t0) = running(idle(300));
+        assert_eq!(e.next_deadline(), Some(t0 + s(300)));
+        assert!(e.poll(t0 + s(299)).is_empty());
+        assert!(e.poll(t0 + s(300) - ms(1)).is_empty());
+        let a = e.poll(t0 + s(300));
+        assert_eq!(a, vec![Action::Disconnect(Ending::Idle { after: s(300) })]);
+        assert_eq!(
+            Ending::Idle { after: s(300) }.user_text(),
+            "rsshd: disconnected after 5m without input"
+        );
+        // Nothing more after the end.
+        assert!(e.poll(t0 + s(400)).is_empty());
+        assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn input_at_t_minus_1_resets() {
+        let (mut e, t0) = running(idle(300));
+        assert!(e.handle(Event::Input { channel: Some(0) }, t0 + s(299)).is_empty());
+        assert!(e.poll(t0 + s(300)).is_empty());
+        assert_eq!(e.next_deadline(), Some(t0 + s(599)));
+        assert!(is_idle_end(&e.poll(t0 + s(599))));
+    }
+
+    #[test]
+    fn keepalives_probe_replies_and_output_are_not_input() {
+        let (mut e, t0) = running(idle(10));
+        for t in 1..10 {
+            let now = t0 + s(t);
+            assert!(e.handle(Event::PacketReceived, now).is_empty());
+            assert!(e.handle(Event::ProbeAnswered, now).is_empty());
+            assert!(e.handle(Event::Output { channel: Some(0) }, now).is_empty());
+        }
+        assert!(is_idle_end(&e.poll(t0 + s(10))));
+    }
+
+    #[test]
+    fn output_counts_under_input_output() {
+        let mut p = idle(10);
+        p.output_is_activity = true;
+        let (mut e, t0) = running(p);
+        assert!(e.handle(Event::Output { channel: Some(0) }, t0 + s(9)).is_empty());
+        assert!(e.poll(t0 + s(10)).is_empty());
+        assert!(is_idle_end(&e.poll(t0 + s(19))));
+    }
+
+    #[test]
+    fn warning_then_disconnect_and_input_after_warning_keeps() {
+        let mut p = idle(60);
+        p.idle_warning = Some(s(10));
+        let (mut e, t0) = running(p.clone());
+        assert_eq!(e.next_deadline(), Some(t0 + s(50)));
+        assert_eq!(
+            e.poll(t0 + s(50)),
+            vec![Action::Warn("rsshd: no input for 50s; disconnecting in 10s".into())]
+        );
+        assert_eq!(e.next_deadline(), Some(t0 + s(60)));
+        assert!(is_idle_end(&e.poll(t0 + s(60))));
+
+        let (mut e, t0) = running(p);
+        assert_eq!(e.poll(t0 + s(50)).len(), 1);
+        assert!(e.handle(Event::Input { channel: Some(0) }, t0 + s(55)).is_empty());
+        assert!(e.poll(t0 + s(60)).is_empty());
+        assert_eq!(e.next_deadline(), Some(t0 + s(105)));
+    }
+
+    #[test]
+    fn liveness_count_max_n() {
+        let p = Policy { probe_interval: Some(s(1)), probe_max: 2, ..Policy::default() };
+        let (mut e, t0) = running(p);
+        assert_eq!(e.poll(t0 + s(1)), vec![Action::SendProbe]);
+        assert_eq!(e.poll(t0 + s(2)), vec![Action::SendProbe]);
+        assert_eq!(e.poll(t0 + s(3)), vec![Action::Disconnect(Ending::NotResponding)]);
+    }
+
+    #[test]
+    fn answered_probes_keep_an_idle_client() {
+        let p = Policy { probe_interval: Some(s(1)), probe_max: 2, ..Policy::default() };
+        let (mut e, t0) = running(p);
+        for t in 1..100 {
+            let now = t0 + s(t);
+            let a = e.poll(now);
+            assert_eq!(a, vec![Action::SendProbe], "at {t}s");
+            assert!(e.handle(Event::ProbeAnswered, now + ms(10)).is_empty());
+        }
+    }
+
+    #[test]
+    fn count_max_zero_is_the_recipe() {
+        let mut st = crate::config::Settings::default();
+        st.client_alive_interval = s(3);
+        st.client_alive_count_max = 0;
+        let (mut e, t0) = running(Policy::from_settings(&st));
+        // Keepalives from the client do not help, and no probes are sent.
+        for t in 1..3 {
+            assert!(e.handle(Event::PacketReceived, t0 + s(t)).is_empty());
+        }
+        assert!(is_idle_end(&e.poll(t0 + s(3))));
+    }
+
+    #[test]
+    fn login_grace_only_before_auth() {
+        let p = Policy { login_grace: Some(s(120)), ..Policy::default() };
+        let t0 = Instant::now();
+        let mut e = Engine::new(p.clone(), t0);
+        assert_eq!(e.next_deadline(), Some(t0 + s(120)));
+        assert_eq!(e.poll(t0 + s(120)), vec![Action::Disconnect(Ending::LoginGrace)]);
+
+        let mut e = Engine::new(p, t0);
+        e.handle(Event::Authenticated, t0 + s(119));
+        assert!(e.poll(t0 + s(500)).is_empty());
+    }
+
+    #[test]
+    fn policy_replaced_mid_countdown_warns_then_ends() {
+        let (mut e, t0) = running(idle(3600));
+        let mut tight = idle(300);
+        tight.idle_warning = Some(s(60));
+        // Idle for 20 minutes already: warned at once, ended a full warning later.
+        let a = e.handle(Event::PolicyReplaced(tight.clone()), t0 + s(1200));
+        assert_eq!(
+            a,
+            vec![Action::Warn("rsshd: no input for 20m; disconnecting in 60s".into())]
+        );
+        assert!(e.poll(t0 + s(1259)).is_empty());
+        assert_eq!(
+            e.poll(t0 + s(1260)),
+            vec![Action::Disconnect(Ending::Idle { after: s(300) })]
+        );
+
+        // Without a warning the end is immediate.
+        let (mut e, t0) = running(idle(3600));
+        assert!(is_idle_end(&e.handle(Event::PolicyReplaced(idle(300)), t0 + s(1200))));
+
+        // Loosening moves the deadline out.
+        let (mut e, t0) = running(idle(10));
+        e.handle(Event::PolicyReplaced(idle(100)), t0 + s(5));
+        assert!(e.poll(t0 + s(10)).is_empty());
+        assert_eq!(e.next_deadline(), Some(t0 + s(100)));
+    }
+
+    #[test]
+    fn channel_timeouts_per_type_and_global() {
+        let p = Policy {
+            channel_timeouts: vec![ChannelTimeoutRule { pattern: "direct-tcpip".into(), timeout: s(2) }],
+            ..Policy::default()
+        };
+        let (mut e, t0) = running(p);
+        e.handle(Event::ChannelOpened { channel: 1, kind: "direct-tcpip".into() }, t0);
+        e.handle(Event::Output { channel: Some(1) }, t0 + s(1));
+        assert!(e.poll(t0 + s(2)).is_empty());
+        assert_eq!(e.poll(t0 + s(3)), vec![Action::CloseChannel(1)]);
+        // Asked once only.
+        assert!(e.poll(t0 + s(4)).is_empty());
+
+        let p = Policy {
+            channel_timeouts: vec![ChannelTimeoutRule { pattern: "global".into(), timeout: s(5) }],
+            ..Policy::default()
+        };
+        let (mut e, t0) = running(p);
+        e.handle(Event::ChannelOpened { channel: 1, kind: "direct-tcpip".into() }, t0);
+        e.handle(Event::Input { channel: Some(1) }, t0 + s(4));
+        assert!(e.poll(t0 + s(5)).is_empty());
+        assert_eq!(e.poll(t0 + s(9)), vec![Action::CloseChannel(0), Action::CloseChannel(1)]);
+    }
+
+    #[test]
+    fn unused_connection_timeout() {
+        let p = Policy { unused_timeout: Some(s(5)), ..Policy::default() };
+        let t0 = Instant::now();
+        let mut e = Engine::new(p, t0);
+        e.handle(Event::Authenticated, t0);
+        e.handle(Event::ChannelOpened { channel: 0, kind: "session:shell".into() }, t0 + s(1));
+        assert!(e.poll(t0 + s(10)).is_empty());
+        e.handle(Event::ChannelClosed { channel: 0 }, t0 + s(10));
+        assert!(e.poll(t0 + s(14)).is_empty());
+        assert_eq!(e.poll(t0 + s(15)), vec![Action::Disconnect(Ending::Unused { after: s(5) })]);
+    }
+}

@@ -1,0 +1,10 @@
+//! Session lifetime (SPEC section 3): liveness and idleness kept apart, decided by
+//! a pure [`Engine`] from a [`Policy`].
+
+mod driver;
+mod engine;
+mod policy;
+
+pub use engine::{Action, Engine, Ending, Event};
+pub use driver::{ChannelStamps, Driver, Events, Stamp};
+pub use policy::Policy;
