@@ -1,6 +1,449 @@
 //! sshd_config -> typed, validated [`Settings`].
 //!
-//! (Being written: lexer, keyword table, Match evaluation, `-T` output.)
+//! A file is read once into a list of validated directives, each tagged with the `Match`
+//! conditions it sits under (through `Include`s too). The global settings are computed
+//! once; a connection's settings are the global ones with every matching conditional
+//! directive applied on top, first value winning among them, which is how sshd
+//! re-parses its config per connection.
 
+mod dump;
+mod keywords;
+mod lexer;
+mod matching;
 mod settings;
+mod time;
+
+pub use dump::dump;
+pub use matching::system_groups;
 pub use settings::*;
+pub use time::{format_time, parse_time};
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keywords::{Args, Keyword, Pass, Policy, Status};
+use matching::{Groups, MatchLine};
+
+/// How deep `Include` may nest (sshd's `SERVCONF_MAX_DEPTH`).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// The file name messages use for `-o` options, as sshd.
+const CMDLINE: &str = "command-line";
+
+/// rsshd's built-in configuration when no file exists (SPEC section 1): safe to start
+/// anywhere, loopback only, on an unprivileged port.
+const EMBEDDED: &str = "\
+ListenAddress 127.0.0.1
+Port 2222
+IdleTimeout 15m
+IdleWarning 1m
+";
+
+/// A connection as `Match` sees it (`-C user=..,host=..,addr=..,laddr=..,lport=..`).
+/// Unset attributes make the criteria that need them false.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnSpec {
+    pub user: Option<String>,
+    pub host: Option<String>,
+    pub addr: Option<IpAddr>,
+    pub laddr: Option<IpAddr>,
+    pub lport: Option<u16>,
+    /// The user's group names when the caller already has them; `None` = look them up
+    /// in the system databases when a `Match Group` needs them.
+    pub groups: Option<Vec<String>>,
+}
+
+impl ConnSpec {
+    /// Parse sshd's `-C` syntax: comma-separated `key=value` with keys `user`, `host`,
+    /// `addr`, `laddr`, `lport` (and `rdomain`, accepted and ignored).
+    pub fn parse_cli(s: &str) -> Result<ConnSpec, ConfigError> {
+        let err = |what: String| ConfigError::Spec {
+            spec: s.to_string(),
+            what,
+        };
+        let ip = |k: &str, v: &str| {
+            v.parse::<IpAddr>()
+                .map_err(|_| err(format!("{k}: invalid address \"{v}\"")))
+        };
+        let mut c = ConnSpec::default();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| err(format!("\"{part}\" is not key=value")))?;
+            match k {
+                "user" => c.user = Some(v.to_string()),
+                "host" => c.host = Some(v.to_string()),
+                "addr" => c.addr = Some(ip(k, v)?),
+                "laddr" => c.laddr = Some(ip(k, v)?),
+                "lport" => {
+                    c.lport = Some(keywords::parse_port(v).map_err(|e| err(format!("lport: {e}")))?)
+                }
+                "rdomain" => {}
+                _ => return Err(err(format!("unknown key \"{k}\""))),
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Something accepted but worth telling the admin (unsupported or deprecated keyword).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A line that is wrong: `file:line: Keyword: what`.
+    #[error("{}:{line}: {keyword}: {what}", file.display())]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        keyword: String,
+        what: String,
+    },
+    /// The top-level file could not be read.
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bad `-C` connection spec.
+    #[error("invalid connection spec \"{spec}\": {what}")]
+    Spec { spec: String, what: String },
+}
+
+/// One validated directive and the `Match` conditions (all must hold) it sits under.
+#[derive(Debug, Clone)]
+struct Directive {
+    kw: &'static Keyword,
+    args: Vec<String>,
+    rest: String,
+    cond: Vec<Arc<MatchLine>>,
+}
+
+/// A parsed configuration: the global settings plus what `Match` may change.
+#[derive(Debug, Clone)]
+pub struct Config {
+    global: Settings,
+    conditional: Vec<Directive>,
+}
+
+/// Per-pass bookkeeping: which keywords already have their (first) value.
+#[derive(Default)]
+struct PassState {
+    assigned: HashSet<&'static str>,
+    pass: Pass,
+}
+
+impl PassState {
+    fn apply(&mut self, s: &mut Settings, d: &Directive) -> Result<(), String> {
+        let Status::Supported { set, policy, .. } = d.kw.status else {
+            return Ok(());
+        };
+        let first = self.assigned.insert(d.kw.name);
+        if policy == Policy::First && !first {
+            return Ok(());
+        }
+        self.pass.first = first;
+        let args = Args {
+            args: &d.args,
+            rest: &d.rest,
+        };
+        set(s, &args, &mut self.pass)
+    }
+}
+
+struct Loader {
+    /// Where relative `Include` paths are resolved (the main file's directory).
+    base_dir: PathBuf,
+    directives: Vec<Directive>,
+    warnings: Vec<Warning>,
+    /// Keywords the command line already set, whose file lines are skipped: `Port` (as
+    /// sshd's `-p`) and, for the embedded defaults, everything.
+    skip: HashSet<&'static str>,
+}
+
+fn invalid(file: &Path, line: usize, keyword: &str, what: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        line,
+        keyword: keyword.to_string(),
+        what: what.into(),
+    }
+}
+
+impl Loader {
+    fn new(base_dir: PathBuf) -> Self {
+        Loader {
+            base_dir,
+            directives: Vec::new(),
+            warnings: Vec::new(),
+            skip: HashSet::new(),
+        }
+    }
+
+    fn overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
+        let file = Path::new(CMDLINE);
+        for (i, o) in overrides.iter().enumerate() {
+            let line =
+                lexer::lex_line(o, i + 1).map_err(|e| invalid(file, e.line, &e.keyword, e.what))?;
+            if let Some(line) = line {
+                self.line(file, line, &mut Vec::new(), 0, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn text(
+        &mut self,
+        file: &Path,
+        text: &str,
+        outer: &[Arc<MatchLine>],
+        depth: usize,
+    ) -> Result<(), ConfigError> {
+        let lines = lexer::lex(text).map_err(|e| invalid(file, e.line, &e.keyword, e.what))?;
+        // A Match inside this file lasts until the next Match or the end of this file,
+        // and stays nested in the conditions of the place that included the file.
+        let mut cond = outer.to_vec();
+        for l in lines {
+            if cond.len() > outer.len() && l.keyword.eq_ignore_ascii_case("match") {
+                cond.truncate(outer.len());
+            }
+            self.line(file, l, &mut cond, depth, false)?;
+        }
+        Ok(())
+    }
+
+    fn line(
+        &mut self,
+        file: &Path,
+        l: lexer::Line,
+        cond: &mut Vec<Arc<MatchLine>>,
+        depth: usize,
+        cmdline: bool,
+    ) -> Result<(), ConfigError> {
+        let err = |kw: &str, what: String| invalid(file, l.line, kw, what);
+        let Some((kw, shown)) = keywords::lookup(&l.keyword) else {
+            return Err(err(&l.keyword, "unknown keyword".into()));
+        };
+        if l.args.is_empty() {
+            return Err(err(shown, "missing argument".into()));
+        }
+        if !cond.is_empty() && !kw.matchable && kw.name != "Match" {
+            return Err(err(
+                shown,
+                format!("Directive '{shown}' is not allowed within a Match block"),
+            ));
+        }
+        let warn = |msg: String| Warning {
+            file: file.to_path_buf(),
+            line: l.line,
+            message: format!("{shown}: {msg}"),
+        };
+        match kw.status {
+            Status::Special if kw.name == "Match" => {
+                if cmdline {
+                    return Err(err(shown, "not allowed on the command line".into()));
+                }
+                let m = matching::parse_match(&l.args).map_err(|e| err(shown, e))?;
+                cond.push(Arc::new(m));
+            }
+            Status::Special => {
+                if cmdline {
+                    return Err(err(shown, "not allowed on the command line".into()));
+                }
+                for pat in &l.args {
+                    self.include(file, l.line, pat, cond, depth)?;
+                }
+            }
+            Status::Deprecated => self.warnings.push(warn("deprecated, ignored".into())),
+            Status::Unsupported { .. } => {
+                let args = Args {
+                    args: &l.args,
+                    rest: &l.rest,
+                };
+                if keywords::check_unsupported(kw, &args).map_err(|e| err(shown, e))? {
+                    self.warnings
+                        .push(warn("not supported by rsshd, ignored".into()));
+                }
+            }
+            Status::Alias(_) => {}
+            Status::Supported { set, .. } => {
+                // Validate now, whether or not this value will ever be used, so that an
+                // error in a Match block is reported at load time as sshd does.
+                let mut scratch = Settings::default();
+                let mut pass = Pass {
+                    first: true,
+                    ..Pass::default()
+                };
+                let args = Args {
+                    args: &l.args,
+                    rest: &l.rest,
+                };
+                set(&mut scratch, &args, &mut pass).map_err(|e| err(shown, e))?;
+                if cmdline {
+                    self.skip.insert(kw.name);
+                } else if self.skip.contains(kw.name) {
+                    return Ok(());
+                }
+                self.directives.push(Directive {
+                    kw,
+                    args: l.args,
+                    rest: l.rest,
+                    cond: cond.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn include(
+        &mut self,
+        file: &Path,
+        line: usize,
+        pat: &str,
+        cond: &[Arc<MatchLine>],
+        depth: usize,
+    ) -> Result<(), ConfigError> {
+        let err = |what: String| invalid(file, line, "Include", what);
+        if depth >= MAX_INCLUDE_DEPTH {
+            return Err(err("too many nested includes".into()));
+        }
+        let full = if Path::new(pat).is_absolute() {
+            PathBuf::from(pat)
+        } else {
+            self.base_dir.join(pat)
+        };
+        let full_s = full.to_string_lossy().into_owned();
+        let paths = glob::glob(&full_s).map_err(|e| err(format!("bad pattern \"{pat}\": {e}")))?;
+        let mut files: Vec<PathBuf> = paths
+            .filter_map(Result::ok)
+            .filter(|p| !p.is_dir())
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| err(format!("cannot read {}: {e}", f.display())))?;
+            self.text(&f, &text, cond, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(Config, Vec<Warning>), ConfigError> {
+        let mut global = Settings::default();
+        let mut st = PassState::default();
+        let mut conditional = Vec::new();
+        for d in self.directives {
+            if d.cond.is_empty() {
+                // Already validated; an error here would be a bug in the table.
+                let _ = st.apply(&mut global, &d);
+            } else {
+                conditional.push(d);
+            }
+        }
+        Ok((
+            Config {
+                global,
+                conditional,
+            },
+            self.warnings,
+        ))
+    }
+}
+
+impl Config {
+    /// Parse a file (Includes resolved); `overrides` are `-o 'Keyword value'` lines,
+    /// applied before the file so that they win, reported as file "command-line".
+    pub fn load_file(
+        path: &Path,
+        overrides: &[String],
+    ) -> Result<(Config, Vec<Warning>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_with_base(path, &text, overrides, false)
+    }
+
+    /// Same from a string; `name` is used in messages, and its directory (if any) is
+    /// where relative `Include`s are looked for.
+    pub fn parse_str(
+        name: &str,
+        text: &str,
+        overrides: &[String],
+    ) -> Result<(Config, Vec<Warning>), ConfigError> {
+        Self::parse_with_base(Path::new(name), text, overrides, false)
+    }
+
+    /// rsshd's embedded defaults (SPEC section 1), used when no config file exists.
+    /// An override of any keyword replaces the embedded value instead of adding to it.
+    pub fn embedded(overrides: &[String]) -> Result<(Config, Vec<Warning>), ConfigError> {
+        Self::parse_with_base(Path::new("[embedded]"), EMBEDDED, overrides, true)
+    }
+
+    fn parse_with_base(
+        path: &Path,
+        text: &str,
+        overrides: &[String],
+        defaults_only: bool,
+    ) -> Result<(Config, Vec<Warning>), ConfigError> {
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut loader = Loader::new(base);
+        loader.overrides(overrides)?;
+        if !defaults_only {
+            // Like sshd's -p, ports from the command line replace the file's.
+            let cmdline_port = loader.skip.contains("Port");
+            loader.skip.clear();
+            if cmdline_port {
+                loader.skip.insert("Port");
+            }
+        }
+        loader.text(path, text, &[], 0)?;
+        loader.finish()
+    }
+
+    /// Settings with no `Match` applied.
+    pub fn global(&self) -> &Settings {
+        &self.global
+    }
+
+    /// Settings for one connection: every directive under matching `Match` blocks,
+    /// first value winning among them, replaces the global value (sshd's semantics,
+    /// including that a list set in a Match replaces the global list).
+    pub fn resolve(&self, spec: &ConnSpec) -> Settings {
+        let mut s = self.global.clone();
+        let mut st = PassState::default();
+        let mut groups = Groups::new(spec);
+        let mut seen: HashMap<*const MatchLine, bool> = HashMap::new();
+        for d in &self.conditional {
+            let ok = d.cond.iter().all(|m| {
+                *seen
+                    .entry(Arc::as_ptr(m))
+                    .or_insert_with(|| m.matches(spec, &mut groups))
+            });
+            if ok {
+                let _ = st.apply(&mut s, d);
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -142,3 +142,78 @@ pub struct Settings {
     /// Where the control socket lives (`ControlSocket`); `None` = the built-in place.
     pub control_socket: Option<PathBuf>,
 }
+
+impl Default for Settings {
+    /// OpenSSH 9.2's built-in defaults (`fill_default_server_options`), so that a config
+    /// file written for sshd means the same here. `host_key` stays empty: the daemon
+    /// generates a key rather than guessing at `/etc/ssh/ssh_host_*`.
+    fn default() -> Self {
+        Settings {
+            port: vec![22],
+            listen_address: vec![
+                ListenAddress {
+                    host: "0.0.0.0".to_string(),
+                    port: None,
+                },
+                ListenAddress {
+                    host: "::".to_string(),
+                    port: None,
+                },
+            ],
+            address_family: "any".to_string(),
+            host_key: Vec::new(),
+            pid_file: None,
+            login_grace_time: Duration::from_secs(120),
+            max_startups: (10, 30, 100),
+            tcp_keep_alive: true,
+            use_dns: false,
+            log_level: LogLevel::Info,
+            syslog_facility: "AUTH".to_string(),
+            ciphers: None,
+            macs: None,
+            kex_algorithms: None,
+            permit_root_login: PermitRootLogin::ProhibitPassword,
+            strict_modes: true,
+            max_auth_tries: 6,
+            max_sessions: 10,
+            pubkey_authentication: true,
+            authorized_keys_file: vec![
+                ".ssh/authorized_keys".to_string(),
+                ".ssh/authorized_keys2".to_string(),
+            ],
+            password_authentication: true,
+            kbd_interactive_authentication: true,
+            permit_empty_passwords: false,
+            use_pam: false,
+            pam_service_name: "sshd".to_string(),
+            authentication_methods: Vec::new(),
+            allow_users: Vec::new(),
+            deny_users: Vec::new(),
+            allow_groups: Vec::new(),
+            deny_groups: Vec::new(),
+            accept_env: Vec::new(),
+            set_env: Vec::new(),
+            permit_user_environment: Vec::new(),
+            subsystem: Vec::new(),
+            force_command: None,
+            banner: None,
+            print_motd: true,
+            print_last_log: true,
+            permit_tty: true,
+            chroot_directory: None,
+            allow_tcp_forwarding: Forwarding::Yes,
+            allow_agent_forwarding: true,
+            gateway_ports: GatewayPorts::No,
+            permit_open: vec!["any".to_string()],
+            permit_listen: vec!["any".to_string()],
+            client_alive_interval: Duration::ZERO,
+            client_alive_count_max: 3,
+            idle_timeout: None,
+            idle_warning: None,
+            idle_activity: IdleActivity::Input,
+            channel_timeout: Vec::new(),
+            unused_connection_timeout: None,
+            control_socket: None,
+        }
+    }
+}
