@@ -15,6 +15,7 @@ use super::session::{SessionChannel, signal_for};
 use super::{ConnContext, ConnShared};
 use crate::config::{ConnSpec, Settings};
 use crate::host::{self, KeyLookup, KeyOptions, PtyParams, SpawnRequest, UserInfo};
+use crate::lifetime::Event;
 use crate::log::peer;
 
 /// Errors that end a connection.
@@ -261,6 +262,17 @@ impl ConnHandler {
         env.extend(s.set_env.iter().cloned());
         env.extend(self.connection_env());
         let is_shell = command.is_none();
+        let kind = if is_subsystem {
+            format!("session:subsystem:{}", requested.as_deref().unwrap_or(""))
+        } else if is_shell {
+            "session:shell".to_string()
+        } else {
+            "session:command".to_string()
+        };
+        self.shared.events.send(Event::ChannelOpened {
+            channel: u32::from(channel),
+            kind,
+        });
         let req = SpawnRequest {
             user: login.user.clone(),
             command,
@@ -427,13 +439,23 @@ impl Handler for ConnHandler {
             return Ok(());
         }
         let id = channel.id();
-        self.channels.insert(id, SessionChannel::open(channel));
+        let n = u32::from(id);
+        let stamps = self.shared.events.channel_opened(n, "session");
+        if let Ok(mut c) = self.shared.channels.lock() {
+            c.insert(n, (id, false));
+        }
+        self.channels.insert(id, SessionChannel::open(channel, stamps));
         reply.accept().await;
         Ok(())
     }
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
+        let n = u32::from(channel);
+        if let Ok(mut c) = self.shared.channels.lock() {
+            c.remove(&n);
+        }
+        self.shared.events.send(Event::ChannelClosed { channel: n });
         Ok(())
     }
 
@@ -462,6 +484,11 @@ impl Handler for ConnHandler {
                     pix_height,
                     modes: modes.iter().map(|(p, v)| (*p as u8, *v)).collect(),
                 });
+                if let Ok(mut c) = self.shared.channels.lock() {
+                    if let Some(entry) = c.get_mut(&u32::from(channel)) {
+                        entry.1 = true;
+                    }
+                }
                 session.channel_success(channel)?;
             }
             _ => session.channel_failure(channel)?,
@@ -538,8 +565,12 @@ impl Handler for ConnHandler {
     }
 
     async fn signal(&mut self, channel: ChannelId, signal: Sig, _session: &mut Session) -> Result<(), Self::Error> {
-        if let (Some(chan), Some(sig)) = (self.channels.get(&channel), signal_for(&signal)) {
-            chan.signal(sig);
+        if let Some(chan) = self.channels.get(&channel) {
+            // A signal is the user acting: it counts as input (SPEC section 3).
+            chan.stamps.input.touch();
+            if let Some(sig) = signal_for(&signal) {
+                chan.signal(sig);
+            }
         }
         Ok(())
     }

@@ -5,20 +5,26 @@
 pub mod access;
 pub mod handler;
 pub mod session;
+pub mod stream;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use russh::ChannelId;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::{Config, Settings};
 use crate::host::ProcessKiller;
+use crate::lifetime::{Action, Driver, Ending, Event, Events, Policy};
 use crate::log::{human_duration, peer};
 use handler::{ConnHandler, Login};
 use session::HANGUP_GRACE;
+use stream::StampedStream;
 
 /// Fixed facts about a connection, shared by its handler and tasks.
 pub struct ConnContext {
@@ -42,14 +48,20 @@ pub struct ConnShared {
     user: Mutex<Option<String>>,
     login: watch::Sender<Option<Arc<Login>>>,
     pub processes: Mutex<Vec<ProcessKiller>>,
+    /// Lifetime events go here.
+    pub events: Events,
+    /// Open session channels by number, and whether each has a PTY (for warnings).
+    pub channels: Mutex<HashMap<u32, (ChannelId, bool)>>,
 }
 
 impl ConnShared {
-    fn new() -> Self {
+    fn new(events: Events) -> Self {
         ConnShared {
             user: Mutex::new(None),
             login: watch::channel(None).0,
             processes: Mutex::new(Vec::new()),
+            events,
+            channels: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,14 +72,28 @@ impl ConnShared {
         }
     }
 
+    /// The login is complete: its policy replaces the pre-auth one.
     pub fn authenticated(&self, login: Arc<Login>) {
+        self.events
+            .send(Event::PolicyReplaced(Policy::from_settings(&login.settings)));
+        self.events.send(Event::Authenticated);
         self.login.send_replace(Some(login));
     }
 
     fn login(&self) -> Option<Arc<Login>> {
         self.login.borrow().clone()
     }
+
+    fn pty_channels(&self) -> Vec<ChannelId> {
+        self.channels
+            .lock()
+            .map(|c| c.values().filter(|(_, pty)| *pty).map(|(id, _)| *id).collect())
+            .unwrap_or_default()
+    }
 }
+
+/// How long SSH_MSG_DISCONNECT may take to leave before the socket is cut.
+const DISCONNECT_FLUSH: Duration = Duration::from_secs(2);
 
 /// Serve one accepted connection to its end. `on_auth` is called once when it
 /// authenticates (the daemon uses it to free its MaxStartups slot).
@@ -78,65 +104,122 @@ pub async fn serve(
     on_auth: impl FnOnce() + Send + 'static,
 ) {
     let ctx = Arc::new(ctx);
-    let shared = Arc::new(ConnShared::new());
+    let (mut driver, events) = Driver::new(Policy::from_settings(&ctx.pre_auth));
+    let shared = Arc::new(ConnShared::new(events.clone()));
     let started = Instant::now();
     // A second descriptor of the socket lets us shut it down even while russh is
     // blocked writing to a client that stopped reading.
     let hard_close: Option<OwnedFd> = nix::unistd::dup(&stream).ok();
     let _ = stream.set_nodelay(true);
+    let stream = StampedStream::new(stream, Arc::clone(&events.received));
     let handler = ConnHandler::new(Arc::clone(&ctx), Arc::clone(&shared));
-    let grace = ctx.pre_auth.login_grace_time;
-    let mut login_rx = shared.login.subscribe();
-
-    let run = async {
-        let session = russh::server::run_stream(server_config, stream, handler).await?;
-        session.await
-    };
-    tokio::pin!(run);
-    let grace_timer = async {
-        if grace.is_zero() {
-            std::future::pending::<()>().await;
+    let cut = || {
+        if let Some(fd) = &hard_close {
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
-        tokio::time::sleep(grace).await;
     };
-    tokio::pin!(grace_timer);
 
+    // The version exchange happens inside run_stream; a silent client must not
+    // hold us past the login grace time there either.
+    let grace = ctx.pre_auth.login_grace_time;
+    let opened = async {
+        if grace.is_zero() {
+            Ok(russh::server::run_stream(server_config, stream, handler).await)
+        } else {
+            tokio::time::timeout(grace, russh::server::run_stream(server_config, stream, handler)).await
+        }
+    };
+    let running = match opened.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!("connection from {} failed: {e}", peer(&ctx.peer));
+            cut();
+            return;
+        }
+        Err(_) => {
+            tracing::info!("Timeout before authentication for {}", peer(&ctx.peer));
+            cut();
+            return;
+        }
+    };
+    let handle = running.handle();
+    let run = running;
+    tokio::pin!(run);
+    let mut login_rx = shared.login.subscribe();
     let mut on_auth = Some(on_auth);
-    let result = loop {
+    let mut ending: Option<Ending> = None;
+    loop {
         tokio::select! {
-            r = &mut run => break Some(r),
+            _ = &mut run => break,
             changed = login_rx.changed(), if on_auth.is_some() => {
                 if changed.is_ok() && login_rx.borrow().is_some() {
                     if let Some(f) = on_auth.take() { f(); }
                 }
             }
-            _ = &mut grace_timer, if on_auth.is_some() => {
-                tracing::info!("Timeout before authentication for {}", peer(&ctx.peer));
-                break None;
+            action = driver.next() => match action {
+                Action::SendProbe => {
+                    // russh 0.65 has no server-side keepalive on its Handle; any global
+                    // request with want-reply makes every client answer, and the answer
+                    // (like any packet) stamps liveness.
+                    let h = handle.clone();
+                    tokio::spawn(async move {
+                        let _ = h.cancel_forward_tcpip("keepalive@rsshd".into(), 0).await;
+                    });
+                }
+                Action::Warn(text) => {
+                    tracing::info!("{}: {text}", shared.login().map(|l| l.user.name.clone()).unwrap_or_default());
+                    write_to_ptys(&handle, &shared.pty_channels(), &text).await;
+                }
+                Action::CloseChannel(n) => {
+                    let id = shared.channels.lock().ok().and_then(|c| c.get(&n).map(|(id, _)| *id));
+                    if let Some(id) = id {
+                        tracing::debug!("channel {n}: ChannelTimeout expired, closing");
+                        let _ = handle.close(id).await;
+                    }
+                }
+                Action::Disconnect(e) => {
+                    ending = Some(e);
+                    break;
+                }
             }
         }
-    };
-    if let Some(fd) = &hard_close {
-        let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
+
+    if let Some(e) = &ending {
+        log_ending(e, &ctx, shared.login().as_deref(), started.elapsed());
+        let text = e.user_text();
+        let goodbye = async {
+            write_to_ptys(&handle, &shared.pty_channels(), &text).await;
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, text.clone(), String::new())
+                .await;
+            (&mut run).await
+        };
+        let _ = tokio::time::timeout(DISCONNECT_FLUSH, goodbye).await;
+    }
+    cut();
     drop(run);
 
     match shared.login() {
         Some(login) => {
             tracing::info!("Disconnected from user {} {}", login.user.name, peer(&ctx.peer));
-            tracing::debug!("session of {} lasted {}", login.user.name, human_duration(started.elapsed()));
+            tracing::debug!(
+                "session of {} lasted {}",
+                login.user.name,
+                human_duration(started.elapsed())
+            );
         }
-        None => {
+        None if ending.is_none() => {
             let user = shared.user.lock().ok().and_then(|u| u.clone());
-            match (result, user) {
-                (None, _) => {}
-                (_, Some(u)) => tracing::info!(
+            match user {
+                Some(u) => tracing::info!(
                     "Connection closed by authenticating user {u} {} [preauth]",
                     peer(&ctx.peer)
                 ),
-                (_, None) => tracing::info!("Connection closed by {} [preauth]", peer(&ctx.peer)),
+                None => tracing::info!("Connection closed by {} [preauth]", peer(&ctx.peer)),
             }
         }
+        None => {}
     }
     let killers: Vec<ProcessKiller> = shared
         .processes
@@ -148,4 +231,35 @@ pub async fn serve(
         hangups.spawn(async move { k.hang_up(HANGUP_GRACE).await });
     }
     while hangups.join_next().await.is_some() {}
+}
+
+/// One line on each of the connection's terminals, on a line of its own.
+async fn write_to_ptys(handle: &russh::server::Handle, channels: &[ChannelId], text: &str) {
+    let line = bytes::Bytes::from(format!("\r\n{text}\r\n"));
+    for id in channels {
+        let _ = handle.data(*id, line.clone()).await;
+    }
+}
+
+/// The one log line for an ending the engine decided, in OpenSSH's words where
+/// OpenSSH has them.
+fn log_ending(e: &Ending, ctx: &ConnContext, login: Option<&Login>, length: Duration) {
+    let who = login.map(|l| l.user.name.as_str()).unwrap_or("unknown");
+    let p = peer(&ctx.peer);
+    match e {
+        Ending::LoginGrace => tracing::info!("Timeout before authentication for {p}"),
+        Ending::NotResponding => {
+            tracing::info!("Timeout, client not responding from user {who} {p}")
+        }
+        Ending::Idle { after } => tracing::info!(
+            "Idle timeout for user {who} from {p} after {} (no input); session length {}",
+            human_duration(*after),
+            human_duration(length)
+        ),
+        Ending::Unused { after } => tracing::info!(
+            "Unused connection timeout for user {who} from {p} after {}; session length {}",
+            human_duration(*after),
+            human_duration(length)
+        ),
+    }
 }

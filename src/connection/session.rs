@@ -14,6 +14,7 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::lifetime::ChannelStamps;
 use crate::host::{ExitOutcome, ProcessKiller, PtyParams, PtyResizer, SessionProcess};
 
 /// How many client data packets may wait for a process that is not reading.
@@ -38,17 +39,19 @@ pub struct SessionChannel {
     pub env: Vec<(String, String)>,
     pub resizer: Option<PtyResizer>,
     killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
+    /// Where this channel's input and output are stamped for the lifetime engine.
+    pub stamps: Arc<ChannelStamps>,
 }
 
 impl SessionChannel {
     /// Take over a freshly accepted channel; client data and EOF start flowing into
     /// the bounded input queue at once, and the close of the channel hangs up
     /// whatever process it ends up running.
-    pub fn open(channel: russh::Channel<Msg>) -> Self {
+    pub fn open(channel: russh::Channel<Msg>, stamps: Arc<ChannelStamps>) -> Self {
         let (read, write) = channel.split();
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let killer = Arc::new(std::sync::Mutex::new(None));
-        tokio::spawn(read_client(read, tx, Arc::clone(&killer)));
+        tokio::spawn(read_client(read, tx, Arc::clone(&killer), Arc::clone(&stamps)));
         SessionChannel {
             write: Some(write),
             input: Some(rx),
@@ -56,6 +59,7 @@ impl SessionChannel {
             env: Vec::new(),
             resizer: None,
             killer,
+            stamps,
         }
     }
 
@@ -82,6 +86,7 @@ impl SessionChannel {
             *slot = Some(killer.clone());
         }
         let has_pty = self.pty.is_some();
+        let stamps = Arc::clone(&self.stamps);
         let io = process.take_io();
         tokio::spawn(feed_process(input, io.input, has_pty));
         tokio::spawn(async move {
@@ -89,10 +94,10 @@ impl SessionChannel {
             if let Some(text) = preamble {
                 let _ = write.data_bytes(text).await;
             }
-            let out = tokio::spawn(copy_out(io.output, write.make_writer()));
-            let err = io
-                .stderr
-                .map(|e| tokio::spawn(copy_out(e, write.make_writer_ext(Some(1)))));
+            let out = tokio::spawn(copy_out(io.output, write.make_writer(), Arc::clone(&stamps)));
+            let err = io.stderr.map(|e| {
+                tokio::spawn(copy_out(e, write.make_writer_ext(Some(1)), Arc::clone(&stamps)))
+            });
             let outcome = process.wait().await;
             if has_pty {
                 // The shell is gone; take what it wrote last, but do not wait on
@@ -131,10 +136,12 @@ async fn read_client(
     mut read: ChannelReadHalf,
     tx: mpsc::Sender<Input>,
     killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
+    stamps: Arc<ChannelStamps>,
 ) {
     while let Some(msg) = read.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
+                stamps.input.touch();
                 if tx.send(Input::Data(data)).await.is_err() {
                     // The process no longer reads; keep draining so the connection
                     // is never blocked on this channel.
@@ -188,12 +195,14 @@ async fn feed_process(
 async fn copy_out(
     mut from: Box<dyn AsyncRead + Send + Unpin>,
     mut to: impl AsyncWrite + Unpin,
+    stamps: Arc<ChannelStamps>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                stamps.output.touch();
                 if to.write_all(&buf[..n]).await.is_err() {
                     break;
                 }

@@ -277,3 +277,121 @@ pub fn processes_in_session(sid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// A client program running on a pseudo-terminal we own, so tests can type into it,
+/// read what it shows, and resize its window like a real terminal emulator.
+pub struct PtyClient {
+    pub child: Child,
+    master: std::fs::File,
+    pub seen: Vec<u8>,
+}
+
+impl PtyClient {
+    /// Start `cmd` as a session leader with the PTY as its controlling terminal.
+    pub fn spawn(cmd: &mut Command, rows: u16, cols: u16) -> PtyClient {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let ws = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        let slave = pty.slave;
+        let slave_fd = slave.as_raw_fd();
+        cmd.stdin(Stdio::from(slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(slave_fd, libc::TIOCSCTTY as _, 0) < 0 {
+                    // stdin is the slave too; use it if the original fd is gone.
+                    if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn client on pty");
+        let master = std::fs::File::from(pty.master);
+        let flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).expect("getfl");
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags)).expect("setfl");
+        PtyClient { child, master, seen: Vec::new() }
+    }
+
+    /// Type `text` into the terminal.
+    pub fn send(&mut self, text: &str) {
+        use std::io::Write;
+        self.master.write_all(text.as_bytes()).expect("write pty");
+    }
+
+    /// Read what is available now into `seen`.
+    pub fn pump(&mut self) -> bool {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        loop {
+            match self.master.read(&mut buf) {
+                Ok(0) => return any,
+                Ok(n) => {
+                    self.seen.extend_from_slice(&buf[..n]);
+                    any = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return any,
+                Err(_) => return any,
+            }
+        }
+    }
+
+    /// Wait until the screen output contains `needle`; true if it did in time.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            self.pump();
+            if String::from_utf8_lossy(&self.seen).contains(needle) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// Resize the terminal; the kernel tells the client with SIGWINCH.
+    pub fn resize(&mut self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+
+    /// Whether the client has exited, with its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            self.pump();
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.pump();
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PtyClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
