@@ -132,6 +132,15 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
                 "user=alice,host=h,addr=127.0.0.1,laddr=127.0.0.1,lport=2200",
             ],
         ),
+        (
+            // Implicit wildcard listeners, several ports, narrowed by AddressFamily.
+            "AddressFamily inet6\nPort 2201\nPort 2202\nMatch User root\n  MaxSessions 1\n",
+            vec!["user=root,host=h,addr=::1,laddr=::1,lport=2201"],
+        ),
+        (
+            "Port 2201\nPort 2202\n",
+            vec!["user=root,host=h,addr=::1,laddr=::1,lport=2201"],
+        ),
     ]
 }
 
