@@ -317,10 +317,15 @@ fn fmt_listen(host: &str, port: u16) -> String {
 fn dump_listen(s: &Settings, key: &str, out: &mut String) {
     // sshd expands the implicit wildcard listeners port by port, v6 first; explicit
     // addresses address by address.
+    // `AddressFamily` narrows the implicit wildcards as it narrows sshd's getaddrinfo.
     if s.listen_address == Settings::default().listen_address {
         for p in &s.port {
-            kv(out, key, fmt_listen("::", *p));
-            kv(out, key, fmt_listen("0.0.0.0", *p));
+            if s.address_family != "inet" {
+                kv(out, key, fmt_listen("::", *p));
+            }
+            if s.address_family != "inet6" {
+                kv(out, key, fmt_listen("0.0.0.0", *p));
+            }
         }
         return;
     }

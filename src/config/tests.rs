@@ -465,3 +465,49 @@ fn stock_text_loads_standalone() {
     assert_eq!(w.len(), 1);
     assert!(c.global().use_pam);
 }
+
+#[test]
+fn config_is_shareable_and_address_family_narrows_wildcards() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Config>();
+    let (c, _) = parse("AddressFamily inet\nPort 2200\n");
+    let d = dump(c.global());
+    assert!(d.contains("listenaddress 0.0.0.0:2200\n"));
+    assert!(!d.contains("[::]"));
+    let (c, _) = parse("AddressFamily inet6\n");
+    assert!(!dump(c.global()).contains("0.0.0.0"));
+}
+
+#[test]
+fn every_implemented_keyword_is_dumped_and_named_once() {
+    use keywords::{KEYWORDS, Status};
+    let d = dump(&Settings::default());
+    for k in KEYWORDS {
+        if let Status::Supported { dump: None, .. } = k.status {
+            panic!("{} has no -T output", k.name);
+        }
+        let lower = k.name.to_ascii_lowercase();
+        let printed_when_unset = !matches!(
+            lower.as_str(),
+            "hostkey"
+                | "allowusers"
+                | "denyusers"
+                | "allowgroups"
+                | "denygroups"
+                | "acceptenv"
+                | "setenv"
+                | "channeltimeout"
+                | "subsystem"
+                | "ciphers"
+                | "macs"
+                | "kexalgorithms"
+        );
+        if matches!(k.status, Status::Supported { .. }) && printed_when_unset {
+            assert!(
+                d.lines()
+                    .any(|l| l.split(' ').next() == Some(lower.as_str())),
+                "{lower}"
+            );
+        }
+    }
+}
