@@ -1,3 +1,29 @@
-//! The privileged boundary: user lookup, reading users' files, PTYs, spawning as a user.
-//!
-//! (Being written.)
+//! The privileged boundary: every operation that needs root or reads a user's
+//! files sits behind this narrow API of plain data, so it can later move into a
+//! separate privileged process while the network side drops root.
+
+mod authorized_keys;
+mod process;
+mod pty;
+mod spawn;
+mod strict_modes;
+mod users;
+
+pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyOptions, expand_path, find_authorized_key};
+pub use process::{ProcessKiller, session_members};
+pub use pty::{PtyParams, PtyResizer};
+pub use spawn::{ExitOutcome, ProcessIo, SessionProcess, SpawnRequest, spawn};
+pub use users::{UserInfo, current_user, lookup_user, running_as_root};
+
+/// What went wrong at the boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{what}: {source}")]
+    Os { what: String, source: nix::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no such user {0}")]
+    NoSuchUser(String),
+    #[error("{0}")]
+    NotPermitted(String),
+}

@@ -1,0 +1,268 @@
+//! Starting a user's shell or command the way sshd's `do_child` does: its own
+//! session, the PTY as controlling terminal, the user's groups, gid and uid, home
+//! and login environment, nothing inherited from the daemon.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::process::ProcessKiller;
+use super::pty::{self, Master, PtyParams, PtyResizer};
+use super::{HostError, UserInfo};
+
+/// What to start, for whom, on what terminal.
+#[derive(Debug, Clone)]
+pub struct SpawnRequest {
+    pub user: UserInfo,
+    /// `None` starts the login shell.
+    pub command: Option<String>,
+    pub pty: Option<PtyParams>,
+    /// Extra variables (SSH_CONNECTION, accepted client variables, SetEnv, ...);
+    /// later entries win.
+    pub env: Vec<(String, String)>,
+}
+
+/// The process's I/O, taken once by whoever pumps it.
+pub struct ProcessIo {
+    pub input: Box<dyn AsyncWrite + Send + Unpin>,
+    pub output: Box<dyn AsyncRead + Send + Unpin>,
+    /// `None` with a PTY, where stderr goes to the terminal.
+    pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
+}
+
+/// How a session's process ended, as the SSH exit-status/exit-signal requests say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitOutcome {
+    Code(i32),
+    Signal { name: String, core_dumped: bool },
+}
+
+/// A running session process.
+pub struct SessionProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    tty: Option<PathBuf>,
+    io: Option<ProcessIo>,
+    master: Option<Master>,
+}
+
+impl SessionProcess {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn tty_name(&self) -> Option<&Path> {
+        self.tty.as_deref()
+    }
+
+    /// Take the I/O handles; a second call returns inert ones.
+    pub fn take_io(&mut self) -> ProcessIo {
+        self.io.take().unwrap_or_else(|| ProcessIo {
+            input: Box::new(tokio::io::sink()),
+            output: Box::new(tokio::io::empty()),
+            stderr: None,
+        })
+    }
+
+    pub fn resizer(&self) -> Option<PtyResizer> {
+        self.master.clone().map(PtyResizer::new)
+    }
+
+    pub fn killer(&self) -> ProcessKiller {
+        ProcessKiller::new(self.pid as i32)
+    }
+
+    /// Wait for the process to end (reaping it).
+    pub async fn wait(&mut self) -> Result<ExitOutcome, HostError> {
+        let st = self.child.wait().await.map_err(HostError::Io)?;
+        Ok(match (st.code(), st.signal()) {
+            (Some(code), _) => ExitOutcome::Code(code),
+            (None, Some(sig)) => ExitOutcome::Signal {
+                name: signal_name(sig),
+                core_dumped: st.core_dumped(),
+            },
+            (None, None) => ExitOutcome::Code(255),
+        })
+    }
+}
+
+/// RFC 4254 names a signal without its `SIG` prefix.
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().trim_start_matches("SIG").to_string())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+/// The `tty` group's gid, which owns users' terminals so `write`/`wall` work.
+fn tty_gid(fallback: u32) -> u32 {
+    nix::unistd::Group::from_name("tty")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+        .unwrap_or(fallback)
+}
+
+/// PATH as Debian's sshd sets it.
+fn default_path(uid: u32) -> &'static str {
+    if uid == 0 {
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    } else {
+        "/usr/local/bin:/usr/bin:/bin:/usr/games"
+    }
+}
+
+/// Start the process described by `req`.
+pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
+    let root = nix::unistd::geteuid().is_root();
+    let me = nix::unistd::geteuid().as_raw();
+    if !root && req.user.uid != me {
+        return Err(HostError::NotPermitted(format!(
+            "rsshd is not root and cannot start a process as {}",
+            req.user.name
+        )));
+    }
+    let switch = root && req.user.uid != me;
+    let user = &req.user;
+    let shell = if user.shell.as_os_str().is_empty() {
+        PathBuf::from("/bin/sh")
+    } else {
+        user.shell.clone()
+    };
+    let home_ok = user.home.is_dir();
+    if !home_ok {
+        tracing::info!(
+            "Could not chdir to home directory {}: no such directory",
+            user.home.display()
+        );
+    }
+
+    let pty = match &req.pty {
+        Some(p) => Some(pty::open(p)?),
+        None => None,
+    };
+    if let (Some(p), true) = (&pty, root) {
+        let gid = tty_gid(user.gid);
+        nix::unistd::chown(&p.name, Some(user.uid.into()), Some(gid.into())).map_err(|e| HostError::Os {
+            what: format!("chown {}", p.name.display()),
+            source: e,
+        })?;
+        nix::sys::stat::fchmod(&p.slave, nix::sys::stat::Mode::from_bits_truncate(0o620)).map_err(|e| {
+            HostError::Os {
+                what: "fchmod tty".into(),
+                source: e,
+            }
+        })?;
+    }
+
+    let mut cmd = tokio::process::Command::new(&shell);
+    let base = shell.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "sh".into());
+    match &req.command {
+        Some(c) => {
+            cmd.arg0(&base).arg("-c").arg(c);
+        }
+        None => {
+            cmd.arg0(format!("-{base}"));
+        }
+    }
+    cmd.env_clear()
+        .env("USER", &user.name)
+        .env("LOGNAME", &user.name)
+        .env("HOME", &user.home)
+        .env("SHELL", &shell)
+        .env("PATH", default_path(user.uid))
+        .env("MAIL", format!("/var/mail/{}", user.name));
+    if let (Some(p), Some(params)) = (&pty, &req.pty) {
+        cmd.env("TERM", &params.term).env("SSH_TTY", &p.name);
+    }
+    for (k, v) in &req.env {
+        cmd.env(k, v);
+    }
+    cmd.current_dir(if home_ok { user.home.as_path() } else { Path::new("/") });
+    cmd.kill_on_drop(false);
+
+    let slave_fd = pty.as_ref().map(|p| p.slave.as_raw_fd());
+    match &pty {
+        Some(p) => {
+            let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(HostError::Io);
+            cmd.stdin(dup(&p.slave)?).stdout(dup(&p.slave)?).stderr(dup(&p.slave)?);
+        }
+        None => {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
+    let uid = user.uid;
+    let gid = user.gid;
+    let gids: Vec<libc::gid_t> = user.gids.clone();
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
+    // system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if slave_fd.is_some() && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Signals the daemon ignores or blocks must not leak into the session.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            for sig in [libc::SIGPIPE, libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGCHLD] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            if switch {
+                if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::setgid(gid) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::setuid(uid) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Paranoia, as sshd: root must be gone for good.
+                if uid != 0 && libc::setuid(0) == 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(HostError::Io)?;
+    let pid = child.id().unwrap_or(0);
+    let (io, master, tty) = match pty {
+        Some(p) => {
+            // The child has its own copies; ours must go so EOF/EIO can happen.
+            drop(p.slave);
+            let m = Master::new(p.master)?;
+            let io = ProcessIo {
+                input: Box::new(m.clone()),
+                output: Box::new(m.clone()),
+                stderr: None,
+            };
+            (io, Some(m), Some(p.name))
+        }
+        None => {
+            let (Some(i), Some(o), Some(e)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+                return Err(HostError::Io(std::io::Error::other("missing pipes")));
+            };
+            let io = ProcessIo {
+                input: Box::new(i),
+                output: Box::new(o),
+                stderr: Some(Box::new(e)),
+            };
+            (io, None, None)
+        }
+    };
+    Ok(SessionProcess {
+        child,
+        pid,
+        tty,
+        io: Some(io),
+        master,
+    })
+}
+
