@@ -4,10 +4,10 @@
 //! process, and every privileged operation goes through [`host`].
 
 pub mod config;
-pub mod host;
-pub mod pattern;
 pub mod connection;
 pub mod daemon;
+pub mod host;
+pub mod lifetime;
 pub mod log;
 pub mod paths;
-pub mod lifetime;
+pub mod pattern;

@@ -109,17 +109,26 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
 
     let embedded = matches!(source, ConfigSource::Embedded);
     let foreground = args.no_detach || args.debug || embedded;
-    let sink = if args.stderr || args.debug || embedded || args.no_detach && std::env::var_os("INVOCATION_ID").is_none() {
+    let sink = if args.stderr
+        || args.debug
+        || embedded
+        || args.no_detach && std::env::var_os("INVOCATION_ID").is_none()
+    {
         Sink::Stderr
     } else {
         Sink::Syslog
     };
     log::init(sink, args.debug);
-    let prepared = daemon::prepare(source, overrides, args.host_keys.clone())
-        .context("cannot start")?;
+    let prepared =
+        daemon::prepare(source, overrides, args.host_keys.clone()).context("cannot start")?;
     if embedded {
         let user = std::env::var("USER").unwrap_or_else(|_| "USER".into());
-        let port = prepared.listeners.first().and_then(|l| l.local_addr().ok()).map(|a| a.port()).unwrap_or(2222);
+        let port = prepared
+            .listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+            .unwrap_or(2222);
         eprintln!(
             "rsshd: no config file ({}); running on built-in defaults.\n\
              rsshd: connect with: ssh -p {port} {user}@127.0.0.1   (keys from ~/.ssh/authorized_keys)",
@@ -129,10 +138,10 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     if !foreground {
         nix::unistd::daemon(false, false).context("daemon")?;
     }
-    if let Some(pid_file) = &prepared.config.global().pid_file {
-        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
-            tracing::error!("Couldn't create pid file \"{}\": {e}", pid_file.display());
-        }
+    if let Some(pid_file) = &prepared.config.global().pid_file
+        && let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id()))
+    {
+        tracing::error!("Couldn't create pid file \"{}\": {e}", pid_file.display());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

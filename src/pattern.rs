@@ -108,7 +108,11 @@ pub fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
             (u32::from(n) & mask) == (u32::from(a) & mask)
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             (u128::from(n) & mask) == (u128::from(a) & mask)
         }
         _ => false,
@@ -133,8 +137,7 @@ pub fn match_address_list(ip: IpAddr, list: &str) -> Result<ListMatch, String> {
             None => (false, entry),
         };
         let hit = if pat.contains('/') {
-            let (net, len) =
-                parse_cidr(pat).ok_or_else(|| format!("invalid network \"{pat}\""))?;
+            let (net, len) = parse_cidr(pat).ok_or_else(|| format!("invalid network \"{pat}\""))?;
             cidr_contains(net, len, ip)
         } else {
             match_pattern(&text, pat)
@@ -190,26 +193,50 @@ mod tests {
 
     #[test]
     fn lists_with_negation() {
-        assert_eq!(match_pattern_list("alice", "bob,al*", false), ListMatch::Positive);
-        assert_eq!(match_pattern_list("alice", "*,!alice", false), ListMatch::Negated);
-        assert_eq!(match_pattern_list("carol", "bob,al*", false), ListMatch::None);
-        assert_eq!(match_pattern_list("HOST", "host", true), ListMatch::Positive);
+        assert_eq!(
+            match_pattern_list("alice", "bob,al*", false),
+            ListMatch::Positive
+        );
+        assert_eq!(
+            match_pattern_list("alice", "*,!alice", false),
+            ListMatch::Negated
+        );
+        assert_eq!(
+            match_pattern_list("carol", "bob,al*", false),
+            ListMatch::None
+        );
+        assert_eq!(
+            match_pattern_list("HOST", "host", true),
+            ListMatch::Positive
+        );
     }
 
     #[test]
     fn addresses() {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        assert_eq!(match_address_list(ip, "10.0.0.0/8").unwrap(), ListMatch::Positive);
-        assert_eq!(match_address_list(ip, "10.1.*").unwrap(), ListMatch::Positive);
+        assert_eq!(
+            match_address_list(ip, "10.0.0.0/8").unwrap(),
+            ListMatch::Positive
+        );
+        assert_eq!(
+            match_address_list(ip, "10.1.*").unwrap(),
+            ListMatch::Positive
+        );
         assert_eq!(
             match_address_list(ip, "10.0.0.0/8,!10.1.2.0/24").unwrap(),
             ListMatch::Negated
         );
         assert!(match_address_list(ip, "10.0.0.0/99").is_err());
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert_eq!(match_address_list(mapped, "127.0.0.0/8").unwrap(), ListMatch::Positive);
+        assert_eq!(
+            match_address_list(mapped, "127.0.0.0/8").unwrap(),
+            ListMatch::Positive
+        );
         let v6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(match_address_list(v6, "::1/128").unwrap(), ListMatch::Positive);
+        assert_eq!(
+            match_address_list(v6, "::1/128").unwrap(),
+            ListMatch::Positive
+        );
     }
 
     #[test]

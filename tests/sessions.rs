@@ -33,7 +33,13 @@ fn exec_output_stdin_and_exit_codes() {
     let srv = Server::start("");
     let me = current_user();
     let o = srv.ssh_run(&me, "echo hello; echo oops >&2; exit 7", b"");
-    assert_eq!(stdout(&o), "hello\n", "stderr: {}\nlog:\n{}", stderr(&o), srv.log());
+    assert_eq!(
+        stdout(&o),
+        "hello\n",
+        "stderr: {}\nlog:\n{}",
+        stderr(&o),
+        srv.log()
+    );
     assert!(stderr(&o).contains("oops"), "stderr: {}", stderr(&o));
     assert_eq!(o.status.code(), Some(7));
 
@@ -45,8 +51,17 @@ fn exec_output_stdin_and_exit_codes() {
     let o = srv.ssh_run(&me, "echo $USER:$LOGNAME:$HOME:$SSH_CONNECTION", b"");
     let out = stdout(&o);
     assert!(out.starts_with(&format!("{me}:{me}:")), "{out}");
-    assert!(out.contains(&format!("127.0.0.1 ")) && out.contains(&format!(" 127.0.0.1 {}", srv.port)), "{out}");
-    assert!(srv.log().contains(&format!("Accepted publickey for {me} from 127.0.0.1 port ")), "{}", srv.log());
+    assert!(
+        out.contains(&"127.0.0.1 ".to_string())
+            && out.contains(&format!(" 127.0.0.1 {}", srv.port)),
+        "{out}"
+    );
+    assert!(
+        srv.log()
+            .contains(&format!("Accepted publickey for {me} from 127.0.0.1 port ")),
+        "{}",
+        srv.log()
+    );
     assert!(srv.log().contains("ssh2: ED25519 SHA256:"), "{}", srv.log());
 }
 
@@ -93,7 +108,12 @@ fn pty_shell_tty_and_resize() {
     cmd.arg("-tt");
     let mut c = PtyClient::spawn(&mut cmd, 30, 100);
     c.send("stty size; tty; echo MARK$((6*7))\n");
-    assert!(c.wait_for("MARK42", Duration::from_secs(15)), "screen:\n{}\nlog:\n{}", c.text(), srv.log());
+    assert!(
+        c.wait_for("MARK42", Duration::from_secs(15)),
+        "screen:\n{}\nlog:\n{}",
+        c.text(),
+        srv.log()
+    );
     let text = c.text();
     assert!(text.contains("30 100"), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
@@ -103,7 +123,9 @@ fn pty_shell_tty_and_resize() {
     assert!(c.wait_for("DONE2", Duration::from_secs(10)), "{}", c.text());
     assert!(c.text().contains("40 120"), "{}", c.text());
     c.send("exit 3\n");
-    let st = c.wait_exit(Duration::from_secs(10)).expect("ssh exits after the shell");
+    let st = c
+        .wait_exit(Duration::from_secs(10))
+        .expect("ssh exits after the shell");
     assert_eq!(st.code(), Some(3));
 }
 
@@ -139,9 +161,17 @@ fn sftp_and_scp_put_and_get() {
         .arg(format!("{me}@127.0.0.1"))
         .output()
         .unwrap();
-    assert!(o.status.success(), "sftp: {}\nlog:\n{}", stderr(&o), srv.log());
+    assert!(
+        o.status.success(),
+        "sftp: {}\nlog:\n{}",
+        stderr(&o),
+        srv.log()
+    );
     assert!(std::fs::read(dir.join("sftp-down.bin")).unwrap() == data);
-    assert!(srv.log().contains(&format!("subsystem request for sftp by user {me}")));
+    assert!(
+        srv.log()
+            .contains(&format!("subsystem request for sftp by user {me}"))
+    );
 
     let o = Command::new("scp")
         .args(srv.client_opts())
@@ -201,14 +231,32 @@ fn refusals_wrong_key_root_login_deny_users() {
     let srv = Server::start(&format!("DenyUsers {me}"));
     let o = srv.ssh_run(&me, "true", b"");
     assert_eq!(o.status.code(), Some(255));
-    assert!(srv.wait_log(&format!("User {me} from 127.0.0.1 not allowed because listed in DenyUsers"), Duration::from_secs(5)), "{}", srv.log());
+    assert!(
+        srv.wait_log(
+            &format!("User {me} from 127.0.0.1 not allowed because listed in DenyUsers"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        srv.log()
+    );
     drop(srv);
 
     if is_root() {
         let srv = Server::start("PermitRootLogin no");
         let o = srv.ssh_run("root", "true", b"");
-        assert_eq!(o.status.code(), Some(255), "root got in with PermitRootLogin no");
-        assert!(srv.wait_log("ROOT LOGIN REFUSED FROM 127.0.0.1 port", Duration::from_secs(5)), "{}", srv.log());
+        assert_eq!(
+            o.status.code(),
+            Some(255),
+            "root got in with PermitRootLogin no"
+        );
+        assert!(
+            srv.wait_log(
+                "ROOT LOGIN REFUSED FROM 127.0.0.1 port",
+                Duration::from_secs(5)
+            ),
+            "{}",
+            srv.log()
+        );
     } else {
         eprintln!("skipping PermitRootLogin part: not root");
     }
@@ -219,9 +267,18 @@ fn forced_command_from_key() {
     if skip_without(&["ssh", "ssh-keygen"]) {
         return;
     }
-    let srv = Server::start_with_keys("", Some("command=\"echo forced:$SSH_ORIGINAL_COMMAND\",no-pty"));
+    let srv = Server::start_with_keys(
+        "",
+        Some("command=\"echo forced:$SSH_ORIGINAL_COMMAND\",no-pty"),
+    );
     let o = srv.ssh_run(&current_user(), "echo asked", b"");
-    assert_eq!(stdout(&o), "forced:echo asked\n", "stderr: {}\nlog:\n{}", stderr(&o), srv.log());
+    assert_eq!(
+        stdout(&o),
+        "forced:echo asked\n",
+        "stderr: {}\nlog:\n{}",
+        stderr(&o),
+        srv.log()
+    );
 }
 
 #[test]
@@ -243,13 +300,20 @@ fn killed_client_leaves_no_process() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|s| s.trim().parse().ok())
         .expect("session id");
-    assert!(processes_in_session(sid).len() >= 2, "session processes should be running");
+    assert!(
+        processes_in_session(sid).len() >= 2,
+        "session processes should be running"
+    );
     c.child.kill().unwrap();
     let end = Instant::now() + Duration::from_secs(8);
     while Instant::now() < end && !processes_in_session(sid).is_empty() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(processes_in_session(sid).is_empty(), "orphans left: {:?}", processes_in_session(sid));
+    assert!(
+        processes_in_session(sid).is_empty(),
+        "orphans left: {:?}",
+        processes_in_session(sid)
+    );
 }
 
 #[test]
@@ -271,14 +335,31 @@ fn plink_exec_and_exit_code() {
         .arg(srv.dir.join("host_key.pub"))
         .output()
         .unwrap();
-    let fp = stdout(&fp).split_whitespace().nth(1).expect("fingerprint").to_string();
+    let fp = stdout(&fp)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string();
     let o = Command::new("plink")
         .args(["-batch", "-ssh", "-P", &srv.port.to_string(), "-i"])
         .arg(&ppk)
-        .args(["-hostkey", &fp, "-l", &current_user(), "127.0.0.1", "echo plink-ok; exit 5"])
+        .args([
+            "-hostkey",
+            &fp,
+            "-l",
+            &current_user(),
+            "127.0.0.1",
+            "echo plink-ok; exit 5",
+        ])
         .output()
         .unwrap();
-    assert_eq!(stdout(&o).trim(), "plink-ok", "stderr: {}\nlog:\n{}", stderr(&o), srv.log());
+    assert_eq!(
+        stdout(&o).trim(),
+        "plink-ok",
+        "stderr: {}\nlog:\n{}",
+        stderr(&o),
+        srv.log()
+    );
     assert_eq!(o.status.code(), Some(5));
 }
 
@@ -299,7 +380,13 @@ fn login_as_unprivileged_user_when_root() {
     let o = srv.ssh_run("rsshd-test", "id -u; id -g; echo $HOME; pwd", b"");
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 4, "{out}\nstderr: {}\nlog:\n{}", stderr(&o), srv.log());
+    assert_eq!(
+        lines.len(),
+        4,
+        "{out}\nstderr: {}\nlog:\n{}",
+        stderr(&o),
+        srv.log()
+    );
     assert_eq!(lines[0], user.uid.to_string());
     assert_eq!(lines[1], user.gid.to_string());
     assert_eq!(lines[2], user.dir.display().to_string());

@@ -77,7 +77,7 @@ fn error_messages_name_file_line_keyword() {
         err("Port 22 23"),
         "t.conf:1: Port: extra arguments at end of line"
     );
-    assert_eq!(err("Port 0"), "t.conf:1: Port: bad port number \"0\"");
+    assert_eq!(err("Port -1"), "t.conf:1: Port: bad port number \"-1\"");
     assert_eq!(
         err("Port 70000"),
         "t.conf:1: Port: bad port number \"70000\""

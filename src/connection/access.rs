@@ -45,7 +45,9 @@ pub fn check_user(
         return Err(Refusal::NotDaemonUser);
     }
     if !shell_ok(&user.shell) {
-        return Err(Refusal::ShellNotExecutable(user.shell.display().to_string()));
+        return Err(Refusal::ShellNotExecutable(
+            user.shell.display().to_string(),
+        ));
     }
     if s.deny_users
         .iter()
@@ -97,6 +99,7 @@ pub fn root_key_login_allowed(s: &Settings, key_has_command: bool) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
@@ -122,7 +125,10 @@ mod tests {
         let mut s = Settings::default();
         assert_eq!(check_user(&alice(), "h", ip(), &s, 0), Ok(()));
         s.deny_users = vec!["al*".into()];
-        assert_eq!(check_user(&alice(), "h", ip(), &s, 0), Err(Refusal::DenyUsers));
+        assert_eq!(
+            check_user(&alice(), "h", ip(), &s, 0),
+            Err(Refusal::DenyUsers)
+        );
         s.deny_users.clear();
         s.allow_users = vec!["bob".into(), "alice@10.0.0.0/8".into()];
         assert_eq!(check_user(&alice(), "h", ip(), &s, 0), Ok(()));
@@ -133,7 +139,10 @@ mod tests {
         );
         s.allow_users.clear();
         s.deny_groups = vec!["staff".into()];
-        assert_eq!(check_user(&alice(), "h", ip(), &s, 0), Err(Refusal::DenyGroups));
+        assert_eq!(
+            check_user(&alice(), "h", ip(), &s, 0),
+            Err(Refusal::DenyGroups)
+        );
         s.deny_groups.clear();
         s.allow_groups = vec!["wheel".into()];
         assert_eq!(

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use russh::keys::{Algorithm, HashAlg, PublicKey};
-use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
 
 use super::access::{self, Refusal};
@@ -121,7 +123,12 @@ impl ConnHandler {
 
     /// Whether `key` may log `user` in: allowed user, publickey enabled, key listed
     /// (with its `from=`), PermitRootLogin. Returns the key's options.
-    fn check_key(&mut self, user: &str, key: &PublicKey, algorithm: &Algorithm) -> Option<KeyOptions> {
+    fn check_key(
+        &mut self,
+        user: &str,
+        key: &PublicKey,
+        algorithm: &Algorithm,
+    ) -> Option<KeyOptions> {
         if matches!(algorithm, Algorithm::Rsa { hash: None }) {
             // ssh-rsa signatures are SHA-1; refuse them like OpenSSH >= 8.8.
             return None;
@@ -240,10 +247,10 @@ impl ConnHandler {
         } else {
             forced.clone().or_else(|| requested.clone())
         };
-        if forced.is_some() {
-            if let Some(orig) = &requested {
-                env.push(("SSH_ORIGINAL_COMMAND".to_string(), orig.clone()));
-            }
+        if forced.is_some()
+            && let Some(orig) = &requested
+        {
+            env.push(("SSH_ORIGINAL_COMMAND".to_string(), orig.clone()));
         }
         // Client-sent variables first, then the key's environment=, then SetEnv, then
         // the connection's own: later entries win.
@@ -317,7 +324,10 @@ fn subsystem_command(cmd: &str) -> String {
             "/usr/lib/ssh/sftp-server",
         ] {
             if std::path::Path::new(path).exists() {
-                return std::iter::once(path).chain(args).collect::<Vec<_>>().join(" ");
+                return std::iter::once(path)
+                    .chain(args)
+                    .collect::<Vec<_>>()
+                    .join(" ");
             }
         }
     }
@@ -354,6 +364,15 @@ fn key_type_name(key: &PublicKey) -> &'static str {
 
 impl Handler for ConnHandler {
     type Error = ConnError;
+
+    fn adjust_window(&mut self, channel: ChannelId, _current: u32) -> u32 {
+        let backlog = self
+            .channels
+            .get(&channel)
+            .map(|c| c.backlog.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0);
+        super::session::window_target(backlog)
+    }
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
         let Some(path) = &self.ctx.pre_auth.banner else {
@@ -444,12 +463,17 @@ impl Handler for ConnHandler {
         if let Ok(mut c) = self.shared.channels.lock() {
             c.insert(n, (id, false));
         }
-        self.channels.insert(id, SessionChannel::open(channel, stamps));
+        self.channels
+            .insert(id, SessionChannel::open(channel, stamps));
         reply.accept().await;
         Ok(())
     }
 
-    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         let n = u32::from(channel);
         if let Ok(mut c) = self.shared.channels.lock() {
@@ -484,10 +508,10 @@ impl Handler for ConnHandler {
                     pix_height,
                     modes: modes.iter().map(|(p, v)| (*p as u8, *v)).collect(),
                 });
-                if let Ok(mut c) = self.shared.channels.lock() {
-                    if let Some(entry) = c.get_mut(&u32::from(channel)) {
-                        entry.1 = true;
-                    }
+                if let Ok(mut c) = self.shared.channels.lock()
+                    && let Some(entry) = c.get_mut(&u32::from(channel))
+                {
+                    entry.1 = true;
                 }
                 session.channel_success(channel)?;
             }
@@ -519,7 +543,11 @@ impl Handler for ConnHandler {
         Ok(())
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.start(channel, None, false, session)
     }
 
@@ -564,7 +592,12 @@ impl Handler for ConnHandler {
         Ok(())
     }
 
-    async fn signal(&mut self, channel: ChannelId, signal: Sig, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         if let Some(chan) = self.channels.get(&channel) {
             // A signal is the user acting: it counts as input (SPEC section 3).
             chan.stamps.input.touch();

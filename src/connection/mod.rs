@@ -75,7 +75,9 @@ impl ConnShared {
     /// The login is complete: its policy replaces the pre-auth one.
     pub fn authenticated(&self, login: Arc<Login>) {
         self.events
-            .send(Event::PolicyReplaced(Policy::from_settings(&login.settings)));
+            .send(Event::PolicyReplaced(Policy::from_settings(
+                &login.settings,
+            )));
         self.events.send(Event::Authenticated);
         self.login.send_replace(Some(login));
     }
@@ -87,7 +89,12 @@ impl ConnShared {
     fn pty_channels(&self) -> Vec<ChannelId> {
         self.channels
             .lock()
-            .map(|c| c.values().filter(|(_, pty)| *pty).map(|(id, _)| *id).collect())
+            .map(|c| {
+                c.values()
+                    .filter(|(_, pty)| *pty)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -126,7 +133,11 @@ pub async fn serve(
         if grace.is_zero() {
             Ok(russh::server::run_stream(server_config, stream, handler).await)
         } else {
-            tokio::time::timeout(grace, russh::server::run_stream(server_config, stream, handler)).await
+            tokio::time::timeout(
+                grace,
+                russh::server::run_stream(server_config, stream, handler),
+            )
+            .await
         }
     };
     let running = match opened.await {
@@ -152,9 +163,8 @@ pub async fn serve(
         tokio::select! {
             _ = &mut run => break,
             changed = login_rx.changed(), if on_auth.is_some() => {
-                if changed.is_ok() && login_rx.borrow().is_some() {
-                    if let Some(f) = on_auth.take() { f(); }
-                }
+                if changed.is_ok() && login_rx.borrow().is_some()
+                    && let Some(f) = on_auth.take() { f(); }
             }
             action = driver.next() => match action {
                 Action::SendProbe => {
@@ -191,18 +201,25 @@ pub async fn serve(
         let goodbye = async {
             write_to_ptys(&handle, &shared.pty_channels(), &text).await;
             let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, text.clone(), String::new())
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    text.clone(),
+                    String::new(),
+                )
                 .await;
             (&mut run).await
         };
         let _ = tokio::time::timeout(DISCONNECT_FLUSH, goodbye).await;
     }
     cut();
-    drop(run);
 
     match shared.login() {
         Some(login) => {
-            tracing::info!("Disconnected from user {} {}", login.user.name, peer(&ctx.peer));
+            tracing::info!(
+                "Disconnected from user {} {}",
+                login.user.name,
+                peer(&ctx.peer)
+            );
             tracing::debug!(
                 "session of {} lasted {}",
                 login.user.name,

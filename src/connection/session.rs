@@ -1,9 +1,13 @@
 //! Session channels: the requests that shape a user's process (pty-req, env, shell,
 //! exec, subsystem) and the pumps that move bytes between the channel and it.
 //!
-//! Client data reaches the process through a small bounded queue: when the process
-//! does not read, the queue fills, russh stops reading the socket, and the client's
-//! window runs out, so a 1 GiB upload never sits in our memory.
+//! Flow control: russh re-opens a channel's window as soon as data arrives, and a
+//! reader that blocks russh's loop also blocks the output the process is waiting to
+//! send (a deadlock for `cat`). So the loop is never blocked: client data goes to an
+//! unbounded queue whose size is counted in `backlog`, and while a channel's backlog
+//! is over [`BACKLOG_HIGH`] the handler shrinks the window russh grants
+//! ([`window_target`]). Memory per channel stays bounded by the high-water mark plus
+//! the window already granted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +18,26 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::lifetime::ChannelStamps;
 use crate::host::{ExitOutcome, ProcessKiller, PtyParams, PtyResizer, SessionProcess};
+use crate::lifetime::ChannelStamps;
 
-/// How many client data packets may wait for a process that is not reading.
-const INPUT_QUEUE: usize = 8;
+/// Client bytes a channel may hold for a process that is not reading fast enough
+/// before the window is throttled.
+pub const BACKLOG_HIGH: usize = 1024 * 1024;
+/// The window russh tops channels up to normally, and while throttled.
+pub const WINDOW_NORMAL: u32 = 2 * 1024 * 1024;
+pub const WINDOW_THROTTLED: u32 = 64 * 1024;
+
+/// The window target to give russh after a top-up on a channel with this backlog.
+pub fn window_target(backlog: usize) -> u32 {
+    if backlog > BACKLOG_HIGH {
+        WINDOW_THROTTLED
+    } else {
+        WINDOW_NORMAL
+    }
+}
+
+type Backlog = Arc<std::sync::atomic::AtomicUsize>;
 /// How long to keep reading a PTY after its shell exited, for output still in flight.
 const PTY_DRAIN: Duration = Duration::from_millis(300);
 /// Grace between SIGHUP and SIGKILL when a session is hung up.
@@ -34,7 +53,9 @@ enum Input {
 /// One open session channel, owned by the connection handler until its process starts.
 pub struct SessionChannel {
     write: Option<ChannelWriteHalf<Msg>>,
-    input: Option<mpsc::Receiver<Input>>,
+    input: Option<mpsc::UnboundedReceiver<Input>>,
+    /// Client bytes received but not yet written to the process.
+    pub backlog: Backlog,
     pub pty: Option<PtyParams>,
     pub env: Vec<(String, String)>,
     pub resizer: Option<PtyResizer>,
@@ -49,12 +70,20 @@ impl SessionChannel {
     /// whatever process it ends up running.
     pub fn open(channel: russh::Channel<Msg>, stamps: Arc<ChannelStamps>) -> Self {
         let (read, write) = channel.split();
-        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         let killer = Arc::new(std::sync::Mutex::new(None));
-        tokio::spawn(read_client(read, tx, Arc::clone(&killer), Arc::clone(&stamps)));
+        let backlog = Backlog::default();
+        tokio::spawn(read_client(
+            read,
+            tx,
+            Arc::clone(&killer),
+            Arc::clone(&stamps),
+            Arc::clone(&backlog),
+        ));
         SessionChannel {
             write: Some(write),
             input: Some(rx),
+            backlog,
             pty: None,
             env: Vec::new(),
             resizer: None,
@@ -88,15 +117,28 @@ impl SessionChannel {
         let has_pty = self.pty.is_some();
         let stamps = Arc::clone(&self.stamps);
         let io = process.take_io();
-        tokio::spawn(feed_process(input, io.input, has_pty));
+        tokio::spawn(feed_process(
+            input,
+            io.input,
+            has_pty,
+            Arc::clone(&self.backlog),
+        ));
         tokio::spawn(async move {
             let id = write.id();
             if let Some(text) = preamble {
                 let _ = write.data_bytes(text).await;
             }
-            let out = tokio::spawn(copy_out(io.output, write.make_writer(), Arc::clone(&stamps)));
+            let out = tokio::spawn(copy_out(
+                io.output,
+                write.make_writer(),
+                Arc::clone(&stamps),
+            ));
             let err = io.stderr.map(|e| {
-                tokio::spawn(copy_out(e, write.make_writer_ext(Some(1)), Arc::clone(&stamps)))
+                tokio::spawn(copy_out(
+                    e,
+                    write.make_writer_ext(Some(1)),
+                    Arc::clone(&stamps),
+                ))
             });
             let outcome = process.wait().await;
             if has_pty {
@@ -118,7 +160,13 @@ impl SessionChannel {
                 }
                 Ok(ExitOutcome::Signal { name, core_dumped }) => {
                     let _ = handle
-                        .exit_signal_request(id, Sig::Custom(name), core_dumped, String::new(), String::new())
+                        .exit_signal_request(
+                            id,
+                            Sig::Custom(name),
+                            core_dumped,
+                            String::new(),
+                            String::new(),
+                        )
                         .await;
                 }
                 Err(e) => tracing::debug!("wait for session process failed: {e}"),
@@ -134,22 +182,22 @@ impl SessionChannel {
 /// input queue (waiting when it is full); the channel's end hangs up its process.
 async fn read_client(
     mut read: ChannelReadHalf,
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::UnboundedSender<Input>,
     killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
     stamps: Arc<ChannelStamps>,
+    backlog: Backlog,
 ) {
     while let Some(msg) = read.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
                 stamps.input.touch();
-                if tx.send(Input::Data(data)).await.is_err() {
-                    // The process no longer reads; keep draining so the connection
-                    // is never blocked on this channel.
-                    continue;
+                let len = data.len();
+                if tx.send(Input::Data(data)).is_ok() {
+                    backlog.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             ChannelMsg::Eof => {
-                let _ = tx.send(Input::Eof).await;
+                let _ = tx.send(Input::Eof);
             }
             ChannelMsg::Close => break,
             _ => {}
@@ -165,14 +213,18 @@ async fn read_client(
 /// Write client input to the process. EOF closes a pipe; a PTY has no half-close,
 /// so there EOF is only the end of input, as in sshd.
 async fn feed_process(
-    mut input: mpsc::Receiver<Input>,
+    mut input: mpsc::UnboundedReceiver<Input>,
     mut sink: Box<dyn AsyncWrite + Send + Unpin>,
     has_pty: bool,
+    backlog: Backlog,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     while let Some(msg) = input.recv().await {
         match msg {
             Input::Data(data) => {
-                if sink.write_all(&data).await.is_err() {
+                let ok = sink.write_all(&data).await.is_ok();
+                backlog.fetch_sub(data.len(), Relaxed);
+                if !ok {
                     break;
                 }
             }
@@ -181,14 +233,22 @@ async fn feed_process(
                     let _ = sink.shutdown().await;
                     drop(sink);
                     // Keep consuming so the client is never blocked by a closed stdin.
-                    while input.recv().await.is_some() {}
+                    discard(&mut input, &backlog).await;
                     return;
                 }
             }
         }
     }
     // Process gone or channel closed: discard whatever still arrives.
-    while input.recv().await.is_some() {}
+    discard(&mut input, &backlog).await;
+}
+
+async fn discard(input: &mut mpsc::UnboundedReceiver<Input>, backlog: &Backlog) {
+    while let Some(msg) = input.recv().await {
+        if let Input::Data(d) = msg {
+            backlog.fetch_sub(d.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Copy process output to the channel writer, which waits for the client's window.

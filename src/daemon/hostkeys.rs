@@ -37,10 +37,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<PrivateKey>, HostKeyError> {
                 });
             }
         }
-        let key = russh::keys::load_secret_key(path, None).map_err(|source| HostKeyError::Load {
-            path: path.clone(),
-            source,
-        })?;
+        let key =
+            russh::keys::load_secret_key(path, None).map_err(|source| HostKeyError::Load {
+                path: path.clone(),
+                source,
+            })?;
         keys.push(key);
     }
     if keys.is_empty() {

@@ -26,7 +26,11 @@ pub enum ListenError {
 pub fn addresses(s: &Settings) -> Result<Vec<SocketAddr>, ListenError> {
     let want_v4 = s.address_family != "inet6";
     let want_v6 = s.address_family != "inet";
-    let ports = if s.port.is_empty() { vec![22] } else { s.port.clone() };
+    let ports = if s.port.is_empty() {
+        vec![22]
+    } else {
+        s.port.clone()
+    };
     let mut out: Vec<SocketAddr> = Vec::new();
     let mut push = |a: SocketAddr| {
         let fam_ok = (a.is_ipv4() && want_v4) || (a.is_ipv6() && want_v6);

@@ -59,7 +59,11 @@ pub enum StartError {
 }
 
 /// The host key files to use: configured ones plus `-h`, or the generated key.
-pub fn host_key_paths(s: &Settings, extra: &[PathBuf], generate: bool) -> Result<Vec<PathBuf>, hostkeys::HostKeyError> {
+pub fn host_key_paths(
+    s: &Settings,
+    extra: &[PathBuf],
+    generate: bool,
+) -> Result<Vec<PathBuf>, hostkeys::HostKeyError> {
     let mut paths: Vec<PathBuf> = extra.to_vec();
     paths.extend(s.host_key.iter().cloned());
     if paths.is_empty() {
@@ -79,11 +83,21 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
     let preferred = Preferred {
         key: std::borrow::Cow::Owned(vec![
             Algorithm::Ed25519,
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
-            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
-            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
         ]),
         cipher: std::borrow::Cow::Owned(vec![
             cipher::CHACHA20_POLY1305,
@@ -96,7 +110,9 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         ..Preferred::DEFAULT
     };
     russh::server::Config {
-        server_id: russh::SshId::Standard(format!("SSH-2.0-rsshd_{}", env!("CARGO_PKG_VERSION")).into()),
+        server_id: russh::SshId::Standard(
+            format!("SSH-2.0-rsshd_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: std::time::Duration::ZERO,
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
@@ -106,6 +122,7 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         inactivity_timeout: None,
         keepalive_interval: None,
         nodelay: true,
+        window_size: crate::connection::session::WINDOW_NORMAL,
         ..Default::default()
     }
 }
@@ -129,7 +146,11 @@ pub struct Prepared {
 }
 
 /// Load config and keys and bind listeners; logs each `Server listening on` line.
-pub fn prepare(source: ConfigSource, overrides: Vec<String>, extra_host_keys: Vec<PathBuf>) -> Result<Prepared, StartError> {
+pub fn prepare(
+    source: ConfigSource,
+    overrides: Vec<String>,
+    extra_host_keys: Vec<PathBuf>,
+) -> Result<Prepared, StartError> {
     let (config, warnings) = source.load(&overrides)?;
     for w in &warnings {
         tracing::warn!("{w}");
@@ -142,7 +163,11 @@ pub fn prepare(source: ConfigSource, overrides: Vec<String>, extra_host_keys: Ve
             Ok(l) => {
                 // Port 0 asks the kernel for a free port; report the one it chose.
                 let bound = l.local_addr().unwrap_or(addr);
-                tracing::info!("Server listening on {} port {}.", display_ip(&bound), bound.port());
+                tracing::info!(
+                    "Server listening on {} port {}.",
+                    display_ip(&bound),
+                    bound.port()
+                );
                 listeners.push(l);
             }
             Err(e) => tracing::error!("error: {e}"),
@@ -223,7 +248,9 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                                     };
                                 }
                             }
-                            Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
+                            Err(e) => {
+                                tracing::error!("reload failed, keeping the old configuration: {e}")
+                            }
                         }
                     }
                     Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
@@ -255,7 +282,10 @@ async fn accept_loop(
             }
         };
         let local = stream.local_addr().unwrap_or(peer);
-        let Ok((config, protocol)) = live.read().map(|l| (Arc::clone(&l.config), Arc::clone(&l.protocol))) else {
+        let Ok((config, protocol)) = live
+            .read()
+            .map(|l| (Arc::clone(&l.config), Arc::clone(&l.protocol)))
+        else {
             continue;
         };
         let pre_auth = config.resolve(&ConnSpec {
@@ -281,7 +311,10 @@ async fn accept_loop(
             let _ = socket2::SockRef::from(&stream).set_keepalive(true);
         }
         preauth.fetch_add(1, Ordering::Relaxed);
-        let slot = PreauthSlot(Arc::clone(&preauth), std::sync::atomic::AtomicBool::new(true));
+        let slot = PreauthSlot(
+            Arc::clone(&preauth),
+            std::sync::atomic::AtomicBool::new(true),
+        );
         tokio::spawn(async move {
             let slot = Arc::new(slot);
             let on_auth = {

@@ -39,7 +39,10 @@ pub enum KeyLookup {
     Found(AuthorizedKey),
     NotFound,
     /// The key is listed, but its `from=` does not admit this client.
-    FromRejected { file: PathBuf, line: usize },
+    FromRejected {
+        file: PathBuf,
+        line: usize,
+    },
 }
 
 /// Expand `%h`, `%u`, `%U`, `%%`; a relative result is taken from the home.
@@ -64,7 +67,11 @@ pub fn expand_path(pattern: &str, user: &UserInfo) -> PathBuf {
         }
     }
     let p = PathBuf::from(out);
-    if p.is_absolute() { p } else { user.home.join(p) }
+    if p.is_absolute() {
+        p
+    } else {
+        user.home.join(p)
+    }
 }
 
 /// Look through every file for `key`.
@@ -92,11 +99,11 @@ pub fn find_authorized_key(
             if listed.key_data() != key.key_data() {
                 continue;
             }
-            if let Some(from) = &options.from {
-                if match_host_and_ip(remote_host, remote_ip, from) != ListMatch::Positive {
-                    rejected = Some((path.clone(), idx + 1));
-                    continue;
-                }
+            if let Some(from) = &options.from
+                && match_host_and_ip(remote_host, remote_ip, from) != ListMatch::Positive
+            {
+                rejected = Some((path.clone(), idx + 1));
+                continue;
             }
             return KeyLookup::Found(AuthorizedKey {
                 file: path,
@@ -117,11 +124,9 @@ fn read_checked(path: &Path, user: &UserInfo, strict_modes: bool) -> Result<Stri
     if !meta.is_file() {
         return Err(());
     }
-    if strict_modes {
-        if let Err(reason) = secure_path(path, user.uid, &user.home) {
-            tracing::info!("Authentication refused: {reason}");
-            return Err(());
-        }
+    if strict_modes && let Err(reason) = secure_path(path, user.uid, &user.home) {
+        tracing::info!("Authentication refused: {reason}");
+        return Err(());
     }
     // Bounded: an authorized_keys file is small; refuse a runaway one.
     if meta.len() > 4 * 1024 * 1024 {
@@ -188,7 +193,9 @@ pub fn parse_options(text: &str) -> Result<KeyOptions, String> {
         let name = rest[..name_end].to_ascii_lowercase();
         rest = &rest[name_end..];
         let value = if let Some(r) = rest.strip_prefix('=') {
-            let r = r.strip_prefix('"').ok_or_else(|| format!("{name}: value must be quoted"))?;
+            let r = r
+                .strip_prefix('"')
+                .ok_or_else(|| format!("{name}: value must be quoted"))?;
             let mut v = String::new();
             let mut chars = r.char_indices();
             let mut end = None;
@@ -262,7 +269,8 @@ mod tests {
     use super::*;
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@host";
-    const OTHER: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti other";
+    const OTHER: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti other";
 
     fn user(home: &Path) -> UserInfo {
         UserInfo {
@@ -321,11 +329,16 @@ mod tests {
         let key = PublicKey::from_openssh(KEY).unwrap();
         std::fs::write(
             home.join(".ssh/authorized_keys"),
-            format!("garbage line\nbogus-opt {KEY}\n{OTHER}\nfrom=\"10.0.0.0/8\" {KEY}\nno-pty {KEY}\n"),
+            format!(
+                "garbage line\nbogus-opt {KEY}\n{OTHER}\nfrom=\"10.0.0.0/8\" {KEY}\nno-pty {KEY}\n"
+            ),
         )
         .unwrap();
         let u = user(&home);
-        let files = vec![".ssh/authorized_keys".to_string(), ".ssh/authorized_keys2".to_string()];
+        let files = vec![
+            ".ssh/authorized_keys".to_string(),
+            ".ssh/authorized_keys2".to_string(),
+        ];
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         // StrictModes off here: temp dirs live under a world-writable /tmp.
         match find_authorized_key(&u, &files, false, &key, "127.0.0.1", ip) {
@@ -335,22 +348,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        std::fs::write(home.join(".ssh/authorized_keys"), format!("from=\"10.0.0.0/8\" {KEY}\n")).unwrap();
+        std::fs::write(
+            home.join(".ssh/authorized_keys"),
+            format!("from=\"10.0.0.0/8\" {KEY}\n"),
+        )
+        .unwrap();
         assert!(matches!(
             find_authorized_key(&u, &files, false, &key, "127.0.0.1", ip),
             KeyLookup::FromRejected { line: 1, .. }
         ));
         let other = PublicKey::from_openssh(OTHER).unwrap();
-        assert_eq!(find_authorized_key(&u, &files, false, &other, "h", ip), KeyLookup::NotFound);
+        assert_eq!(
+            find_authorized_key(&u, &files, false, &other, "h", ip),
+            KeyLookup::NotFound
+        );
         let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]
     fn tokens_expand() {
         let u = user(Path::new("/home/alice"));
-        assert_eq!(expand_path("%h/.ssh/k", &u), PathBuf::from("/home/alice/.ssh/k"));
-        assert_eq!(expand_path("/etc/keys/%u", &u), PathBuf::from("/etc/keys/alice"));
-        assert_eq!(expand_path(".ssh/authorized_keys", &u), PathBuf::from("/home/alice/.ssh/authorized_keys"));
+        assert_eq!(
+            expand_path("%h/.ssh/k", &u),
+            PathBuf::from("/home/alice/.ssh/k")
+        );
+        assert_eq!(
+            expand_path("/etc/keys/%u", &u),
+            PathBuf::from("/etc/keys/alice")
+        );
+        assert_eq!(
+            expand_path(".ssh/authorized_keys", &u),
+            PathBuf::from("/home/alice/.ssh/authorized_keys")
+        );
         assert_eq!(expand_path("/k/%%u", &u), PathBuf::from("/k/%u"));
     }
 }

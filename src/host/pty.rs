@@ -44,17 +44,24 @@ fn winsize(cols: u32, rows: u32, pw: u32, ph: u32) -> nix::pty::Winsize {
 
 /// Open a PTY with the requested size and terminal modes.
 pub fn open(params: &PtyParams) -> Result<Pty, HostError> {
-    let ws = winsize(params.cols, params.rows, params.pix_width, params.pix_height);
+    let ws = winsize(
+        params.cols,
+        params.rows,
+        params.pix_width,
+        params.pix_height,
+    );
     let pty = nix::pty::openpty(Some(&ws), None).map_err(|e| HostError::Os {
         what: "openpty".into(),
         source: e,
     })?;
     for fd in [&pty.master, &pty.slave] {
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(|e| {
-            HostError::Os {
-                what: "fcntl".into(),
-                source: e,
-            }
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| HostError::Os {
+            what: "fcntl".into(),
+            source: e,
         })?;
     }
     let name = nix::unistd::ttyname(&pty.slave).map_err(|e| HostError::Os {
@@ -134,15 +141,11 @@ fn apply_modes(slave: &OwnedFd, modes: &[(u8, u32)]) {
             73 => set(&mut t.c_oflag, libc::OCRNL, on),
             74 => set(&mut t.c_oflag, libc::ONOCR, on),
             75 => set(&mut t.c_oflag, libc::ONLRET, on),
-            90 => {
-                if on {
-                    t.c_cflag = (t.c_cflag & !libc::CSIZE) | libc::CS7;
-                }
+            90 if on => {
+                t.c_cflag = (t.c_cflag & !libc::CSIZE) | libc::CS7;
             }
-            91 => {
-                if on {
-                    t.c_cflag = (t.c_cflag & !libc::CSIZE) | libc::CS8;
-                }
+            91 if on => {
+                t.c_cflag = (t.c_cflag & !libc::CSIZE) | libc::CS8;
             }
             92 => set(&mut t.c_cflag, libc::PARENB, on),
             93 => set(&mut t.c_cflag, libc::PARODD, on),
@@ -159,14 +162,17 @@ pub struct Master(Arc<AsyncFd<OwnedFd>>);
 
 impl Master {
     pub fn new(fd: OwnedFd) -> Result<Self, HostError> {
-        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| HostError::Os {
-            what: "fcntl".into(),
-            source: e,
-        })?;
+        let flags =
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| HostError::Os {
+                what: "fcntl".into(),
+                source: e,
+            })?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| HostError::Os {
-            what: "fcntl".into(),
-            source: e,
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| {
+            HostError::Os {
+                what: "fcntl".into(),
+                source: e,
+            }
         })?;
         // SAFETY: we own `fd` outright and nothing else registers or closes it.
         let fd = unsafe { AsyncFd::register(fd) }
@@ -196,7 +202,11 @@ impl PtyResizer {
 }
 
 impl AsyncRead for Master {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
@@ -220,7 +230,11 @@ impl AsyncRead for Master {
 }
 
 impl AsyncWrite for Master {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.0.poll_write_ready(cx))?;
             let fd = guard.get_inner().as_raw_fd();

@@ -145,20 +145,25 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
     };
     if let (Some(p), true) = (&pty, root) {
         let gid = tty_gid(user.gid);
-        nix::unistd::chown(&p.name, Some(user.uid.into()), Some(gid.into())).map_err(|e| HostError::Os {
-            what: format!("chown {}", p.name.display()),
-            source: e,
-        })?;
-        nix::sys::stat::fchmod(&p.slave, nix::sys::stat::Mode::from_bits_truncate(0o620)).map_err(|e| {
+        nix::unistd::chown(&p.name, Some(user.uid.into()), Some(gid.into())).map_err(|e| {
             HostError::Os {
-                what: "fchmod tty".into(),
+                what: format!("chown {}", p.name.display()),
                 source: e,
             }
         })?;
+        nix::sys::stat::fchmod(&p.slave, nix::sys::stat::Mode::from_bits_truncate(0o620)).map_err(
+            |e| HostError::Os {
+                what: "fchmod tty".into(),
+                source: e,
+            },
+        )?;
     }
 
     let mut cmd = tokio::process::Command::new(&shell);
-    let base = shell.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "sh".into());
+    let base = shell
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sh".into());
     match &req.command {
         Some(c) => {
             cmd.arg0(&base).arg("-c").arg(c);
@@ -180,17 +185,25 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
     for (k, v) in &req.env {
         cmd.env(k, v);
     }
-    cmd.current_dir(if home_ok { user.home.as_path() } else { Path::new("/") });
+    cmd.current_dir(if home_ok {
+        user.home.as_path()
+    } else {
+        Path::new("/")
+    });
     cmd.kill_on_drop(false);
 
     let slave_fd = pty.as_ref().map(|p| p.slave.as_raw_fd());
     match &pty {
         Some(p) => {
             let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(HostError::Io);
-            cmd.stdin(dup(&p.slave)?).stdout(dup(&p.slave)?).stderr(dup(&p.slave)?);
+            cmd.stdin(dup(&p.slave)?)
+                .stdout(dup(&p.slave)?)
+                .stderr(dup(&p.slave)?);
         }
         None => {
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
         }
     }
     let uid = user.uid;
@@ -210,7 +223,14 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [libc::SIGPIPE, libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGCHLD] {
+            for sig in [
+                libc::SIGPIPE,
+                libc::SIGHUP,
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGQUIT,
+                libc::SIGCHLD,
+            ] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             if switch {
@@ -246,7 +266,9 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             (io, Some(m), Some(p.name))
         }
         None => {
-            let (Some(i), Some(o), Some(e)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+            let (Some(i), Some(o), Some(e)) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take())
+            else {
                 return Err(HostError::Io(std::io::Error::other("missing pipes")));
             };
             let io = ProcessIo {
@@ -265,4 +287,3 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
         master,
     })
 }
-

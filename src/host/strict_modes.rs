@@ -9,7 +9,9 @@ use std::path::Path;
 /// not writable by group or others.
 pub fn secure_path(file: &Path, uid: u32, home: &Path) -> Result<(), String> {
     let bad = |what: &str, p: &Path| format!("bad ownership or modes for {what} {}", p.display());
-    let file = file.canonicalize().map_err(|e| format!("{}: {e}", file.display()))?;
+    let file = file
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
     let meta = std::fs::metadata(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     if !meta.is_file() {
@@ -40,7 +42,9 @@ mod tests {
     #[test]
     fn group_writable_directory_is_refused() {
         // Under the crate's target dir: /tmp itself is world-writable.
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(format!("sm-{}", std::process::id()));
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(format!("sm-{}", std::process::id()));
         let ssh = base.join(".ssh");
         std::fs::create_dir_all(&ssh).unwrap();
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -51,7 +55,11 @@ mod tests {
         let uid = nix::unistd::geteuid().as_raw();
         assert_eq!(secure_path(&f, uid, &base), Ok(()));
         std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o770)).unwrap();
-        assert!(secure_path(&f, uid, &base).unwrap_err().contains("directory"));
+        assert!(
+            secure_path(&f, uid, &base)
+                .unwrap_err()
+                .contains("directory")
+        );
         std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(secure_path(&f, uid, &base).unwrap_err().contains("file"));

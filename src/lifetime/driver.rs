@@ -65,7 +65,10 @@ impl ChannelStamps {
 pub enum Msg {
     Event(Event),
     /// Start following a channel's stamps (sent with its `ChannelOpened`).
-    Track { channel: u32, stamps: Arc<ChannelStamps> },
+    Track {
+        channel: u32,
+        stamps: Arc<ChannelStamps>,
+    },
 }
 
 /// The sending side, cloned into the handler and the channel tasks.
@@ -133,7 +136,8 @@ impl Driver {
         if r != self.seen_received {
             self.seen_received = r;
             let at = self.received.at(r);
-            self.pending.extend(self.engine.handle(Event::PacketReceived, at));
+            self.pending
+                .extend(self.engine.handle(Event::PacketReceived, at));
         }
         for (id, (stamps, seen_in, seen_out)) in self.channels.iter_mut() {
             let i = stamps.input.read();

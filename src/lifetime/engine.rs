@@ -17,15 +17,24 @@ pub enum Event {
     /// The client authenticated: idle and unused timers start, login grace ends.
     Authenticated,
     /// A person's input: channel data or a signal from the client.
-    Input { channel: Option<u32> },
+    Input {
+        channel: Option<u32>,
+    },
     /// Data the server sent on a channel.
-    Output { channel: Option<u32> },
+    Output {
+        channel: Option<u32>,
+    },
     /// Any packet from the client, keepalives included: the client is alive.
     PacketReceived,
     /// The client answered one of our probes.
     ProbeAnswered,
-    ChannelOpened { channel: u32, kind: String },
-    ChannelClosed { channel: u32 },
+    ChannelOpened {
+        channel: u32,
+        kind: String,
+    },
+    ChannelClosed {
+        channel: u32,
+    },
     /// A reload gave this connection a new policy.
     PolicyReplaced(Policy),
 }
@@ -46,7 +55,10 @@ impl Ending {
             Ending::LoginGrace => "rsshd: login grace time exceeded".into(),
             Ending::NotResponding => "rsshd: client not responding".into(),
             Ending::Idle { after } => {
-                format!("rsshd: disconnected after {} without input", human_duration(*after))
+                format!(
+                    "rsshd: disconnected after {} without input",
+                    human_duration(*after)
+                )
             }
             Ending::Unused { after } => format!(
                 "rsshd: disconnected after {} without an open channel",
@@ -177,7 +189,9 @@ impl Engine {
             Event::PolicyReplaced(policy) => {
                 if policy.probe_interval != self.policy.probe_interval {
                     // Silent longer than the new interval already: probe at once.
-                    self.next_probe = policy.probe_interval.map(|i| (self.last_received + i).max(now));
+                    self.next_probe = policy
+                        .probe_interval
+                        .map(|i| (self.last_received + i).max(now));
                     self.unanswered = 0;
                 }
                 self.policy = policy;
@@ -214,16 +228,32 @@ impl Engine {
         }
         consider(self.next_probe);
         if let Some((warn_at, end_at)) = self.idle_deadlines() {
-            consider(if self.warned_at.is_none() { warn_at } else { None });
+            consider(if self.warned_at.is_none() {
+                warn_at
+            } else {
+                None
+            });
             consider(Some(end_at));
         }
         for c in self.channels.values().filter(|c| !c.closing) {
-            consider(self.policy.channel_timeout(&c.kind).map(|t| c.last_traffic + t));
+            consider(
+                self.policy
+                    .channel_timeout(&c.kind)
+                    .map(|t| c.last_traffic + t),
+            );
         }
         if !self.channels.is_empty() && self.channels.values().any(|c| !c.closing) {
-            consider(self.policy.global_channel_timeout().map(|t| self.last_channel_traffic + t));
+            consider(
+                self.policy
+                    .global_channel_timeout()
+                    .map(|t| self.last_channel_traffic + t),
+            );
         }
-        consider(self.unused_since.zip(self.policy.unused_timeout).map(|(s, t)| s + t));
+        consider(
+            self.unused_since
+                .zip(self.policy.unused_timeout)
+                .map(|(s, t)| s + t),
+        );
         next
     }
 
@@ -249,40 +279,43 @@ impl Engine {
             return out;
         }
         if !self.authenticated {
-            if let Some(g) = self.policy.login_grace {
-                if now >= self.started + g {
-                    return self.finish(Ending::LoginGrace);
-                }
+            if let Some(g) = self.policy.login_grace
+                && now >= self.started + g
+            {
+                return self.finish(Ending::LoginGrace);
             }
             return out;
         }
-        if let (Some(at), Some(interval)) = (self.next_probe, self.policy.probe_interval) {
-            if now >= at {
-                if self.unanswered >= self.policy.probe_max {
-                    return self.finish(Ending::NotResponding);
-                }
-                self.unanswered += 1;
-                self.next_probe = Some(now + interval);
-                out.push(Action::SendProbe);
+        if let (Some(at), Some(interval)) = (self.next_probe, self.policy.probe_interval)
+            && now >= at
+        {
+            if self.unanswered >= self.policy.probe_max {
+                return self.finish(Ending::NotResponding);
             }
+            self.unanswered += 1;
+            self.next_probe = Some(now + interval);
+            out.push(Action::SendProbe);
         }
-        if let (Some(timeout), Some((warn_at, _))) = (self.policy.idle_timeout, self.idle_deadlines()) {
-            if let (Some(warn_at), None, Some(w)) = (warn_at, self.warned_at, self.policy.idle_warning) {
-                if now >= warn_at {
-                    self.warned_at = Some(now);
-                    let idle_for = now.saturating_duration_since(self.last_activity);
-                    out.push(Action::Warn(format!(
-                        "rsshd: no input for {}; disconnecting in {}s",
-                        human_duration(idle_for),
-                        w.as_secs().max(1)
-                    )));
-                }
+        if let (Some(timeout), Some((warn_at, _))) =
+            (self.policy.idle_timeout, self.idle_deadlines())
+        {
+            if let (Some(warn_at), None, Some(w)) =
+                (warn_at, self.warned_at, self.policy.idle_warning)
+                && now >= warn_at
+            {
+                self.warned_at = Some(now);
+                let idle_for = now.saturating_duration_since(self.last_activity);
+                out.push(Action::Warn(format!(
+                    "rsshd: no input for {}; disconnecting in {}s",
+                    human_duration(idle_for),
+                    w.as_secs().max(1)
+                )));
             }
-            if let Some((_, end_at)) = self.idle_deadlines() {
-                if now >= end_at {
-                    out.extend(self.finish(Ending::Idle { after: timeout }));
-                    return out;
-                }
+            if let Some((_, end_at)) = self.idle_deadlines()
+                && now >= end_at
+            {
+                out.extend(self.finish(Ending::Idle { after: timeout }));
+                return out;
             }
         }
         let mut to_close = Vec::new();
@@ -290,7 +323,10 @@ impl Engine {
             if c.closing {
                 continue;
             }
-            let own = self.policy.channel_timeout(&c.kind).is_some_and(|t| now >= c.last_traffic + t);
+            let own = self
+                .policy
+                .channel_timeout(&c.kind)
+                .is_some_and(|t| now >= c.last_traffic + t);
             let global = self
                 .policy
                 .global_channel_timeout()
@@ -305,10 +341,10 @@ impl Engine {
             }
             out.push(Action::CloseChannel(id));
         }
-        if let (Some(since), Some(t)) = (self.unused_since, self.policy.unused_timeout) {
-            if now >= since + t {
-                out.extend(self.finish(Ending::Unused { after: t }));
-            }
+        if let (Some(since), Some(t)) = (self.unused_since, self.policy.unused_timeout)
+            && now >= since + t
+        {
+            out.extend(self.finish(Ending::Unused { after: t }));
         }
         out
     }
@@ -320,6 +356,7 @@ impl Engine {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::config::ChannelTimeoutRule;
@@ -338,18 +375,28 @@ mod tests {
         let mut e = Engine::new(policy, t0);
         assert!(e.handle(Event::Authenticated, t0).is_empty());
         assert!(
-            e.handle(Event::ChannelOpened { channel: 0, kind: "session:shell".into() }, t0)
-                .is_empty()
+            e.handle(
+                Event::ChannelOpened {
+                    channel: 0,
+                    kind: "session:shell".into()
+                },
+                t0
+            )
+            .is_empty()
         );
         (e, t0)
     }
 
     fn idle(t: u64) -> Policy {
-        Policy { idle_timeout: Some(s(t)), ..Policy::default() }
+        Policy {
+            idle_timeout: Some(s(t)),
+            ..Policy::default()
+        }
     }
 
     fn is_idle_end(a: &[Action]) -> bool {
-        a.iter().any(|a| matches!(a, Action::Disconnect(Ending::Idle { .. })))
+        a.iter()
+            .any(|a| matches!(a, Action::Disconnect(Ending::Idle { .. })))
     }
 
     #[test]
@@ -372,7 +419,10 @@ mod tests {
     #[test]
     fn input_at_t_minus_1_resets() {
         let (mut e, t0) = running(idle(300));
-        assert!(e.handle(Event::Input { channel: Some(0) }, t0 + s(299)).is_empty());
+        assert!(
+            e.handle(Event::Input { channel: Some(0) }, t0 + s(299))
+                .is_empty()
+        );
         assert!(e.poll(t0 + s(300)).is_empty());
         assert_eq!(e.next_deadline(), Some(t0 + s(599)));
         assert!(is_idle_end(&e.poll(t0 + s(599))));
@@ -395,7 +445,10 @@ mod tests {
         let mut p = idle(10);
         p.output_is_activity = true;
         let (mut e, t0) = running(p);
-        assert!(e.handle(Event::Output { channel: Some(0) }, t0 + s(9)).is_empty());
+        assert!(
+            e.handle(Event::Output { channel: Some(0) }, t0 + s(9))
+                .is_empty()
+        );
         assert!(e.poll(t0 + s(10)).is_empty());
         assert!(is_idle_end(&e.poll(t0 + s(19))));
     }
@@ -408,30 +461,46 @@ mod tests {
         assert_eq!(e.next_deadline(), Some(t0 + s(50)));
         assert_eq!(
             e.poll(t0 + s(50)),
-            vec![Action::Warn("rsshd: no input for 50s; disconnecting in 10s".into())]
+            vec![Action::Warn(
+                "rsshd: no input for 50s; disconnecting in 10s".into()
+            )]
         );
         assert_eq!(e.next_deadline(), Some(t0 + s(60)));
         assert!(is_idle_end(&e.poll(t0 + s(60))));
 
         let (mut e, t0) = running(p);
         assert_eq!(e.poll(t0 + s(50)).len(), 1);
-        assert!(e.handle(Event::Input { channel: Some(0) }, t0 + s(55)).is_empty());
+        assert!(
+            e.handle(Event::Input { channel: Some(0) }, t0 + s(55))
+                .is_empty()
+        );
         assert!(e.poll(t0 + s(60)).is_empty());
         assert_eq!(e.next_deadline(), Some(t0 + s(105)));
     }
 
     #[test]
     fn liveness_count_max_n() {
-        let p = Policy { probe_interval: Some(s(1)), probe_max: 2, ..Policy::default() };
+        let p = Policy {
+            probe_interval: Some(s(1)),
+            probe_max: 2,
+            ..Policy::default()
+        };
         let (mut e, t0) = running(p);
         assert_eq!(e.poll(t0 + s(1)), vec![Action::SendProbe]);
         assert_eq!(e.poll(t0 + s(2)), vec![Action::SendProbe]);
-        assert_eq!(e.poll(t0 + s(3)), vec![Action::Disconnect(Ending::NotResponding)]);
+        assert_eq!(
+            e.poll(t0 + s(3)),
+            vec![Action::Disconnect(Ending::NotResponding)]
+        );
     }
 
     #[test]
     fn answered_probes_keep_an_idle_client() {
-        let p = Policy { probe_interval: Some(s(1)), probe_max: 2, ..Policy::default() };
+        let p = Policy {
+            probe_interval: Some(s(1)),
+            probe_max: 2,
+            ..Policy::default()
+        };
         let (mut e, t0) = running(p);
         for _ in 1..100 {
             let now = e.next_deadline().expect("a probe is always due");
@@ -456,11 +525,17 @@ mod tests {
 
     #[test]
     fn login_grace_only_before_auth() {
-        let p = Policy { login_grace: Some(s(120)), ..Policy::default() };
+        let p = Policy {
+            login_grace: Some(s(120)),
+            ..Policy::default()
+        };
         let t0 = Instant::now();
         let mut e = Engine::new(p.clone(), t0);
         assert_eq!(e.next_deadline(), Some(t0 + s(120)));
-        assert_eq!(e.poll(t0 + s(120)), vec![Action::Disconnect(Ending::LoginGrace)]);
+        assert_eq!(
+            e.poll(t0 + s(120)),
+            vec![Action::Disconnect(Ending::LoginGrace)]
+        );
 
         let mut e = Engine::new(p, t0);
         e.handle(Event::Authenticated, t0 + s(119));
@@ -476,7 +551,9 @@ mod tests {
         let a = e.handle(Event::PolicyReplaced(tight.clone()), t0 + s(1200));
         assert_eq!(
             a,
-            vec![Action::Warn("rsshd: no input for 20m; disconnecting in 60s".into())]
+            vec![Action::Warn(
+                "rsshd: no input for 20m; disconnecting in 60s".into()
+            )]
         );
         assert!(e.poll(t0 + s(1259)).is_empty());
         assert_eq!(
@@ -486,7 +563,9 @@ mod tests {
 
         // Without a warning the end is immediate.
         let (mut e, t0) = running(idle(3600));
-        assert!(is_idle_end(&e.handle(Event::PolicyReplaced(idle(300)), t0 + s(1200))));
+        assert!(is_idle_end(
+            &e.handle(Event::PolicyReplaced(idle(300)), t0 + s(1200))
+        ));
 
         // Loosening moves the deadline out.
         let (mut e, t0) = running(idle(10));
@@ -498,11 +577,20 @@ mod tests {
     #[test]
     fn channel_timeouts_per_type_and_global() {
         let p = Policy {
-            channel_timeouts: vec![ChannelTimeoutRule { pattern: "direct-tcpip".into(), timeout: s(2) }],
+            channel_timeouts: vec![ChannelTimeoutRule {
+                pattern: "direct-tcpip".into(),
+                timeout: s(2),
+            }],
             ..Policy::default()
         };
         let (mut e, t0) = running(p);
-        e.handle(Event::ChannelOpened { channel: 1, kind: "direct-tcpip".into() }, t0);
+        e.handle(
+            Event::ChannelOpened {
+                channel: 1,
+                kind: "direct-tcpip".into(),
+            },
+            t0,
+        );
         e.handle(Event::Output { channel: Some(1) }, t0 + s(1));
         assert!(e.poll(t0 + s(2)).is_empty());
         assert_eq!(e.poll(t0 + s(3)), vec![Action::CloseChannel(1)]);
@@ -510,26 +598,50 @@ mod tests {
         assert!(e.poll(t0 + s(4)).is_empty());
 
         let p = Policy {
-            channel_timeouts: vec![ChannelTimeoutRule { pattern: "global".into(), timeout: s(5) }],
+            channel_timeouts: vec![ChannelTimeoutRule {
+                pattern: "global".into(),
+                timeout: s(5),
+            }],
             ..Policy::default()
         };
         let (mut e, t0) = running(p);
-        e.handle(Event::ChannelOpened { channel: 1, kind: "direct-tcpip".into() }, t0);
+        e.handle(
+            Event::ChannelOpened {
+                channel: 1,
+                kind: "direct-tcpip".into(),
+            },
+            t0,
+        );
         e.handle(Event::Input { channel: Some(1) }, t0 + s(4));
         assert!(e.poll(t0 + s(5)).is_empty());
-        assert_eq!(e.poll(t0 + s(9)), vec![Action::CloseChannel(0), Action::CloseChannel(1)]);
+        assert_eq!(
+            e.poll(t0 + s(9)),
+            vec![Action::CloseChannel(0), Action::CloseChannel(1)]
+        );
     }
 
     #[test]
     fn unused_connection_timeout() {
-        let p = Policy { unused_timeout: Some(s(5)), ..Policy::default() };
+        let p = Policy {
+            unused_timeout: Some(s(5)),
+            ..Policy::default()
+        };
         let t0 = Instant::now();
         let mut e = Engine::new(p, t0);
         e.handle(Event::Authenticated, t0);
-        e.handle(Event::ChannelOpened { channel: 0, kind: "session:shell".into() }, t0 + s(1));
+        e.handle(
+            Event::ChannelOpened {
+                channel: 0,
+                kind: "session:shell".into(),
+            },
+            t0 + s(1),
+        );
         assert!(e.poll(t0 + s(10)).is_empty());
         e.handle(Event::ChannelClosed { channel: 0 }, t0 + s(10));
         assert!(e.poll(t0 + s(14)).is_empty());
-        assert_eq!(e.poll(t0 + s(15)), vec![Action::Disconnect(Ending::Unused { after: s(5) })]);
+        assert_eq!(
+            e.poll(t0 + s(15)),
+            vec![Action::Disconnect(Ending::Unused { after: s(5) })]
+        );
     }
 }

@@ -5,6 +5,6 @@ mod driver;
 mod engine;
 mod policy;
 
-pub use engine::{Action, Engine, Ending, Event};
 pub use driver::{ChannelStamps, Driver, Events, Stamp};
+pub use engine::{Action, Ending, Engine, Event};
 pub use policy::Policy;

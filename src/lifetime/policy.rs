@@ -86,6 +86,7 @@ impl Policy {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 
@@ -137,9 +138,18 @@ mod tests {
     fn channel_timeout_patterns() {
         let p = Policy {
             channel_timeouts: vec![
-                ChannelTimeoutRule { pattern: "session".into(), timeout: secs(5) },
-                ChannelTimeoutRule { pattern: "direct-*".into(), timeout: secs(7) },
-                ChannelTimeoutRule { pattern: "global".into(), timeout: secs(9) },
+                ChannelTimeoutRule {
+                    pattern: "session".into(),
+                    timeout: secs(5),
+                },
+                ChannelTimeoutRule {
+                    pattern: "direct-*".into(),
+                    timeout: secs(7),
+                },
+                ChannelTimeoutRule {
+                    pattern: "global".into(),
+                    timeout: secs(9),
+                },
             ],
             ..Policy::default()
         };

@@ -39,7 +39,8 @@ pub fn have(program: &str) -> bool {
 /// A private directory under the target dir (not /tmp, whose mode StrictModes refuses).
 pub fn temp_dir(tag: &str) -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{n}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     use std::os::unix::fs::PermissionsExt;
@@ -114,10 +115,10 @@ impl Server {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.strip_prefix("Server listening on 127.0.0.1 port ") {
-                        if let Ok(p) = rest.trim_end_matches('.').parse::<u16>() {
-                            let _ = tx.send(p);
-                        }
+                    if let Some(rest) = line.strip_prefix("Server listening on 127.0.0.1 port ")
+                        && let Ok(p) = rest.trim_end_matches('.').parse::<u16>()
+                    {
+                        let _ = tx.send(p);
                     }
                     log.lock().unwrap().push(line);
                 }
@@ -127,7 +128,10 @@ impl Server {
             Ok(p) => p,
             Err(_) => {
                 let _ = child.kill();
-                panic!("rsshd did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "rsshd did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
         Server {
@@ -245,7 +249,10 @@ pub fn run_with_input(cmd: &mut Command, stdin: &[u8]) -> Output {
     let pid = child.id();
     let watchdog = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(60));
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     });
     let out = child.wait_with_output().expect("client output");
     let _ = writer.join();
@@ -291,7 +298,12 @@ impl PtyClient {
     pub fn spawn(cmd: &mut Command, rows: u16, cols: u16) -> PtyClient {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
-        let ws = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
         let slave = pty.slave;
         let slave_fd = slave.as_raw_fd();
@@ -318,7 +330,11 @@ impl PtyClient {
         let flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).expect("getfl");
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags)).expect("setfl");
-        PtyClient { child, master, seen: Vec::new() }
+        PtyClient {
+            child,
+            master,
+            seen: Vec::new(),
+        }
     }
 
     /// Type `text` into the terminal.
@@ -367,7 +383,12 @@ impl PtyClient {
     /// Resize the terminal; the kernel tells the client with SIGWINCH.
     pub fn resize(&mut self, rows: u16, cols: u16) {
         use std::os::fd::AsRawFd;
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
         unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
