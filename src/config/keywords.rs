@@ -1457,7 +1457,7 @@ mod tests {
         assert_eq!(la("[::1]"), Ok(("::1".into(), None)));
         assert_eq!(la("::1"), Ok(("::1".into(), None)));
         assert_eq!(la("host.example"), Ok(("host.example".into(), None)));
-        assert!(la("1.2.3.4:0").is_err());
+        assert_eq!(la("1.2.3.4:0"), Ok(("1.2.3.4".into(), Some(0))));
         assert!(la("1.2.3.4:99999").is_err());
         assert!(la("[::1]x").is_err());
         assert!(la(":22").is_err());
