@@ -99,6 +99,9 @@ impl ConnShared {
     }
 }
 
+/// The address named in our probe requests (see `Action::SendProbe`).
+const PROBE_NAME: &str = "keepalive@rsshd";
+
 /// How long SSH_MSG_DISCONNECT may take to leave before the socket is cut.
 const DISCONNECT_FLUSH: Duration = Duration::from_secs(2);
 
@@ -173,7 +176,7 @@ pub async fn serve(
                     // (like any packet) stamps liveness.
                     let h = handle.clone();
                     tokio::spawn(async move {
-                        let _ = h.cancel_forward_tcpip("keepalive@rsshd".into(), 0).await;
+                        let _ = h.cancel_forward_tcpip(PROBE_NAME.into(), 0).await;
                     });
                 }
                 Action::Warn(text) => {
@@ -199,7 +202,19 @@ pub async fn serve(
         log_ending(e, &ctx, shared.login().as_deref(), started.elapsed());
         let text = e.user_text();
         let goodbye = async {
-            write_to_ptys(&handle, &shared.pty_channels(), &text).await;
+            let ptys = shared.pty_channels();
+            if !ptys.is_empty() {
+                write_to_ptys(&handle, &ptys, &text).await;
+                // A request the client must answer after the line: once answered, the
+                // line has reached the client and it gets a moment to draw it, since
+                // clients exit on DISCONNECT without flushing the terminal.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    handle.cancel_forward_tcpip(PROBE_NAME.into(), 0),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let _ = handle
                 .disconnect(
                     russh::Disconnect::ByApplication,
