@@ -369,9 +369,24 @@ impl Handler for ConnHandler {
         let backlog = self
             .channels
             .get(&channel)
-            .map(|c| c.backlog.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|c| c.backlog.get())
             .unwrap_or(0);
         super::session::window_target(backlog)
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The data itself went to the channel's reader; here we only pace a
+        // throttled client (see `session::BacklogCounter::pace`).
+        if let Some(c) = self.channels.get(&channel) {
+            let backlog = Arc::clone(&c.backlog);
+            backlog.pace().await;
+        }
+        Ok(())
     }
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {

@@ -26,7 +26,7 @@ use crate::lifetime::ChannelStamps;
 pub const BACKLOG_HIGH: usize = 1024 * 1024;
 /// The window russh tops channels up to normally, and while throttled.
 pub const WINDOW_NORMAL: u32 = 2 * 1024 * 1024;
-pub const WINDOW_THROTTLED: u32 = 64 * 1024;
+pub const WINDOW_THROTTLED: u32 = 2;
 
 /// The window target to give russh after a top-up on a channel with this backlog.
 pub fn window_target(backlog: usize) -> u32 {
@@ -37,7 +37,51 @@ pub fn window_target(backlog: usize) -> u32 {
     }
 }
 
-type Backlog = Arc<std::sync::atomic::AtomicUsize>;
+/// How long russh's loop may be held per data packet while a channel is throttled.
+/// Throttled, the client gets a 2-byte window per round trip; holding the loop a
+/// little turns that trickle from a busy loop into a few packets per second.
+pub const THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Bytes of client input queued for a channel's process, with a wake-up for when
+/// the queue drains.
+#[derive(Debug, Default)]
+pub struct BacklogCounter {
+    bytes: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl BacklogCounter {
+    pub fn get(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        let before = self
+            .bytes
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        if before > BACKLOG_HIGH {
+            // Progress while throttled: let a paced loop go on at once.
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Called for each data packet: while throttled, hold the caller until the
+    /// process consumes some input or [`THROTTLE_PAUSE`] passes, so a stalled process
+    /// costs a few packets a second and a draining one is not slowed down.
+    pub async fn pace(&self) {
+        if self.get() > BACKLOG_HIGH {
+            let drained = self.drained.notified();
+            let _ = tokio::time::timeout(THROTTLE_PAUSE, drained).await;
+        }
+    }
+}
+
+type Backlog = Arc<BacklogCounter>;
 /// How long to keep reading a PTY after its shell exited, for output still in flight.
 const PTY_DRAIN: Duration = Duration::from_millis(300);
 /// Grace between SIGHUP and SIGKILL when a session is hung up.
@@ -193,7 +237,7 @@ async fn read_client(
                 stamps.input.touch();
                 let len = data.len();
                 if tx.send(Input::Data(data)).is_ok() {
-                    backlog.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                    backlog.add(len);
                 }
             }
             ChannelMsg::Eof => {
@@ -218,12 +262,11 @@ async fn feed_process(
     has_pty: bool,
     backlog: Backlog,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     while let Some(msg) = input.recv().await {
         match msg {
             Input::Data(data) => {
                 let ok = sink.write_all(&data).await.is_ok();
-                backlog.fetch_sub(data.len(), Relaxed);
+                backlog.sub(data.len());
                 if !ok {
                     break;
                 }
@@ -246,7 +289,7 @@ async fn feed_process(
 async fn discard(input: &mut mpsc::UnboundedReceiver<Input>, backlog: &Backlog) {
     while let Some(msg) = input.recv().await {
         if let Input::Data(d) = msg {
-            backlog.fetch_sub(d.len(), std::sync::atomic::Ordering::Relaxed);
+            backlog.sub(d.len());
         }
     }
 }
