@@ -122,7 +122,9 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     let prepared =
         daemon::prepare(source, overrides, args.host_keys.clone()).context("cannot start")?;
     if embedded {
-        let user = std::env::var("USER").unwrap_or_else(|_| "USER".into());
+        let user = rsshd::host::current_user()
+            .map(|u| u.name)
+            .unwrap_or_else(|_| "USER".into());
         let port = prepared
             .listeners
             .first()

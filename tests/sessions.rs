@@ -392,3 +392,98 @@ fn login_as_unprivileged_user_when_root() {
     assert_eq!(lines[2], user.dir.display().to_string());
     assert_eq!(lines[3], user.dir.display().to_string());
 }
+
+#[test]
+fn banner_and_motd() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let dir = temp_dir("banner");
+    std::fs::write(dir.join("banner"), "Authorized use only.\n").unwrap();
+    let srv = Server::start(&format!("Banner {}/banner", dir.display()));
+    // The client shows banners at LogLevel INFO, so not through `srv.ssh`.
+    let o = Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&srv.client_key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args(["-p", &srv.port.to_string()])
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("Authorized use only."),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn strict_modes_refuse_a_group_writable_key_directory() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let srv = Server::start("StrictModes yes");
+    let o = srv.ssh_run(&current_user(), "echo in", b"");
+    assert_eq!(stdout(&o), "in\n", "{}", stderr(&o));
+    std::fs::set_permissions(&srv.dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let o = srv.ssh_run(&current_user(), "echo in", b"");
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        srv.wait_log(
+            "Authentication refused: bad ownership or modes for directory",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        srv.log()
+    );
+}
+
+#[test]
+fn max_auth_tries_disconnects() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let srv = Server::start("MaxAuthTries 2");
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+    ])
+    .args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-p",
+        &srv.port.to_string(),
+    ]);
+    for i in 0..4 {
+        let k = keygen(&srv.dir, &format!("wrong{i}"));
+        cmd.arg("-i").arg(k);
+    }
+    cmd.arg("-i").arg(&srv.client_key);
+    let o = cmd
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(255),
+        "the right key came too late: {}",
+        stderr(&o)
+    );
+}
