@@ -3,6 +3,7 @@
 //! Data flows one way: socket -> [`daemon`] -> connection -> channels -> the user's
 //! process, and every privileged operation goes through [`host`].
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod daemon;

@@ -47,6 +47,33 @@ struct Args {
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
+    #[command(subcommand)]
+    admin: Option<Admin>,
+}
+
+/// Talking to a running daemon over its control socket.
+#[derive(clap::Subcommand, Debug)]
+enum Admin {
+    /// List live sessions, like `w`.
+    Sessions {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The control socket (default: ControlSocket from the config, else
+        /// /run/rsshd.sock as root or the state directory otherwise).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// End a session now, showing the reason to its user.
+    Kill {
+        /// The session ID from `rsshd sessions`.
+        id: u64,
+        /// The text shown to the user and logged.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +89,9 @@ fn main() -> ExitCode {
 
 fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     let source = ConfigSource::choose(args.config.clone());
+    if let Some(admin) = &args.admin {
+        return run_admin(admin, &source, &args.options);
+    }
     let mut overrides: Vec<String> = args.port.iter().map(|p| format!("Port {p}")).collect();
     overrides.extend(args.options.iter().cloned());
 
@@ -150,5 +180,49 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("tokio runtime")?;
     runtime.block_on(daemon::run(prepared))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The control socket a client should use: `--socket`, else the config's
+/// `ControlSocket`, else the built-in place.
+fn socket_for(explicit: &Option<PathBuf>, source: &ConfigSource, overrides: &[String]) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.clone();
+    }
+    source
+        .load(overrides)
+        .ok()
+        .and_then(|(c, _)| c.global().control_socket.clone())
+        .unwrap_or_else(rsshd::admin::server::default_socket_path)
+}
+
+fn run_admin(
+    admin: &Admin,
+    source: &ConfigSource,
+    overrides: &[String],
+) -> anyhow::Result<ExitCode> {
+    use rsshd::admin::client;
+    use rsshd::admin::protocol::Command;
+    match admin {
+        Admin::Sessions { json, socket } => {
+            let path = socket_for(socket, source, overrides);
+            let resp = client::request(&path, Command::List)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&resp.sessions)?);
+            } else {
+                print!("{}", client::table(&resp.sessions));
+            }
+        }
+        Admin::Kill { id, reason, socket } => {
+            let path = socket_for(socket, source, overrides);
+            client::request(
+                &path,
+                Command::Kill {
+                    id: *id,
+                    reason: reason.clone(),
+                },
+            )?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
 use super::access::{self, Refusal};
 use super::session::{SessionChannel, signal_for};
 use super::{ConnContext, ConnShared};
-use crate::config::{ConnSpec, Settings};
+use crate::config::Settings;
 use crate::host::{self, KeyLookup, KeyOptions, PtyParams, SpawnRequest, UserInfo};
 use crate::lifetime::Event;
 use crate::log::peer;
@@ -76,14 +76,7 @@ impl ConnHandler {
                     None
                 }
             };
-            let spec = ConnSpec {
-                user: Some(user.to_string()),
-                host: Some(ctx.remote_host()),
-                addr: Some(ctx.peer.ip()),
-                laddr: Some(ctx.local.ip()),
-                lport: Some(ctx.local.port()),
-                groups: info.as_ref().map(|i| i.group_names.clone()),
-            };
+            let spec = ctx.spec(Some(user), info.as_ref().map(|i| i.group_names.clone()));
             let settings = Arc::new(ctx.config.resolve(&spec));
             let refused = match &info {
                 None => {
@@ -296,6 +289,18 @@ impl ConnHandler {
         if let Ok(mut list) = self.shared.processes.lock() {
             list.push(process.killer());
         }
+        let tty = process
+            .tty_name()
+            .map(|t| t.to_string_lossy().trim_start_matches("/dev/").to_string());
+        let pid = process.pid() as i32;
+        self.shared.facts(|f| {
+            if f.tty.is_none() && tty.is_some() {
+                f.tty = tty.clone();
+                f.leader = Some(pid);
+            } else if f.leader.is_none() {
+                f.leader = Some(pid);
+            }
+        });
         let motd = if is_shell && s.print_motd {
             std::fs::read("/etc/motd")
                 .ok()
@@ -439,20 +444,17 @@ impl Handler for ConnHandler {
             key_type_name(key.public_key),
             key.public_key.fingerprint(HashAlg::Sha256)
         );
-        self.login = Some(Arc::new(Login {
+        let login = Arc::new(Login {
             user: info,
             settings: Arc::clone(&c.settings),
             key_options: options,
-        }));
+        });
+        // Not in auth_succeeded: russh 0.65 skips that callback unless compression
+        // is deferred.
+        self.shared.authenticated(Arc::clone(&login));
+        self.login = Some(login);
         self.pending_key = None;
         Ok(Auth::Accept)
-    }
-
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        if let Some(login) = &self.login {
-            self.shared.authenticated(Arc::clone(login));
-        }
-        Ok(())
     }
 
     async fn channel_open_session(

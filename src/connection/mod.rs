@@ -18,7 +18,8 @@ use russh::ChannelId;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::config::{Config, Settings};
+use crate::admin::{Control, Facts, Registry, registry::Entry};
+use crate::config::{Config, ConnSpec, Settings};
 use crate::host::ProcessKiller;
 use crate::lifetime::{Action, Driver, Ending, Event, Events, Policy};
 use crate::log::{human_duration, peer};
@@ -41,6 +42,27 @@ impl ConnContext {
     pub fn remote_host(&self) -> String {
         crate::log::display_ip(&self.peer)
     }
+
+    /// The Match criteria of this connection, for `user` once known.
+    pub fn spec(&self, user: Option<&str>, groups: Option<Vec<String>>) -> ConnSpec {
+        ConnSpec {
+            user: user.map(str::to_string),
+            host: Some(self.remote_host()),
+            addr: Some(self.peer.ip()),
+            laddr: Some(self.local.ip()),
+            lport: Some(self.local.port()),
+            groups,
+        }
+    }
+
+    /// The lifetime policy `config` gives this connection now.
+    fn policy_under(&self, config: &Config, login: Option<&Login>) -> Policy {
+        let spec = match login {
+            Some(l) => self.spec(Some(&l.user.name), Some(l.user.group_names.clone())),
+            None => self.spec(None, None),
+        };
+        Policy::from_settings(&config.resolve(&spec))
+    }
 }
 
 /// State the handler writes and the connection task reads.
@@ -52,16 +74,26 @@ pub struct ConnShared {
     pub events: Events,
     /// Open session channels by number, and whether each has a PTY (for warnings).
     pub channels: Mutex<HashMap<u32, (ChannelId, bool)>>,
+    /// This connection's row in the daemon's registry.
+    pub entry: Arc<Entry>,
 }
 
 impl ConnShared {
-    fn new(events: Events) -> Self {
+    fn new(events: Events, entry: Arc<Entry>) -> Self {
         ConnShared {
             user: Mutex::new(None),
             login: watch::channel(None).0,
             processes: Mutex::new(Vec::new()),
             events,
             channels: Mutex::new(HashMap::new()),
+            entry,
+        }
+    }
+
+    /// Update the registry's facts about this connection.
+    pub fn facts(&self, f: impl FnOnce(&mut Facts)) {
+        if let Ok(mut facts) = self.entry.facts.lock() {
+            f(&mut facts);
         }
     }
 
@@ -79,6 +111,11 @@ impl ConnShared {
                 &login.settings,
             )));
         self.events.send(Event::Authenticated);
+        self.facts(|f| {
+            f.user = Some(login.user.name.clone());
+            f.uid = Some(login.user.uid);
+            f.login_at = Some(std::time::SystemTime::now());
+        });
         self.login.send_replace(Some(login));
     }
 
@@ -111,11 +148,16 @@ pub async fn serve(
     stream: TcpStream,
     ctx: ConnContext,
     server_config: Arc<russh::server::Config>,
+    registry: Arc<Registry>,
     on_auth: impl FnOnce() + Send + 'static,
 ) {
     let ctx = Arc::new(ctx);
+    let (registration, mut control) = registry.register(ctx.peer);
     let (mut driver, events) = Driver::new(Policy::from_settings(&ctx.pre_auth));
-    let shared = Arc::new(ConnShared::new(events.clone()));
+    let shared = Arc::new(ConnShared::new(
+        events.clone(),
+        Arc::clone(&registration.entry),
+    ));
     let started = Instant::now();
     // A second descriptor of the socket lets us shut it down even while russh is
     // blocked writing to a client that stopped reading.
@@ -169,6 +211,19 @@ pub async fn serve(
                 if changed.is_ok() && login_rx.borrow().is_some()
                     && let Some(f) = on_auth.take() { f(); }
             }
+            Some(msg) = control.recv() => match msg {
+                Control::End(e) => {
+                    ending = Some(e);
+                    break;
+                }
+                Control::Reload(config) => {
+                    let policy = ctx.policy_under(&config, shared.login().as_deref());
+                    events.send(Event::PolicyReplaced(policy));
+                }
+                Control::Query(reply) => {
+                    let _ = reply.send(driver.snapshot());
+                }
+            },
             action = driver.next() => match action {
                 Action::SendProbe => {
                     // russh 0.65 has no server-side keepalive on its Handle; any global
@@ -291,6 +346,14 @@ fn log_ending(e: &Ending, ctx: &ConnContext, login: Option<&Login>, length: Dura
         Ending::Unused { after } => tracing::info!(
             "Unused connection timeout for user {who} from {p} after {}; session length {}",
             human_duration(*after),
+            human_duration(length)
+        ),
+        Ending::Killed { reason } => tracing::info!(
+            "Session of user {who} from {p} ended by the administrator: {reason}; session length {}",
+            human_duration(length)
+        ),
+        Ending::Shutdown => tracing::info!(
+            "Disconnecting user {who} {p}: server shutting down; session length {}",
             human_duration(length)
         ),
     }

@@ -13,8 +13,10 @@ use russh::{MethodKind, MethodSet, Preferred, cipher};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::admin::{Control, Registry};
 use crate::config::{Config, ConfigError, ConnSpec, Settings, Warning};
 use crate::connection::{self, ConnContext};
+use crate::lifetime::Ending;
 use crate::log::display_ip;
 
 /// Where the configuration came from, so a reload reads the same place.
@@ -127,6 +129,17 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
     }
 }
 
+/// How long SIGTERM waits for sessions to take their leave (each needs at most 2 s
+/// to flush its DISCONNECT, plus the hang-up of its processes).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tell systemd (when started by it) what state we are in; a no-op otherwise.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
 /// What a signal asks the daemon to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -195,6 +208,26 @@ struct Live {
 /// Run until SIGTERM/SIGINT. SIGHUP re-reads the config; a broken one is logged and
 /// the old one kept.
 pub async fn run(p: Prepared) -> Result<(), StartError> {
+    let registry = Registry::new();
+    let socket_path = p
+        .config
+        .global()
+        .control_socket
+        .clone()
+        .unwrap_or_else(crate::admin::server::default_socket_path);
+    let control = match crate::admin::server::bind(&socket_path) {
+        Ok(l) => Some(tokio::spawn(crate::admin::server::serve(
+            l,
+            Arc::clone(&registry),
+        ))),
+        Err(e) => {
+            tracing::error!(
+                "control socket {}: {e}; `rsshd sessions` will not work",
+                socket_path.display()
+            );
+            None
+        }
+    };
     let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
     let live = Arc::new(std::sync::RwLock::new(Live {
         config: Arc::new(p.config),
@@ -208,7 +241,13 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
         let l = TcpListener::from_std(l)?;
         let live = Arc::clone(&live);
         let preauth = Arc::clone(&preauth);
-        accepts.spawn(accept_loop(l, live, preauth, daemon_uid));
+        accepts.spawn(accept_loop(
+            l,
+            live,
+            preauth,
+            daemon_uid,
+            Arc::clone(&registry),
+        ));
     }
 
     let (action_tx, mut action_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -227,10 +266,16 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
             }
         });
     }
+    notify(&[sd_notify::NotifyState::Ready]);
     while let Some(action) = action_rx.recv().await {
         match action {
             Action::Reload => {
                 tracing::info!("Received SIGHUP; reloading configuration.");
+                let mut states = vec![sd_notify::NotifyState::Reloading];
+                if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+                    states.push(t);
+                }
+                notify(&states);
                 match p.source.load(&p.overrides) {
                     Ok((config, warnings)) => {
                         for w in &warnings {
@@ -241,12 +286,19 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                         match keys {
                             Ok(keys) => {
                                 let protocol = Arc::new(protocol_config(keys, config.global()));
+                                let config = Arc::new(config);
                                 if let Ok(mut l) = live.write() {
                                     *l = Live {
-                                        config: Arc::new(config),
+                                        config: Arc::clone(&config),
                                         protocol,
                                     };
                                 }
+                                // Unlike sshd, live sessions follow the new lifetime rules.
+                                registry.broadcast(|| Control::Reload(Arc::clone(&config)));
+                                tracing::info!(
+                                    "Configuration reloaded; {} live connection(s) re-evaluated.",
+                                    registry.len()
+                                );
                             }
                             Err(e) => {
                                 tracing::error!("reload failed, keeping the old configuration: {e}")
@@ -261,8 +313,20 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                 break;
             }
         }
+        notify(&[sd_notify::NotifyState::Ready]);
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    // Stop listening first, then end every session with the reason.
     accepts.abort_all();
+    registry.broadcast(|| Control::End(Ending::Shutdown));
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !registry.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if let Some(c) = control {
+        c.abort();
+    }
+    let _ = std::fs::remove_file(&socket_path);
     Ok(())
 }
 
@@ -271,6 +335,7 @@ async fn accept_loop(
     live: Arc<std::sync::RwLock<Live>>,
     preauth: Arc<AtomicU32>,
     daemon_uid: u32,
+    registry: Arc<Registry>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -315,6 +380,7 @@ async fn accept_loop(
             Arc::clone(&preauth),
             std::sync::atomic::AtomicBool::new(true),
         );
+        let registry = Arc::clone(&registry);
         tokio::spawn(async move {
             let slot = Arc::new(slot);
             let on_auth = {
@@ -328,7 +394,7 @@ async fn accept_loop(
                 pre_auth,
                 daemon_uid,
             };
-            connection::serve(stream, ctx, protocol, on_auth).await;
+            connection::serve(stream, ctx, protocol, registry, on_auth).await;
             slot.release();
         });
     }

@@ -130,6 +130,12 @@ impl Driver {
         &self.engine
     }
 
+    /// The engine's current view, with the latest stamps folded in.
+    pub fn snapshot(&mut self) -> super::Snapshot {
+        self.sync();
+        self.engine.snapshot()
+    }
+
     /// Fold new stamps into the engine, oldest kind first.
     fn sync(&mut self) {
         let r = self.received.read();

@@ -44,8 +44,18 @@ pub enum Event {
 pub enum Ending {
     LoginGrace,
     NotResponding,
-    Idle { after: Duration },
-    Unused { after: Duration },
+    Idle {
+        after: Duration,
+    },
+    Unused {
+        after: Duration,
+    },
+    /// `rsshd kill ID --reason TEXT`.
+    Killed {
+        reason: String,
+    },
+    /// SIGTERM: the daemon is stopping.
+    Shutdown,
 }
 
 impl Ending {
@@ -64,8 +74,21 @@ impl Ending {
                 "rsshd: disconnected after {} without an open channel",
                 human_duration(*after)
             ),
+            Ending::Killed { reason } => format!("rsshd: {reason}"),
+            Ending::Shutdown => "rsshd: server shutting down".into(),
         }
     }
+}
+
+/// The engine's view of a connection at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub last_input: Instant,
+    /// When the connection will be idle-disconnected, if it stays idle.
+    pub idle_deadline: Option<Instant>,
+    /// When the idle warning will be written, if not yet.
+    pub warn_at: Option<Instant>,
+    pub policy: Policy,
 }
 
 /// What the caller must do now.
@@ -96,6 +119,8 @@ pub struct Engine {
     authenticated: bool,
     /// Idle basis: last input, or last input-or-output under `IdleActivity input,output`.
     last_activity: Instant,
+    /// Last input proper, whatever counts for idleness (what `sessions` shows as IDLE).
+    last_input: Instant,
     warned_at: Option<Instant>,
     /// Liveness: when we last heard anything, and probes sent since.
     last_received: Instant,
@@ -116,6 +141,7 @@ impl Engine {
             started: now,
             authenticated: false,
             last_activity: now,
+            last_input: now,
             warned_at: None,
             last_received: now,
             unanswered: 0,
@@ -146,6 +172,7 @@ impl Engine {
             Event::Authenticated => {
                 self.authenticated = true;
                 self.last_activity = now;
+                self.last_input = now;
                 self.last_channel_traffic = now;
                 if self.channels.is_empty() {
                     self.unused_since = Some(now);
@@ -153,6 +180,7 @@ impl Engine {
             }
             Event::Input { channel } => {
                 self.last_activity = self.last_activity.max(now);
+                self.last_input = self.last_input.max(now);
                 self.warned_at = None;
                 self.channel_traffic(channel, now);
             }
@@ -208,6 +236,24 @@ impl Engine {
         }
         if channel.is_some() {
             self.last_channel_traffic = self.last_channel_traffic.max(now);
+        }
+    }
+
+    /// What an admin view shows: last input and the idle deadlines in force.
+    pub fn snapshot(&self) -> Snapshot {
+        let (warn_at, idle_end) = match (self.authenticated, self.idle_deadlines()) {
+            (true, Some((w, e))) => (w, Some(e)),
+            _ => (None, None),
+        };
+        Snapshot {
+            last_input: self.last_input,
+            idle_deadline: idle_end,
+            warn_at: if self.warned_at.is_some() {
+                None
+            } else {
+                warn_at
+            },
+            policy: self.policy.clone(),
         }
     }
 

@@ -6,5 +6,5 @@ mod engine;
 mod policy;
 
 pub use driver::{ChannelStamps, Driver, Events, Stamp};
-pub use engine::{Action, Ending, Engine, Event};
+pub use engine::{Action, Ending, Engine, Event, Snapshot};
 pub use policy::Policy;

@@ -1,0 +1,145 @@
+//! `rsshd sessions` and `rsshd kill`: a small client of the control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::protocol::{Command, Request, Response, SessionInfo, VERSION};
+
+/// Why the client could not get an answer, worded for the admin at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no rsshd is listening on {0} (is the daemon running? see ControlSocket)")]
+    NotRunning(String),
+    #[error("access to {0} denied: only root and the daemon's user may use it")]
+    Denied(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the daemon answered: {0}")]
+    Daemon(String),
+    #[error("unreadable answer from the daemon: {0}")]
+    Protocol(String),
+}
+
+/// Send one request and read the answer.
+pub fn request(socket: &Path, command: Command) -> Result<Response, ClientError> {
+    let name = socket.display().to_string();
+    let io = |source: std::io::Error| ClientError::Io {
+        path: name.clone(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(name.clone())
+        }
+        std::io::ErrorKind::PermissionDenied => ClientError::Denied(name.clone()),
+        _ => io(e),
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(io)?;
+    let req = Request {
+        version: VERSION,
+        command,
+    };
+    let mut text = serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    text.push('\n');
+    stream.write_all(text.as_bytes()).map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    let resp: Response =
+        serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if !resp.ok {
+        let err = resp.error.unwrap_or_default();
+        if err.starts_with("permission denied") {
+            return Err(ClientError::Denied(name));
+        }
+        return Err(ClientError::Daemon(err));
+    }
+    Ok(resp)
+}
+
+/// `w`'s IDLE format: `4.00s` under a minute, `MM:SS` under an hour, `HH:MMm`
+/// under a day, then `Ndays`.
+pub fn w_duration(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s < 60.0 {
+        format!("{s:.2}s")
+    } else if s < 3600.0 {
+        let t = s as u64;
+        format!("{}:{:02}", t / 60, t % 60)
+    } else if s < 86400.0 {
+        let t = s as u64;
+        format!("{}:{:02}m", t / 3600, (t % 3600) / 60)
+    } else {
+        format!("{}days", (s / 86400.0) as u64)
+    }
+}
+
+/// `LOGIN@` as `w` shows it: `HH:MM` for today, `DDMonYY` before.
+fn login_at(unix: u64) -> String {
+    let t = unix as libc::time_t;
+    let now = super::server::unix_now() as libc::time_t;
+    // SAFETY: localtime_r writes into the tm we pass.
+    let (tm, today) = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        let mut tn: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        libc::localtime_r(&now, &mut tn);
+        (tm, tn)
+    };
+    if tm.tm_yday == today.tm_yday && tm.tm_year == today.tm_year {
+        format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+    } else {
+        const MON: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        format!(
+            "{:02}{}{:02}",
+            tm.tm_mday,
+            MON[tm.tm_mon.clamp(0, 11) as usize],
+            tm.tm_year % 100
+        )
+    }
+}
+
+/// The `w`-like table.
+pub fn table(rows: &[SessionInfo]) -> String {
+    let mut out = format!(
+        "{:<5} {:<12} {:<8} {:<20} {:<8} {:>8} {:>8}  {}\n",
+        "ID", "USER", "TTY", "FROM", "LOGIN@", "IDLE", "LIMIT", "WHAT"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<5} {:<12} {:<8} {:<20} {:<8} {:>8} {:>8}  {}\n",
+            r.id,
+            r.user.as_deref().unwrap_or("(auth)"),
+            r.tty.as_deref().unwrap_or("-"),
+            r.from,
+            login_at(r.login),
+            w_duration(r.idle_seconds),
+            r.limit_seconds
+                .map(w_duration)
+                .unwrap_or_else(|| "-".into()),
+            r.what.as_deref().unwrap_or("-"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_reads_like_w() {
+        assert_eq!(w_duration(4.0), "4.00s");
+        assert_eq!(w_duration(299.0), "4:59");
+        assert_eq!(w_duration(3600.0 + 120.0), "1:02m");
+        assert_eq!(w_duration(3.0 * 86400.0), "3days");
+    }
+}

@@ -1,0 +1,9 @@
+//! The admin view (SPEC sections 4 and 5): the registry of live connections, the
+//! control socket, and the `rsshd sessions` / `rsshd kill` client.
+
+pub mod client;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+
+pub use registry::{Control, Facts, Registration, Registry};

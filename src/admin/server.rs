@@ -1,0 +1,200 @@
+//! The control socket: a Unix socket only root and the daemon's own user may use
+//! (checked with SO_PEERCRED on every connection, on top of mode 0600).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Instant;
+
+use super::protocol::{Command, Request, Response, SessionInfo, VERSION};
+use super::registry::{Control, Entry, Registry};
+use crate::lifetime::{Ending, Snapshot};
+
+/// Where the socket lives unless `ControlSocket` says otherwise.
+pub fn default_socket_path() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/run/rsshd.sock")
+    } else {
+        crate::paths::state_dir().join("rsshd.sock")
+    }
+}
+
+/// Bind the socket (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let l = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serve requests until the task is dropped.
+pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
+    let daemon_uid = nix::unistd::geteuid().as_raw();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                handle(stream, registry, daemon_uid),
+            )
+            .await;
+        });
+    }
+}
+
+async fn handle(
+    stream: UnixStream,
+    registry: Arc<Registry>,
+    daemon_uid: u32,
+) -> std::io::Result<()> {
+    let caller = stream.peer_cred()?.uid();
+    let (read, mut write) = stream.into_split();
+    if caller != 0 && caller != daemon_uid {
+        tracing::info!("control socket: refused caller uid {caller}");
+        return reply(
+            &mut write,
+            &Response::error("permission denied: root or the daemon's user only"),
+        )
+        .await;
+    }
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(64 * 1024));
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::error(format!("bad request: {e}")),
+        Ok(r) if r.version != VERSION => Response::error(format!(
+            "protocol version {} not supported (daemon speaks {VERSION})",
+            r.version
+        )),
+        Ok(Request {
+            command: Command::List,
+            ..
+        }) => Response::ok(list(&registry).await),
+        Ok(Request {
+            command: Command::Kill { id, reason },
+            ..
+        }) => match registry.get(id) {
+            None => Response::error(format!("no session {id}")),
+            Some(entry) => {
+                let reason = reason.unwrap_or_else(|| "session ended by the administrator".into());
+                tracing::info!("control socket: uid {caller} ends session {id}: {reason}");
+                let _ = entry.control.send(Control::End(Ending::Killed { reason }));
+                Response::ok(Vec::new())
+            }
+        },
+    };
+    reply(&mut write, &response).await
+}
+
+async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(r).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    write.shutdown().await
+}
+
+use tokio::io::AsyncReadExt as _;
+
+async fn list(registry: &Registry) -> Vec<SessionInfo> {
+    let mut rows = Vec::new();
+    for entry in registry.entries() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if entry.control.send(Control::Query(tx)).is_err() {
+            continue;
+        }
+        let Ok(Ok(snap)) = tokio::time::timeout(Duration::from_secs(2), rx).await else {
+            continue;
+        };
+        rows.push(row(&entry, &snap));
+    }
+    rows.sort_by_key(|r| (r.login, r.id));
+    rows
+}
+
+fn row(entry: &Entry, snap: &Snapshot) -> SessionInfo {
+    let facts = entry.facts.lock().map(|f| f.clone()).unwrap_or_default();
+    let now = Instant::now();
+    let secs_until = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now).as_secs_f64());
+    let login_at = facts.login_at.unwrap_or(entry.connected_at);
+    let p = &snap.policy;
+    let opt = |d: Option<Duration>| {
+        d.map(|d| d.as_secs().to_string())
+            .unwrap_or_else(|| "none".into())
+    };
+    SessionInfo {
+        id: entry.id,
+        user: facts.user.clone(),
+        uid: facts.uid,
+        tty: facts.tty.clone(),
+        from: crate::log::display_ip(&entry.peer),
+        port: entry.peer.port(),
+        login: login_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        authenticated: facts.login_at.is_some(),
+        idle_seconds: now.saturating_duration_since(snap.last_input).as_secs_f64(),
+        limit_seconds: secs_until(snap.idle_deadline),
+        warning_in_seconds: secs_until(snap.warn_at),
+        what: facts.leader.and_then(foreground_command),
+        policy: vec![
+            ("idletimeout".into(), opt(p.idle_timeout)),
+            ("idlewarning".into(), opt(p.idle_warning)),
+            (
+                "idleactivity".into(),
+                if p.output_is_activity {
+                    "input,output"
+                } else {
+                    "input"
+                }
+                .into(),
+            ),
+            ("clientaliveinterval".into(), opt(p.probe_interval)),
+            ("clientalivecountmax".into(), p.probe_max.to_string()),
+            ("unusedconnectiontimeout".into(), opt(p.unused_timeout)),
+        ],
+    }
+}
+
+/// The command line of the terminal's foreground process group, as `w` shows it;
+/// for a session without a terminal, the leader's own command.
+fn foreground_command(leader: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{leader}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // state ppid pgrp session tty_nr tpgid
+    let tpgid: i32 = rest.split_whitespace().nth(5)?.parse().ok()?;
+    let pid = if tpgid > 0 { tpgid } else { leader };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!text.is_empty()).then(|| text.join(" "))
+}
+
+/// Seconds since the epoch, for tests and the client.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
