@@ -165,6 +165,18 @@ impl Server {
         self.child.id()
     }
 
+    /// Wait for rsshd itself to exit (after a signal the test sent).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// OpenSSH `ssh` set up for this server: our key only, no known_hosts, batch mode.
     pub fn ssh(&self, user: &str) -> Command {
         let mut c = Command::new("ssh");
