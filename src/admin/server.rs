@@ -23,8 +23,9 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
-/// Bind the socket (replacing a stale one) with mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// Bind the socket (replacing a stale one) with mode 0600. A std listener, so the
+/// daemon can bind it before it starts its runtime and announces itself.
+pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -34,15 +35,23 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let l = UnixListener::bind(path);
+    let l = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
     let l = l?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
     Ok(l)
 }
 
 /// Serve requests until the task is dropped.
-pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
+pub async fn serve(listener: std::os::unix::net::UnixListener, registry: Arc<Registry>) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("control socket: {e}");
+            return;
+        }
+    };
     let daemon_uid = nix::unistd::geteuid().as_raw();
     loop {
         let Ok((stream, _)) = listener.accept().await else {

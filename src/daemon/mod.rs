@@ -156,6 +156,8 @@ pub struct Prepared {
     pub config: Config,
     pub listeners: Vec<std::net::TcpListener>,
     pub keys: Vec<PrivateKey>,
+    pub control: Option<std::os::unix::net::UnixListener>,
+    pub control_path: PathBuf,
 }
 
 /// Load config and keys and bind listeners; logs each `Server listening on` line.
@@ -170,6 +172,21 @@ pub fn prepare(
     }
     let paths = host_key_paths(config.global(), &extra_host_keys, true)?;
     let keys = hostkeys::load(&paths)?;
+    let control_path = config
+        .global()
+        .control_socket
+        .clone()
+        .unwrap_or_else(crate::admin::server::default_socket_path);
+    let control = match crate::admin::server::bind(&control_path) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(
+                "control socket {}: {e}; `rsshd sessions` will not work",
+                control_path.display()
+            );
+            None
+        }
+    };
     let mut listeners = Vec::new();
     for addr in listener::addresses(config.global())? {
         match listener::bind(addr) {
@@ -196,6 +213,8 @@ pub fn prepare(
         config,
         listeners,
         keys,
+        control,
+        control_path,
     })
 }
 
