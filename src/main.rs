@@ -77,6 +77,13 @@ enum Admin {
 }
 
 fn main() -> ExitCode {
+    // The PAM session helper is this same binary; it must not parse our flags.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == rsshd::host::pam::HELPER_ARG)
+    {
+        std::process::exit(rsshd::host::pam::helper_main());
+    }
     let args = Args::parse();
     match real_main(args) {
         Ok(code) => code,

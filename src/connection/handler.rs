@@ -8,15 +8,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 use russh::server::{
-    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
 };
-use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, Sig};
 
 use super::access::{self, Refusal};
+use super::methods;
 use super::session::{SessionChannel, signal_for};
 use super::{ConnContext, ConnShared};
+use crate::config::PermitRootLogin;
 use crate::config::Settings;
-use crate::host::{self, KeyLookup, KeyOptions, PtyParams, SpawnRequest, UserInfo};
+use crate::host::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
+use crate::host::{self, KeyLookup, KeyOptions, PamSession, PtyParams, SpawnRequest, UserInfo};
 use crate::lifetime::Event;
 use crate::log::peer;
 
@@ -50,7 +53,25 @@ pub struct ConnHandler {
     pending_key: Option<(String, KeyOptions)>,
     login: Option<Arc<Login>>,
     channels: HashMap<ChannelId, SessionChannel>,
+    /// AuthenticationMethods progress: the user it is for and methods completed.
+    progress: Option<(String, Vec<String>)>,
+    /// Options of the key that completed `publickey`, kept for the final login.
+    key_options: Option<KeyOptions>,
+    /// A keyboard-interactive PAM conversation in flight.
+    kbd: Option<KbdState>,
 }
+
+/// Keyboard-interactive state between round trips.
+struct KbdState {
+    user: String,
+    started: std::time::Instant,
+    /// `None` for an invalid or refused user: we still prompt, then fail, so the
+    /// answer does not reveal which users exist.
+    pam: Option<KbdAuth>,
+}
+
+/// The least time a failed password or keyboard-interactive attempt takes.
+const FAIL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ConnHandler {
     pub fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>) -> Self {
@@ -61,6 +82,176 @@ impl ConnHandler {
             pending_key: None,
             login: None,
             channels: HashMap::new(),
+            progress: None,
+            key_options: None,
+            kbd: None,
+        }
+    }
+
+    /// Methods completed so far for `user` (a new user name starts over).
+    fn done_for(&mut self, user: &str) -> &mut Vec<String> {
+        if self.progress.as_ref().is_none_or(|(u, _)| u != user) {
+            self.progress = Some((user.to_string(), Vec::new()));
+            self.key_options = None;
+        }
+        &mut self.progress.as_mut().expect("just set").1
+    }
+
+    /// Whether `method` may be tried now under AuthenticationMethods.
+    fn method_ok(&mut self, user: &str, method: &str) -> bool {
+        let chains = methods::chains(&self.candidate(user).settings.authentication_methods);
+        let done = self.done_for(user).clone();
+        methods::next_allowed(&chains, &done).is_none_or(|next| next.iter().any(|m| m == method))
+    }
+
+    /// Record a successful method. Completes the login (and returns `Accept`)
+    /// when AuthenticationMethods is satisfied; otherwise partial success with the
+    /// methods that may come next.
+    fn method_succeeded(
+        &mut self,
+        user: &str,
+        method: &str,
+        options: Option<KeyOptions>,
+    ) -> (Auth, bool) {
+        if options.is_some() {
+            self.key_options = options;
+        }
+        self.done_for(user).push(method.to_string());
+        let done = self.done_for(user).clone();
+        let Some(c) = self.candidates.get(user) else {
+            return (Auth::reject(), false);
+        };
+        let Some(info) = c.info.clone() else {
+            return (Auth::reject(), false);
+        };
+        let chains = methods::chains(&c.settings.authentication_methods);
+        if !methods::satisfied(&chains, &done) {
+            let next = methods::next_allowed(&chains, &done).unwrap_or_default();
+            let kinds: Vec<MethodKind> = next
+                .iter()
+                .filter_map(|m| match m.as_str() {
+                    "publickey" => Some(MethodKind::PublicKey),
+                    "password" => Some(MethodKind::Password),
+                    "keyboard-interactive" => Some(MethodKind::KeyboardInteractive),
+                    _ => None,
+                })
+                .collect();
+            let auth = Auth::Reject {
+                proceed_with_methods: Some(MethodSet::from(&kinds[..])),
+                partial_success: true,
+            };
+            return (auth, false);
+        }
+        let login = Arc::new(Login {
+            user: info,
+            settings: Arc::clone(&c.settings),
+            key_options: self.key_options.take().unwrap_or_default(),
+        });
+        // Not in auth_succeeded: russh 0.65 skips that callback unless compression
+        // is deferred.
+        self.shared.authenticated(Arc::clone(&login));
+        self.login = Some(login);
+        (Auth::Accept, true)
+    }
+
+    /// The PAM parameters for `user`, if password-style methods may be used.
+    fn pam_params(&mut self, user: &str, method: &str) -> Option<AuthParams> {
+        let rhost = self.ctx.remote_host();
+        let c = self.candidate(user);
+        let (Some(info), None) = (&c.info, &c.refused) else {
+            return None;
+        };
+        let s = &c.settings;
+        let enabled = match method {
+            "password" => s.password_authentication,
+            _ => s.kbd_interactive_authentication,
+        };
+        if !enabled || !s.use_pam {
+            return None;
+        }
+        if info.uid == 0 && s.permit_root_login != PermitRootLogin::Yes {
+            tracing::info!("ROOT LOGIN REFUSED FROM {}", peer(&self.ctx.peer));
+            return None;
+        }
+        let params = AuthParams {
+            service: s.pam_service_name.clone(),
+            user: user.to_string(),
+            rhost,
+            allow_empty: s.permit_empty_passwords,
+        };
+        if !self.method_ok(user, method) {
+            return None;
+        }
+        Some(params)
+    }
+
+    /// Log a PAM outcome in sshd's words; true if it was a success.
+    fn log_pam(&self, user: &str, method: &str, outcome: &AuthOutcome) -> bool {
+        let p = peer(&self.ctx.peer);
+        match outcome {
+            AuthOutcome::Accepted => return true,
+            AuthOutcome::Failed(_) => tracing::info!("Failed {method} for {user} from {p} ssh2"),
+            AuthOutcome::AccountRefused(why) => {
+                tracing::info!("PAM: {why} for {user} from {p}");
+                tracing::info!("Failed {method} for {user} from {p} ssh2");
+            }
+            AuthOutcome::PasswordChangeRequired => {
+                tracing::info!(
+                    "PAM: password change required for {user} from {p}; refusing: change it another way first"
+                );
+                tracing::info!("Failed {method} for {user} from {p} ssh2");
+            }
+            AuthOutcome::Unavailable(e) => tracing::error!("PAM unavailable: {e}"),
+        }
+        false
+    }
+
+    /// Log a failure for a user PAM was never asked about.
+    fn log_fail_without_pam(&mut self, user: &str, method: &str) {
+        let p = peer(&self.ctx.peer);
+        let invalid = self.candidate(user).info.is_none();
+        if invalid {
+            tracing::info!("Failed {method} for invalid user {user} from {p} ssh2");
+        } else {
+            tracing::info!("Failed {method} for {user} from {p} ssh2");
+        }
+    }
+
+    /// Finish a keyboard-interactive exchange.
+    async fn kbd_step(&mut self, event: KbdEvent) -> Auth {
+        let Some(state) = self.kbd.as_ref() else {
+            return Auth::reject();
+        };
+        let (user, started) = (state.user.clone(), state.started);
+        match event {
+            KbdEvent::Prompts {
+                instructions,
+                prompts,
+            } => Auth::Partial {
+                name: "".into(),
+                instructions: instructions.into(),
+                prompts: prompts
+                    .into_iter()
+                    .map(|(t, echo)| (t.into(), echo))
+                    .collect::<Vec<_>>()
+                    .into(),
+            },
+            KbdEvent::Done(outcome) => {
+                self.kbd = None;
+                if self.log_pam(&user, "keyboard-interactive/pam", &outcome) {
+                    let (auth, complete) =
+                        self.method_succeeded(&user, "keyboard-interactive", None);
+                    let word = if complete { "Accepted" } else { "Partial" };
+                    tracing::info!(
+                        "{word} keyboard-interactive/pam for {user} from {} ssh2",
+                        peer(&self.ctx.peer)
+                    );
+                    auth
+                } else {
+                    tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
+                    Auth::reject()
+                }
+            }
         }
     }
 
@@ -278,6 +469,10 @@ impl ConnHandler {
             command,
             pty: chan.pty.clone(),
             env,
+            pam: s.use_pam.then(|| PamSession {
+                service: s.pam_service_name.clone(),
+                rhost: self.ctx.remote_host(),
+            }),
         };
         let process = match host::spawn(req) {
             Ok(p) => p,
@@ -414,6 +609,9 @@ impl Handler for ConnHandler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        if !self.method_ok(user, "publickey") {
+            return Ok(Auth::reject());
+        }
         match self.check_key(user, offer.public_key, offer.algorithm) {
             Some(opts) => {
                 self.pending_key = Some((user.to_string(), opts));
@@ -429,32 +627,102 @@ impl Handler for ConnHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        if !self.method_ok(user, "publickey") {
+            return Ok(Auth::reject());
+        }
         let Some(options) = self.check_key(user, key.public_key, key.algorithm) else {
             return Ok(Auth::reject());
         };
-        let Some(c) = self.candidates.get(user) else {
-            return Ok(Auth::reject());
-        };
-        let Some(info) = c.info.clone() else {
-            return Ok(Auth::reject());
-        };
+        self.pending_key = None;
+        let (auth, complete) = self.method_succeeded(user, "publickey", Some(options));
         tracing::info!(
-            "Accepted publickey for {user} from {} ssh2: {} {}",
+            "{} publickey for {user} from {} ssh2: {} {}",
+            if complete { "Accepted" } else { "Partial" },
             peer(&self.ctx.peer),
             key_type_name(key.public_key),
             key.public_key.fingerprint(HashAlg::Sha256)
         );
-        let login = Arc::new(Login {
-            user: info,
-            settings: Arc::clone(&c.settings),
-            key_options: options,
-        });
-        // Not in auth_succeeded: russh 0.65 skips that callback unless compression
-        // is deferred.
-        self.shared.authenticated(Arc::clone(&login));
-        self.login = Some(login);
-        self.pending_key = None;
-        Ok(Auth::Accept)
+        Ok(auth)
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let started = std::time::Instant::now();
+        self.shared.set_user(user);
+        let Some(params) = self.pam_params(user, "password") else {
+            self.log_fail_without_pam(user, "password");
+            tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
+            return Ok(Auth::reject());
+        };
+        let outcome = if password.is_empty() && !params.allow_empty {
+            AuthOutcome::Failed("empty password".into())
+        } else {
+            let conv = PasswordConversation::boxed(password);
+            tokio::task::spawn_blocking(move || pam::authenticate(&params, conv))
+                .await
+                .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()))
+        };
+        if self.log_pam(user, "password", &outcome) {
+            let (auth, complete) = self.method_succeeded(user, "password", None);
+            let word = if complete { "Accepted" } else { "Partial" };
+            tracing::info!(
+                "{word} password for {user} from {} ssh2",
+                peer(&self.ctx.peer)
+            );
+            return Ok(auth);
+        }
+        tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        self.shared.set_user(user);
+        match response {
+            None => {
+                let pam = self
+                    .pam_params(user, "keyboard-interactive")
+                    .map(KbdAuth::start);
+                self.kbd = Some(KbdState {
+                    user: user.to_string(),
+                    started: std::time::Instant::now(),
+                    pam,
+                });
+            }
+            Some(answers) => {
+                let answers: Vec<String> = answers
+                    .map(|b: Bytes| String::from_utf8_lossy(&b).into_owned())
+                    .collect();
+                match self.kbd.as_ref() {
+                    Some(KbdState { pam: Some(k), .. }) => k.answer(answers),
+                    Some(KbdState {
+                        pam: None,
+                        user,
+                        started,
+                    }) => {
+                        // The decoy round is over: fail like a wrong password.
+                        let (user, started) = (user.clone(), *started);
+                        self.kbd = None;
+                        self.log_fail_without_pam(&user, "keyboard-interactive/pam");
+                        tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
+                        return Ok(Auth::reject());
+                    }
+                    None => return Ok(Auth::reject()),
+                }
+            }
+        }
+        let event = match self.kbd.as_mut() {
+            Some(KbdState { pam: Some(k), .. }) => k.next().await,
+            Some(KbdState { pam: None, .. }) => KbdEvent::Prompts {
+                instructions: String::new(),
+                prompts: vec![("Password: ".into(), false)],
+            },
+            None => return Ok(Auth::reject()),
+        };
+        Ok(self.kbd_step(event).await)
     }
 
     async fn channel_open_session(

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod handler;
+pub mod methods;
 pub mod session;
 pub mod stream;
 

@@ -115,7 +115,7 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-rsshd_{}", env!("CARGO_PKG_VERSION")).into(),
         ),
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        methods: auth_methods(s),
         auth_rejection_time: std::time::Duration::ZERO,
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         keys,
@@ -138,6 +138,30 @@ fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!("sd_notify: {e}");
     }
+}
+
+/// The methods offered to clients. Passwords are checked only through PAM
+/// (Debian's yescrypt hashes are not ours to read), so without a usable libpam the
+/// password methods are not offered at all.
+fn auth_methods(s: &Settings) -> MethodSet {
+    let mut kinds = Vec::new();
+    if s.pubkey_authentication {
+        kinds.push(MethodKind::PublicKey);
+    }
+    if s.use_pam && (s.password_authentication || s.kbd_interactive_authentication) {
+        match crate::host::pam::available() {
+            Ok(()) => {
+                if s.password_authentication {
+                    kinds.push(MethodKind::Password);
+                }
+                if s.kbd_interactive_authentication {
+                    kinds.push(MethodKind::KeyboardInteractive);
+                }
+            }
+            Err(e) => tracing::error!("UsePAM yes, but {e}; password logins are disabled"),
+        }
+    }
+    MethodSet::from(&kinds[..])
 }
 
 /// What a signal asks the daemon to do.

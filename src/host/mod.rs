@@ -3,17 +3,22 @@
 //! separate privileged process while the network side drops root.
 
 mod authorized_keys;
+pub mod pam;
 mod process;
 mod pty;
-mod spawn;
+pub mod spawn;
 mod strict_modes;
 mod users;
+mod utmp;
 
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyOptions, expand_path, find_authorized_key};
 pub use process::{ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
-pub use spawn::{ExitOutcome, ProcessIo, SessionProcess, SpawnRequest, spawn};
+pub use spawn::{
+    ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionProcess, SpawnRequest, spawn,
+};
 pub use users::{UserInfo, current_user, lookup_user, running_as_root};
+pub use utmp::{LoginRecord, record_login, record_logout};
 
 /// What went wrong at the boundary.
 #[derive(Debug, thiserror::Error)]

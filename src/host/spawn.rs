@@ -23,6 +23,8 @@ pub struct SpawnRequest {
     /// Extra variables (SSH_CONNECTION, accepted client variables, SetEnv, ...);
     /// later entries win.
     pub env: Vec<(String, String)>,
+    /// Run the session inside a PAM session (`UsePAM yes`).
+    pub pam: Option<PamSession>,
 }
 
 /// The process's I/O, taken once by whoever pumps it.
@@ -114,6 +116,144 @@ fn default_path(uid: u32) -> &'static str {
     }
 }
 
+/// Everything needed to exec the user's program, decided up front so that the
+/// direct path and the PAM session helper run the very same thing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExecPlan {
+    pub program: PathBuf,
+    pub argv0: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub gids: Vec<u32>,
+    /// Whether to switch identity (rsshd is root and the user is someone else).
+    pub switch: bool,
+}
+
+impl ExecPlan {
+    /// The plan for `req`; `tty` is the PTY's device when there is one.
+    pub fn for_request(req: &SpawnRequest, tty: Option<&Path>) -> ExecPlan {
+        let root = nix::unistd::geteuid().is_root();
+        let me = nix::unistd::geteuid().as_raw();
+        let user = &req.user;
+        let shell = if user.shell.as_os_str().is_empty() {
+            PathBuf::from("/bin/sh")
+        } else {
+            user.shell.clone()
+        };
+        let base = shell
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sh".into());
+        let (argv0, args) = match &req.command {
+            Some(c) => (base, vec!["-c".to_string(), c.clone()]),
+            None => (format!("-{base}"), Vec::new()),
+        };
+        let home_ok = user.home.is_dir();
+        if !home_ok {
+            tracing::info!(
+                "Could not chdir to home directory {}: no such directory",
+                user.home.display()
+            );
+        }
+        let mut env = vec![
+            ("USER".to_string(), user.name.clone()),
+            ("LOGNAME".to_string(), user.name.clone()),
+            ("HOME".to_string(), user.home.to_string_lossy().into_owned()),
+            ("SHELL".to_string(), shell.to_string_lossy().into_owned()),
+            ("PATH".to_string(), default_path(user.uid).to_string()),
+            ("MAIL".to_string(), format!("/var/mail/{}", user.name)),
+        ];
+        if let (Some(t), Some(params)) = (tty, &req.pty) {
+            env.push(("TERM".to_string(), params.term.clone()));
+            env.push(("SSH_TTY".to_string(), t.to_string_lossy().into_owned()));
+        }
+        env.extend(req.env.iter().cloned());
+        ExecPlan {
+            program: shell,
+            argv0,
+            args,
+            env,
+            cwd: if home_ok {
+                user.home.clone()
+            } else {
+                PathBuf::from("/")
+            },
+            uid: user.uid,
+            gid: user.gid,
+            gids: user.gids.clone(),
+            switch: root && user.uid != me,
+        }
+    }
+
+    /// Put `extra` variables (PAM's) under the plan's own: later entries win, and
+    /// the SSH_* and login variables rsshd sets must not be overridden by modules.
+    pub fn with_env_under(mut self, extra: Vec<(String, String)>) -> ExecPlan {
+        let mut env = extra;
+        env.append(&mut self.env);
+        self.env = env;
+        self
+    }
+
+    /// A std Command that, in the child, drops to the user and execs the program.
+    pub fn command(&self) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.arg0(&self.argv0).args(&self.args).env_clear();
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(&self.cwd);
+        let (switch, uid, gid) = (self.switch, self.uid, self.gid);
+        let gids: Vec<libc::gid_t> = self.gids.clone();
+        // SAFETY: only async-signal-safe system calls on data prepared before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Signals the daemon ignores or blocks must not leak into the session.
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                for sig in [
+                    libc::SIGPIPE,
+                    libc::SIGHUP,
+                    libc::SIGINT,
+                    libc::SIGTERM,
+                    libc::SIGQUIT,
+                    libc::SIGCHLD,
+                ] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                if switch {
+                    if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::setgid(gid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::setuid(uid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // As sshd: root must be gone for good.
+                    if uid != 0 && libc::setuid(0) == 0 {
+                        return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+                    }
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+/// With `UsePAM yes`: the PAM service and remote host for the session helper.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PamSession {
+    pub service: String,
+    pub rhost: String,
+}
+
 /// Start the process described by `req`.
 pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
     let root = nix::unistd::geteuid().is_root();
@@ -124,21 +264,7 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             req.user.name
         )));
     }
-    let switch = root && req.user.uid != me;
     let user = &req.user;
-    let shell = if user.shell.as_os_str().is_empty() {
-        PathBuf::from("/bin/sh")
-    } else {
-        user.shell.clone()
-    };
-    let home_ok = user.home.is_dir();
-    if !home_ok {
-        tracing::info!(
-            "Could not chdir to home directory {}: no such directory",
-            user.home.display()
-        );
-    }
-
     let pty = match &req.pty {
         Some(p) => Some(pty::open(p)?),
         None => None,
@@ -158,41 +284,43 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             },
         )?;
     }
-
-    let mut cmd = tokio::process::Command::new(&shell);
-    let base = shell
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "sh".into());
-    match &req.command {
-        Some(c) => {
-            cmd.arg0(&base).arg("-c").arg(c);
+    let plan = ExecPlan::for_request(&req, pty.as_ref().map(|p| p.name.as_path()));
+    let mut std_cmd = match &req.pam {
+        None => plan.command(),
+        Some(pam) => {
+            // The PAM session lives in a helper (rsshd itself) that stays root,
+            // opens the session, runs the plan as the user, and closes the session
+            // when it ends.
+            let helper = super::pam::HelperRequest {
+                pam: pam.clone(),
+                user: user.name.clone(),
+                tty: pty.as_ref().map(|p| p.name.clone()),
+                plan,
+            };
+            let mut c = std::process::Command::new("/proc/self/exe");
+            c.arg(super::pam::HELPER_ARG)
+                .env_clear()
+                .env(super::pam::HELPER_ENV, helper.encode()?);
+            c
         }
-        None => {
-            cmd.arg0(format!("-{base}"));
-        }
-    }
-    cmd.env_clear()
-        .env("USER", &user.name)
-        .env("LOGNAME", &user.name)
-        .env("HOME", &user.home)
-        .env("SHELL", &shell)
-        .env("PATH", default_path(user.uid))
-        .env("MAIL", format!("/var/mail/{}", user.name));
-    if let (Some(p), Some(params)) = (&pty, &req.pty) {
-        cmd.env("TERM", &params.term).env("SSH_TTY", &p.name);
-    }
-    for (k, v) in &req.env {
-        cmd.env(k, v);
-    }
-    cmd.current_dir(if home_ok {
-        user.home.as_path()
-    } else {
-        Path::new("/")
-    });
-    cmd.kill_on_drop(false);
-
+    };
     let slave_fd = pty.as_ref().map(|p| p.slave.as_raw_fd());
+    // SAFETY: async-signal-safe calls only. Registered after the plan's own hook, so
+    // it runs after it; TIOCSCTTY needs no privilege for a fresh session.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        std_cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if slave_fd.is_some() && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    cmd.kill_on_drop(false);
     match &pty {
         Some(p) => {
             let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(HostError::Io);
@@ -205,51 +333,6 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
         }
-    }
-    let uid = user.uid;
-    let gid = user.gid;
-    let gids: Vec<libc::gid_t> = user.gids.clone();
-    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
-    // system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if slave_fd.is_some() && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Signals the daemon ignores or blocks must not leak into the session.
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [
-                libc::SIGPIPE,
-                libc::SIGHUP,
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGQUIT,
-                libc::SIGCHLD,
-            ] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            if switch {
-                if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::setgid(gid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::setuid(uid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Paranoia, as sshd: root must be gone for good.
-                if uid != 0 && libc::setuid(0) == 0 {
-                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
-                }
-            }
-            Ok(())
-        });
     }
     let mut child = cmd.spawn().map_err(HostError::Io)?;
     let pid = child.id().unwrap_or(0);
