@@ -1,0 +1,319 @@
+//! Issue 5 end to end: password and keyboard-interactive logins through PAM with
+//! the real OpenSSH client (via sshpass) and PuTTY's plink.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const USER: &str = "rsshd-test";
+const PASSWORD: &str = "rsshd-test-pw-1";
+const LOCKED: &str = "rsshd-locked";
+const LOCKED_PASSWORD: &str = "rsshd-locked-pw-1";
+
+/// PAM tests need root (to authenticate other users and switch to them), the
+/// accounts `.ci/run` creates, sshpass, and libpam.
+fn ready() -> bool {
+    if !is_root() {
+        eprintln!("skipping: PAM logins as another user need root");
+        return false;
+    }
+    if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
+        eprintln!("skipping: user {USER} missing (.ci/run creates it)");
+        return false;
+    }
+    if !have("sshpass") || !have("ssh") {
+        eprintln!("skipping: sshpass or ssh missing");
+        return false;
+    }
+    if let Err(e) = rsshd::host::pam::available() {
+        eprintln!("skipping: {e}");
+        return false;
+    }
+    // Keep the test account's password known even outside CI.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo '{USER}:{PASSWORD}' | chpasswd"))
+        .status();
+    true
+}
+
+const PAM_CONFIG: &str = "UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes";
+
+fn pw_ssh(srv: &Server, user: &str, password: &str, method: &str, command: &str) -> Output {
+    Command::new("sshpass")
+        .args(["-p", password, "ssh", "-F", "/dev/null"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .args(["-o", &format!("PreferredAuthentications={method}")])
+        .args(["-o", "LogLevel=ERROR", "-p", &srv.port.to_string()])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn password_login_runs_as_the_user() {
+    if !ready() {
+        return;
+    }
+    let srv = Server::start(PAM_CONFIG);
+    let o = pw_ssh(&srv, USER, PASSWORD, "password", "id -un");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("{USER}\n"),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    assert!(srv.log().contains(&format!(
+        "Accepted password for {USER} from 127.0.0.1 port "
+    )));
+    assert!(!srv.log().contains(PASSWORD), "a password reached the log");
+}
+
+#[test]
+fn keyboard_interactive_login() {
+    if !ready() {
+        return;
+    }
+    let srv = Server::start(PAM_CONFIG);
+    let o = pw_ssh(&srv, USER, PASSWORD, "keyboard-interactive", "echo kbd-ok");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "kbd-ok\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        srv.log()
+            .contains(&format!("Accepted keyboard-interactive/pam for {USER}"))
+    );
+}
+
+#[test]
+fn wrong_password_is_delayed_without_blocking_others() {
+    if !ready() {
+        return;
+    }
+    let srv = Server::start(PAM_CONFIG);
+    let t = Instant::now();
+    let slow = {
+        let port = srv.port;
+        std::thread::spawn(move || {
+            let o = Command::new("sshpass")
+                .args(["-p", "not-the-password", "ssh", "-F", "/dev/null"])
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                ])
+                .args([
+                    "-o",
+                    "PubkeyAuthentication=no",
+                    "-o",
+                    "NumberOfPasswordPrompts=1",
+                ])
+                .args([
+                    "-o",
+                    "PreferredAuthentications=password",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .arg(format!("{USER}@127.0.0.1"))
+                .arg("true")
+                .output()
+                .unwrap();
+            (o, t.elapsed())
+        })
+    };
+    // Meanwhile another client is served at once.
+    std::thread::sleep(Duration::from_millis(200));
+    let quick = Instant::now();
+    let o = srv.ssh_run(&current_user(), "echo fast", b"");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "fast\n");
+    let quick = quick.elapsed();
+    let (o, took) = slow.join().unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(took >= Duration::from_secs(1), "refusal took only {took:?}");
+    assert!(
+        quick < Duration::from_secs(1),
+        "parallel login waited {quick:?}"
+    );
+    assert!(srv.wait_log(
+        &format!("Failed password for {USER} from 127.0.0.1 port "),
+        Duration::from_secs(3)
+    ));
+    // An unknown user is refused the same way, and logged as sshd does.
+    let o = pw_ssh(&srv, "no-such-user-rsshd", "x", "password", "true");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(srv.wait_log(
+        "Invalid user no-such-user-rsshd from 127.0.0.1 port ",
+        Duration::from_secs(3)
+    ));
+    assert!(
+        srv.log()
+            .contains("Failed password for invalid user no-such-user-rsshd from 127.0.0.1 port ")
+    );
+}
+
+#[test]
+fn locked_account_is_refused() {
+    if !ready() {
+        return;
+    }
+    if nix::unistd::User::from_name(LOCKED)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        eprintln!("skipping: user {LOCKED} missing (.ci/run creates and locks it)");
+        return;
+    }
+    let srv = Server::start(PAM_CONFIG);
+    let o = pw_ssh(&srv, LOCKED, LOCKED_PASSWORD, "password", "true");
+    assert_ne!(o.status.code(), Some(0), "a locked account got in");
+}
+
+#[test]
+fn authentication_methods_demand_both() {
+    if !ready() {
+        return;
+    }
+    let srv = Server::start(&format!(
+        "{PAM_CONFIG}\nAuthenticationMethods publickey,password"
+    ));
+    // Key alone: not enough.
+    let o = srv.ssh_run(USER, "true", b"");
+    assert_ne!(o.status.code(), Some(0), "publickey alone was accepted");
+    // Key, then password: in.
+    let o = Command::new("sshpass")
+        .args(["-p", PASSWORD, "ssh", "-F", "/dev/null", "-i"])
+        .arg(&srv.client_key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .args(["-o", "PreferredAuthentications=publickey,password"])
+        .args(["-p", &srv.port.to_string()])
+        .arg(format!("{USER}@127.0.0.1"))
+        .arg("echo both")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "both\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    assert!(
+        srv.log().contains(&format!("Partial publickey for {USER}")),
+        "{}",
+        srv.log()
+    );
+    assert!(srv.log().contains(&format!("Accepted password for {USER}")));
+}
+
+#[test]
+fn plink_with_password() {
+    if !ready() || !have("plink") {
+        eprintln!("skipping: plink missing or not ready");
+        return;
+    }
+    let srv = Server::start(PAM_CONFIG);
+    let fp = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(srv.dir.join("host_key.pub"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let o = Command::new("plink")
+        .args([
+            "-batch",
+            "-ssh",
+            "-P",
+            &srv.port.to_string(),
+            "-pw",
+            PASSWORD,
+            "-hostkey",
+            &fp,
+        ])
+        .args(["-l", USER, "127.0.0.1", "id -un"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        USER,
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+}
+
+#[test]
+fn pam_environment_reaches_the_session() {
+    if !ready() {
+        return;
+    }
+    // A PAM service of our own whose pam_env reads a file of ours.
+    let dir = temp_dir("pamenv");
+    let envfile = dir.join("environment");
+    std::fs::write(&envfile, "RSSHD_PAM_VAR=from-pam-env\n").unwrap();
+    let service = format!("rsshd-test-{}", std::process::id());
+    let pam_file = std::path::PathBuf::from("/etc/pam.d").join(&service);
+    std::fs::write(
+        &pam_file,
+        format!(
+            "auth required pam_unix.so\naccount required pam_unix.so\n\
+             session required pam_env.so readenv=1 envfile={}\nsession required pam_unix.so\n",
+            envfile.display()
+        ),
+    )
+    .unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(pam_file);
+    let srv = Server::start(&format!("{PAM_CONFIG}\nPAMServiceName {service}"));
+    let o = pw_ssh(&srv, USER, PASSWORD, "password", "echo $RSSHD_PAM_VAR");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "from-pam-env\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    // Key logins under UsePAM get the PAM session (and its environment) too.
+    let o = srv.ssh_run(USER, "echo $RSSHD_PAM_VAR", b"");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "from-pam-env\n");
+}
