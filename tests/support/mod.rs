@@ -98,6 +98,24 @@ impl Server {
         Self::spawn(dir, config, client_key)
     }
 
+    /// As [`Server::start`], with `tail` appended after the base config, for blocks
+    /// (like `Match`) that must come last.
+    pub fn start_with_tail(extra: &str, tail: &str) -> Server {
+        let dir = temp_dir("rsshd");
+        let host_key = keygen(&dir, "host_key");
+        let client_key = keygen(&dir, "client_key");
+        let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
+        std::fs::write(dir.join("authorized_keys"), public).expect("write authorized_keys");
+        let config = dir.join("sshd_config");
+        let text = format!(
+            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\n{tail}\n",
+            host_key.display(),
+            dir.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self::spawn(dir, config, client_key)
+    }
+
     /// Start rsshd on a config file written by the caller.
     pub fn spawn(dir: PathBuf, config: PathBuf, client_key: PathBuf) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rsshd"))
