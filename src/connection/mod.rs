@@ -256,6 +256,10 @@ pub async fn serve(
 
     if let Some(e) = &ending {
         log_ending(e, &ctx, shared.login().as_deref(), started.elapsed());
+    }
+    // Before authentication there is nobody to explain anything to (and maybe no
+    // finished key exchange to carry a DISCONNECT): close at once, as sshd does.
+    if let Some(e) = ending.as_ref().filter(|_| shared.login().is_some()) {
         let text = e.user_text();
         let goodbye = async {
             let ptys = shared.pty_channels();
