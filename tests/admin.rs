@@ -288,3 +288,64 @@ fn sigterm_ends_every_session_with_a_reason() {
     let status = srv.wait_exit(Duration::from_secs(8)).expect("rsshd exits");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn w_who_and_last_show_pty_sessions() {
+    if !have("ssh") || !have("who") {
+        eprintln!("skipping: ssh or who missing");
+        return;
+    }
+    if !is_root() || !std::path::Path::new("/run/utmp").exists() {
+        eprintln!("skipping: needs root and /run/utmp (.ci/run creates it) to write login records");
+        return;
+    }
+    let srv = Server::start("IdleTimeout 3s");
+    let mut c = open_shell(&srv);
+    c.send("tty\n");
+    assert!(c.wait_for("/dev/pts/", Duration::from_secs(5)));
+    let text = c.text();
+    let line = text
+        .split("/dev/")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("tty line")
+        .to_string();
+    let who =
+        || String::from_utf8_lossy(&Command::new("who").output().unwrap().stdout).into_owned();
+    let w = || {
+        String::from_utf8_lossy(&Command::new("w").arg("-h").output().unwrap().stdout).into_owned()
+    };
+    let listed = |out: &str| {
+        out.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(line.as_str()))
+    };
+    assert!(listed(&who()), "who does not list {line}:\n{}", who());
+    assert!(listed(&w()), "w does not list {line}:\n{}", w());
+    // The idle timeout ends it; then it is gone from who and w.
+    assert!(c.wait_exit(Duration::from_secs(8)).is_some());
+    let end = Instant::now() + Duration::from_secs(5);
+    while listed(&who()) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !listed(&who()),
+        "who still lists {line} after logout:\n{}",
+        who()
+    );
+    assert!(!listed(&w()), "w still lists {line} after logout");
+    if std::path::Path::new("/var/log/wtmp").exists() && have("last") {
+        let last = String::from_utf8_lossy(
+            &Command::new("last")
+                .args(["-w", "-n", "50"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            last.lines()
+                .any(|l| l.contains(&line) && l.contains(&current_user())),
+            "last does not show the session on {line}:\n{last}"
+        );
+    }
+}

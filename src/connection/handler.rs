@@ -19,7 +19,9 @@ use super::{ConnContext, ConnShared};
 use crate::config::PermitRootLogin;
 use crate::config::Settings;
 use crate::host::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
-use crate::host::{self, KeyLookup, KeyOptions, PamSession, PtyParams, SpawnRequest, UserInfo};
+use crate::host::{
+    self, KeyLookup, KeyOptions, LoginRecord, PamSession, PtyParams, SpawnRequest, UserInfo,
+};
 use crate::lifetime::Event;
 use crate::log::peer;
 
@@ -504,8 +506,15 @@ impl ConnHandler {
         } else {
             None
         };
+        let login_record = process.tty_name().map(|tty| LoginRecord {
+            tty: tty.to_path_buf(),
+            user: login.user.name.clone(),
+            host: self.ctx.remote_host(),
+            addr: self.ctx.peer.ip(),
+            pid,
+        });
         if let Some(chan) = self.channels.get_mut(&channel) {
-            chan.start(process, handle, motd);
+            chan.start(process, handle, motd, login_record);
         }
         true
     }

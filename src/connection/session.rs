@@ -18,7 +18,10 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::host::{ExitOutcome, ProcessKiller, PtyParams, PtyResizer, SessionProcess};
+use crate::host::{
+    ExitOutcome, LoginRecord, ProcessKiller, PtyParams, PtyResizer, SessionProcess, record_login,
+    record_logout,
+};
 use crate::lifetime::ChannelStamps;
 
 /// Client bytes a channel may hold for a process that is not reading fast enough
@@ -149,7 +152,15 @@ impl SessionChannel {
     }
 
     /// Wire a started process to the channel; `preamble` (the motd) goes out first.
-    pub fn start(&mut self, mut process: SessionProcess, handle: Handle, preamble: Option<Bytes>) {
+    /// `login` is the utmp/wtmp record of a PTY session, written now and closed
+    /// when the process ends.
+    pub fn start(
+        &mut self,
+        mut process: SessionProcess,
+        handle: Handle,
+        preamble: Option<Bytes>,
+        login: Option<LoginRecord>,
+    ) {
         let (Some(write), Some(input)) = (self.write.take(), self.input.take()) else {
             return;
         };
@@ -167,6 +178,13 @@ impl SessionChannel {
             has_pty,
             Arc::clone(&self.backlog),
         ));
+        if let Some(rec) = login.clone() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = record_login(&rec) {
+                    tracing::error!("utmp/wtmp login record for {}: {e}", rec.tty.display());
+                }
+            });
+        }
         tokio::spawn(async move {
             let id = write.id();
             if let Some(text) = preamble {
@@ -185,6 +203,14 @@ impl SessionChannel {
                 ))
             });
             let outcome = process.wait().await;
+            if let Some(rec) = login {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = record_logout(&rec.tty, rec.pid) {
+                        tracing::error!("utmp/wtmp logout record for {}: {e}", rec.tty.display());
+                    }
+                })
+                .await;
+            }
             if has_pty {
                 // The shell is gone; take what it wrote last, but do not wait on
                 // background jobs that still hold the terminal.

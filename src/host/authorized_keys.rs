@@ -23,6 +23,10 @@ pub struct KeyOptions {
     pub environment: Vec<(String, String)>,
     pub permit_open: Vec<String>,
     pub permit_listen: Vec<String>,
+    /// The key is a CA for user certificates: it must never match as a plain key.
+    pub cert_authority: bool,
+    /// `expiry-time=`: Unix time after which the key no longer works.
+    pub expires: Option<i64>,
 }
 
 /// The line that accepted a key.
@@ -96,7 +100,11 @@ pub fn find_authorized_key(
             let Some((options, listed)) = parse_line(line, &path, idx + 1) else {
                 continue;
             };
-            if listed.key_data() != key.key_data() {
+            if listed.key_data() != key.key_data() || options.cert_authority {
+                continue;
+            }
+            if options.expires.is_some_and(|t| now_unix() > t) {
+                tracing::info!("{}:{}: key has expired", path.display(), idx + 1);
                 continue;
             }
             if let Some(from) = &options.from
@@ -184,6 +192,52 @@ fn split_options(line: &str) -> Option<(&str, &str)> {
     None
 }
 
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `expiry-time="YYYYMMDD[HHMM[SS]][Z]"`: local time unless it ends in `Z`.
+fn parse_expiry(v: &str) -> Result<i64, String> {
+    let bad = || format!("expiry-time: bad time \"{v}\"");
+    let (digits, utc) = match v.strip_suffix(['Z', 'z']) {
+        Some(d) => (d, true),
+        None => (v, false),
+    };
+    if !matches!(digits.len(), 8 | 12 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| {
+        digits
+            .get(r)
+            .and_then(|s| s.parse::<i32>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: tm is plain data; timegm/mktime read it and normalise.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = num(0..4) - 1900;
+    tm.tm_mon = num(4..6) - 1;
+    tm.tm_mday = num(6..8);
+    tm.tm_hour = num(8..10);
+    tm.tm_min = num(10..12);
+    tm.tm_sec = num(12..14);
+    tm.tm_isdst = -1;
+    // SAFETY: valid tm.
+    let t = unsafe {
+        if utc {
+            libc::timegm(&mut tm)
+        } else {
+            libc::mktime(&mut tm)
+        }
+    };
+    if t == -1 {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
 /// Parse `opt,opt="value",...` (sshd's auth-options).
 pub fn parse_options(text: &str) -> Result<KeyOptions, String> {
     let mut o = KeyOptions::default();
@@ -240,7 +294,9 @@ pub fn parse_options(text: &str) -> Result<KeyOptions, String> {
             ("x11-forwarding", None) => o.no_x11_forwarding = false,
             ("no-user-rc", None) => o.no_user_rc = true,
             ("user-rc", None) => o.no_user_rc = false,
-            ("no-touch-required", None) | ("verify-required", None) | ("cert-authority", None) => {}
+            ("cert-authority", None) => o.cert_authority = true,
+            // FIDO flags: rsshd verifies no security-key assertions beyond russh's.
+            ("no-touch-required", None) | ("verify-required", None) => {}
             ("command", Some(v)) => o.command = Some(v),
             ("from", Some(v)) => o.from = Some(v),
             ("environment", Some(v)) => {
@@ -252,7 +308,8 @@ pub fn parse_options(text: &str) -> Result<KeyOptions, String> {
             }
             ("permitopen", Some(v)) => o.permit_open.push(v),
             ("permitlisten", Some(v)) => o.permit_listen.push(v),
-            ("principals", Some(_)) | ("expiry-time", Some(_)) | ("tunnel", Some(_)) => {}
+            ("expiry-time", Some(v)) => o.expires = Some(parse_expiry(&v)?),
+            ("principals", Some(_)) | ("tunnel", Some(_)) => {}
             (other, _) => return Err(format!("unknown or malformed option \"{other}\"")),
         }
         match rest.strip_prefix(',') {
@@ -362,6 +419,36 @@ mod tests {
             find_authorized_key(&u, &files, false, &other, "h", ip),
             KeyLookup::NotFound
         );
+        let _ = std::fs::remove_dir_all(&home);
+    }
+
+    #[test]
+    fn cert_authority_and_expired_keys_never_match() {
+        let home = tmp_home("ca");
+        let key = PublicKey::from_openssh(KEY).unwrap();
+        let u = user(&home);
+        let files = vec![".ssh/authorized_keys".to_string()];
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for line in [
+            format!("cert-authority {KEY}"),
+            format!("expiry-time=\"20200101\" {KEY}"),
+        ] {
+            std::fs::write(home.join(".ssh/authorized_keys"), line).unwrap();
+            assert_eq!(
+                find_authorized_key(&u, &files, false, &key, "h", ip),
+                KeyLookup::NotFound
+            );
+        }
+        std::fs::write(
+            home.join(".ssh/authorized_keys"),
+            format!("expiry-time=\"29991231Z\" {KEY}"),
+        )
+        .unwrap();
+        assert!(matches!(
+            find_authorized_key(&u, &files, false, &key, "h", ip),
+            KeyLookup::Found(_)
+        ));
+        assert!(parse_options("expiry-time=\"2020\"").is_err());
         let _ = std::fs::remove_dir_all(&home);
     }
 
