@@ -317,3 +317,39 @@ fn pam_environment_reaches_the_session() {
     let o = srv.ssh_run(USER, "echo $RSSHD_PAM_VAR", b"");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "from-pam-env\n");
 }
+
+#[test]
+fn expired_account_is_refused_even_with_a_key() {
+    if !ready() {
+        return;
+    }
+    if nix::unistd::User::from_name("rsshd-expired")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        eprintln!("skipping: user rsshd-expired missing (.ci/run creates it)");
+        return;
+    }
+    let srv = Server::start(PAM_CONFIG);
+    let o = srv.ssh_run("rsshd-expired", "true", b"");
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "an expired account got in with a key"
+    );
+    assert!(
+        srv.wait_log("PAM: ", Duration::from_secs(3)),
+        "{}",
+        srv.log()
+    );
+    // Without UsePAM, the same key login is PAM's business no more.
+    let srv = Server::start("");
+    let o = srv.ssh_run(USER, "true", b"");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

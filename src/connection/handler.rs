@@ -187,6 +187,18 @@ impl ConnHandler {
         Some(params)
     }
 
+    /// With `UsePAM yes`, the parameters for an account check of `user`.
+    fn account_params(&mut self, user: &str) -> Option<AuthParams> {
+        let rhost = self.ctx.remote_host();
+        let c = self.candidate(user);
+        c.settings.use_pam.then(|| AuthParams {
+            service: c.settings.pam_service_name.clone(),
+            user: user.to_string(),
+            rhost,
+            allow_empty: false,
+        })
+    }
+
     /// Log a PAM outcome in sshd's words; true if it was a success.
     fn log_pam(&self, user: &str, method: &str, outcome: &AuthOutcome) -> bool {
         let p = peer(&self.ctx.peer);
@@ -643,6 +655,14 @@ impl Handler for ConnHandler {
             return Ok(Auth::reject());
         };
         self.pending_key = None;
+        if let Some(params) = self.account_params(user) {
+            let outcome = tokio::task::spawn_blocking(move || pam::account(&params))
+                .await
+                .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()));
+            if !self.log_pam(user, "publickey", &outcome) {
+                return Ok(Auth::reject());
+            }
+        }
         let (auth, complete) = self.method_succeeded(user, "publickey", Some(options));
         tracing::info!(
             "{} publickey for {user} from {} ssh2: {} {}",

@@ -59,6 +59,22 @@ pub fn authenticate(p: &AuthParams, conv: Box<dyn Conversation>) -> AuthOutcome 
     }
 }
 
+/// `pam_acct_mgmt` alone, for logins PAM did not authenticate (public keys), so an
+/// expired or locked account is refused whatever the method, as with sshd. Blocking.
+pub fn account(p: &AuthParams) -> AuthOutcome {
+    let mut pam = match Pam::start(&p.service, &p.user, Box::new(PasswordConversation(None))) {
+        Ok(pam) => pam,
+        Err(e) => return AuthOutcome::Unavailable(e.to_string()),
+    };
+    let _ = pam.set_item(ffi::PAM_RHOST, &p.rhost);
+    let _ = pam.set_item(ffi::PAM_TTY, "ssh");
+    match pam.acct_mgmt(0) {
+        Ok(()) => AuthOutcome::Accepted,
+        Err(e) if e.code == ffi::PAM_NEW_AUTHTOK_REQD => AuthOutcome::PasswordChangeRequired,
+        Err(e) => AuthOutcome::AccountRefused(e.text),
+    }
+}
+
 /// Answers every secret prompt with one password (the `password` method).
 pub struct PasswordConversation(Option<String>);
 

@@ -6,7 +6,9 @@ mod ffi;
 mod handle;
 mod helper;
 
-pub use auth::{AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation, authenticate};
+pub use auth::{
+    AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation, account, authenticate,
+};
 pub use handle::{Conversation, Prompt};
 pub use helper::{HELPER_ARG, HELPER_ENV, HelperRequest, helper_main};
 
