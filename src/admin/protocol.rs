@@ -39,6 +39,15 @@ pub struct SessionInfo {
     pub limit_seconds: Option<f64>,
     /// Seconds left before the idle warning, if one is still to come.
     pub warning_in_seconds: Option<f64>,
+    /// Seconds left before the next liveness probe.
+    #[serde(default)]
+    pub probe_in_seconds: Option<f64>,
+    /// Seconds left before an UnusedConnectionTimeout disconnect.
+    #[serde(default)]
+    pub unused_limit_seconds: Option<f64>,
+    /// Seconds left to authenticate (LoginGraceTime), before login.
+    #[serde(default)]
+    pub login_limit_seconds: Option<f64>,
     /// The foreground command of the session's terminal (or its command).
     pub what: Option<String>,
     /// The lifetime policy in force, as `keyword value` pairs like `rsshd -T`.

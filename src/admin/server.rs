@@ -163,6 +163,9 @@ fn row(entry: &Entry, snap: &Snapshot) -> SessionInfo {
         idle_seconds: now.saturating_duration_since(snap.last_input).as_secs_f64(),
         limit_seconds: secs_until(snap.idle_deadline),
         warning_in_seconds: secs_until(snap.warn_at),
+        probe_in_seconds: secs_until(snap.next_probe),
+        unused_limit_seconds: secs_until(snap.unused_deadline),
+        login_limit_seconds: secs_until(snap.login_deadline),
         what: facts.leader.and_then(foreground_command),
         policy: vec![
             ("idletimeout".into(), opt(p.idle_timeout)),

@@ -88,6 +88,12 @@ pub struct Snapshot {
     pub idle_deadline: Option<Instant>,
     /// When the idle warning will be written, if not yet.
     pub warn_at: Option<Instant>,
+    /// When the next liveness probe is due.
+    pub next_probe: Option<Instant>,
+    /// When the connection will be dropped for having no channel (if it has none).
+    pub unused_deadline: Option<Instant>,
+    /// Before authentication: when the login grace time runs out.
+    pub login_deadline: Option<Instant>,
     pub policy: Policy,
 }
 
@@ -253,6 +259,16 @@ impl Engine {
             } else {
                 warn_at
             },
+            next_probe: self.next_probe.filter(|_| self.authenticated),
+            unused_deadline: self
+                .unused_since
+                .zip(self.policy.unused_timeout)
+                .map(|(s, t)| s + t),
+            login_deadline: self
+                .policy
+                .login_grace
+                .filter(|_| !self.authenticated)
+                .map(|g| self.started + g),
             policy: self.policy.clone(),
         }
     }
