@@ -48,9 +48,15 @@ pub fn request(socket: &Path, command: Command) -> Result<Response, ClientError>
     };
     let mut text = serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
     text.push('\n');
-    stream.write_all(text.as_bytes()).map_err(io)?;
+    // A daemon that refuses us may close before reading everything; its answer
+    // still says why, so read it whatever the write did.
+    let written = stream.write_all(text.as_bytes());
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    if line.is_empty() {
+        written.map_err(io)?;
+        read.map_err(io)?;
+    }
     let resp: Response =
         serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
     if !resp.ok {

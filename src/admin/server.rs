@@ -76,6 +76,11 @@ async fn handle(
 ) -> std::io::Result<()> {
     let caller = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
+    // Read the request even from a caller we refuse, so the refusal is an answer
+    // and not a broken pipe.
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(64 * 1024));
+    reader.read_line(&mut line).await?;
     if caller != 0 && caller != daemon_uid {
         tracing::info!("control socket: refused caller uid {caller}");
         return reply(
@@ -84,9 +89,6 @@ async fn handle(
         )
         .await;
     }
-    let mut line = String::new();
-    let mut reader = BufReader::new(read.take(64 * 1024));
-    reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<Request>(&line) {
         Err(e) => Response::error(format!("bad request: {e}")),
         Ok(r) if r.version != VERSION => Response::error(format!(

@@ -36,16 +36,37 @@ pub fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A private directory under the target dir (not /tmp, whose mode StrictModes refuses).
+/// A private directory for one test's keys and configs. Under the target dir when
+/// no directory above it is group- or world-writable (StrictModes would refuse keys
+/// there, as sshd does: a clone under /tmp is the usual case), else under
+/// `$HOME/.cache/rsshd-tests`.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{n}", std::process::id()));
+    let dir = tests_base().join(format!("{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
+}
+
+fn tests_base() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let safe = target.ancestors().skip(1).all(|d| {
+        std::fs::metadata(d)
+            .map(|m| m.mode() & 0o022 == 0)
+            .unwrap_or(false)
+    });
+    if safe {
+        return target;
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    let base = home.join(".cache/rsshd-tests");
+    std::fs::create_dir_all(&base).expect("create test base");
+    base
 }
 
 /// Generate an ed25519 key pair with ssh-keygen; returns the private key path.
