@@ -521,28 +521,7 @@ fn plink_shows_the_idle_reason() {
         return;
     }
     let srv = Server::start("IdleTimeout 3s");
-    let ppk = srv.dir.join("client.ppk");
-    let o = Command::new("puttygen")
-        .arg(&srv.client_key)
-        .args(["-O", "private", "-o"])
-        .arg(&ppk)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "puttygen: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let fp = Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f"])
-        .arg(srv.dir.join("host_key.pub"))
-        .output()
-        .unwrap();
-    let fp = String::from_utf8_lossy(&fp.stdout)
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint")
-        .to_string();
+    let (ppk, fp) = srv.putty_setup();
     let mut cmd = Command::new("plink");
     cmd.args(["-batch", "-ssh", "-t", "-P", &srv.port.to_string(), "-i"])
         .arg(&ppk)

@@ -244,16 +244,7 @@ fn plink_with_password() {
         return;
     }
     let srv = Server::start(PAM_CONFIG);
-    let fp = Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f"])
-        .arg(srv.dir.join("host_key.pub"))
-        .output()
-        .unwrap();
-    let fp = String::from_utf8_lossy(&fp.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let (_, fp) = srv.putty_setup();
     let o = Command::new("plink")
         .args([
             "-batch",

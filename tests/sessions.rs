@@ -322,24 +322,7 @@ fn plink_exec_and_exit_code() {
         return;
     }
     let srv = Server::start("");
-    let ppk = srv.dir.join("client.ppk");
-    let o = Command::new("puttygen")
-        .arg(&srv.client_key)
-        .args(["-O", "private", "-o"])
-        .arg(&ppk)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "puttygen: {}", stderr(&o));
-    let fp = Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f"])
-        .arg(srv.dir.join("host_key.pub"))
-        .output()
-        .unwrap();
-    let fp = stdout(&fp)
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint")
-        .to_string();
+    let (ppk, fp) = srv.putty_setup();
     let o = Command::new("plink")
         .args(["-batch", "-ssh", "-P", &srv.port.to_string(), "-i"])
         .arg(&ppk)
@@ -402,19 +385,8 @@ fn banner_and_motd() {
     std::fs::write(dir.join("banner"), "Authorized use only.\n").unwrap();
     let srv = Server::start(&format!("Banner {}/banner", dir.display()));
     // The client shows banners at LogLevel INFO, so not through `srv.ssh`.
-    let o = Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(&srv.client_key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .args(["-p", &srv.port.to_string()])
-        .arg(format!("{}@127.0.0.1", current_user()))
+    let o = srv
+        .ssh_talkative(&current_user(), &["-o", "BatchMode=yes"])
         .arg("true")
         .output()
         .unwrap();

@@ -90,19 +90,8 @@ fn strict_kex_is_offered() {
         return;
     }
     let srv = Server::start("");
-    let o = Command::new("ssh")
-        .args(["-F", "/dev/null", "-vv", "-i"])
-        .arg(&srv.client_key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .args(["-p", &srv.port.to_string()])
-        .arg(format!("{}@127.0.0.1", current_user()))
+    let o = srv
+        .ssh_talkative(&current_user(), &["-vv", "-o", "BatchMode=yes"])
         .arg("true")
         .output()
         .unwrap();

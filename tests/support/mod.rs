@@ -233,6 +233,55 @@ impl Server {
     pub fn client_opts(&self) -> Vec<String> {
         client_opts(&self.client_key)
     }
+
+    /// `ssh` with our key but the client's own log level and prompts, for tests
+    /// that read what it prints (banners, `-vv`) or that add a password step.
+    pub fn ssh_talkative(&self, user: &str, flags: &[&str]) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(["-F", "/dev/null", "-i"])
+            .arg(&self.client_key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "IdentitiesOnly=yes"])
+            .args(flags)
+            .args(["-p", &self.port.to_string()])
+            .arg(format!("{user}@127.0.0.1"));
+        c
+    }
+
+    /// The client key in PuTTY's format and the host key's SHA256 fingerprint, for
+    /// `plink -batch -i KEY -hostkey FP`.
+    pub fn putty_setup(&self) -> (PathBuf, String) {
+        let ppk = self.dir.join("client.ppk");
+        if !ppk.exists() {
+            let o = Command::new("puttygen")
+                .arg(&self.client_key)
+                .args(["-O", "private", "-o"])
+                .arg(&ppk)
+                .output()
+                .expect("puttygen");
+            assert!(
+                o.status.success(),
+                "puttygen: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let fp = Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(self.dir.join("host_key.pub"))
+            .output()
+            .expect("ssh-keygen -l");
+        let fp = String::from_utf8_lossy(&fp.stdout)
+            .split_whitespace()
+            .nth(1)
+            .expect("fingerprint")
+            .to_string();
+        (ppk, fp)
+    }
 }
 
 impl Drop for Server {
