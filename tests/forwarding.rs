@@ -577,3 +577,119 @@ fn remote_listener_alone_is_an_unused_connection() {
         srv.log()
     );
 }
+
+/// rsshd's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn fast_sender_to_stalled_target_keeps_memory_flat() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let srv = Server::start("");
+    // A target that accepts and never reads.
+    let sink = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let sink_port = sink.local_addr().expect("addr").port();
+    let (held_tx, held_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in sink.incoming().flatten() {
+            let _ = held_tx.send(conn);
+        }
+    });
+    let lport = free_port();
+    let mut c = ssh_forward(&srv, &["-L", &format!("{lport}:127.0.0.1:{sink_port}")]);
+    let s = connect_when_up(lport, &mut c, &srv);
+    let _held = held_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("tunnel reached the sink");
+    let before = rss_kib(srv.pid());
+    let mut w = s.try_clone().expect("clone");
+    w.set_write_timeout(Some(Duration::from_secs(4))).ok();
+    let sent = std::thread::spawn(move || {
+        let chunk = vec![0x5au8; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 256 * 1024 * 1024 && w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    let sent = sent.join().expect("sender");
+    let after = rss_kib(srv.pid());
+    eprintln!(
+        "sent {} KiB into a stalled tunnel; rsshd RSS {before} KiB -> {after} KiB",
+        sent / 1024
+    );
+    assert!(
+        sent < 256 * 1024 * 1024,
+        "nothing pushed back on the sender"
+    );
+    assert!(
+        after < before + 16 * 1024,
+        "rsshd grew from {before} to {after} KiB"
+    );
+    assert!(c.alive());
+}
+
+#[test]
+fn cancel_remote_forward_through_control_master() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let srv = Server::start("");
+    let echo = echo_server();
+    let ctl = srv.dir.join("ctl");
+    let ctl_arg = ctl.display().to_string();
+    let mut master = ssh_forward(&srv, &["-M", "-S", &ctl_arg]);
+    let end = Instant::now() + Duration::from_secs(20);
+    while !ctl.exists() {
+        assert!(master.alive() && Instant::now() < end, "no control socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mux = |op: &str, spec: &str| {
+        let mut cmd = srv.ssh(&current_user());
+        cmd.args(["-S", &ctl_arg, "-O", op, "-R", spec]);
+        run_with_input(&mut cmd, b"")
+    };
+    // Port 0 through the mux prints the allocated port.
+    let o = mux("forward", &format!("0:127.0.0.1:{echo}"));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let port: u16 = text.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "no port in {text:?} / {:?}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to -R port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    assert_eq!(echo_once(&mut s, b"before").expect("echo"), b"before");
+    // The master knows the forward by the port it asked for, and cancels the one
+    // the server allocated.
+    let o = mux("cancel", &format!("0:127.0.0.1:{echo}"));
+    assert!(
+        o.status.success(),
+        "cancel failed: {}\nlog:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < end,
+            "port {port} still listening after cancel; log:\n{}",
+            srv.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A tunnel opened before the cancel keeps working, as in OpenSSH.
+    assert_eq!(echo_once(&mut s, b"after").expect("echo"), b"after");
+    assert!(master.alive());
+}

@@ -470,7 +470,7 @@ impl Forwards {
         let (listeners, bound) = match bind_all(&addrs, requested as u16) {
             Ok(x) => x,
             Err(e) => {
-                tracing::info!("tcpip-forward listen {host} port {requested}: bind failed: {e}");
+                tracing::debug!("tcpip-forward listen {host} port {requested}: bind failed: {e}");
                 return false;
             }
         };
@@ -497,6 +497,7 @@ impl Forwards {
 
     /// Handle `cancel-tcpip-forward`: tunnels already open stay, as in OpenSSH.
     pub fn cancel(&mut self, host: &str, port: u32) -> bool {
+        tracing::debug!("cancel-tcpip-forward {host} port {port}");
         match self.listeners.remove(&(host.to_string(), port)) {
             Some(tasks) => {
                 tasks.iter().for_each(JoinHandle::abort);
