@@ -45,13 +45,13 @@ pub struct Login {
 pub struct ConnHandler {
     ctx: Arc<ConnContext>,
     shared: Arc<ConnShared>,
+    /// Tunnels, `-R` listeners and the agent socket; dropped with the connection.
+    forwards: super::forward::Forwards,
     candidates: HashMap<String, Candidate>,
     /// Key options of the key that matched the last publickey query, by user.
     pending_key: Option<(String, KeyOptions)>,
     login: Option<Arc<Login>>,
     channels: HashMap<ChannelId, SessionChannel>,
-    /// Tunnels, `-R` listeners and the agent socket; dropped with the connection.
-    forwards: super::forward::Forwards,
 }
 
 impl ConnHandler {
