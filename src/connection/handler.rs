@@ -50,6 +50,8 @@ pub struct Login {
 pub struct ConnHandler {
     ctx: Arc<ConnContext>,
     shared: Arc<ConnShared>,
+    /// Tunnels, `-R` listeners and the agent socket; dropped with the connection.
+    forwards: super::forward::Forwards,
     candidates: HashMap<String, Candidate>,
     /// Key options of the key that matched the last publickey query, by user.
     pending_key: Option<(String, KeyOptions)>,
@@ -78,6 +80,7 @@ const FAIL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 impl ConnHandler {
     pub fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>) -> Self {
         ConnHandler {
+            forwards: super::forward::Forwards::new(Arc::clone(&shared)),
             ctx,
             shared,
             candidates: HashMap::new(),
@@ -466,6 +469,9 @@ impl ConnHandler {
         }
         env.extend(s.set_env.iter().cloned());
         env.extend(self.connection_env());
+        if let Some(sock) = self.forwards.agent_socket() {
+            env.push(("SSH_AUTH_SOCK".into(), sock));
+        }
         let is_shell = command.is_none();
         let kind = if is_subsystem {
             format!("session:subsystem:{}", requested.as_deref().unwrap_or(""))
@@ -591,6 +597,7 @@ impl Handler for ConnHandler {
             .channels
             .get(&channel)
             .map(|c| c.backlog.get())
+            .or_else(|| self.forwards.backlog(channel).map(|b| b.get()))
             .unwrap_or(0);
         super::session::window_target(backlog)
     }
@@ -605,6 +612,8 @@ impl Handler for ConnHandler {
         // throttled client (see `session::BacklogCounter::pace`).
         if let Some(c) = self.channels.get(&channel) {
             let backlog = Arc::clone(&c.backlog);
+            backlog.pace().await;
+        } else if let Some(backlog) = self.forwards.backlog(channel) {
             backlog.pace().await;
         }
         Ok(())
@@ -920,5 +929,63 @@ impl Handler for ConnHandler {
             }
         }
         Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let login = self.login.clone();
+        self.forwards
+            .open_direct(
+                login.as_deref(),
+                channel,
+                host_to_connect,
+                port_to_connect,
+                originator_address,
+                originator_port,
+                reply,
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let login = self.login.clone();
+        Ok(self
+            .forwards
+            .listen(login.as_deref(), session.handle(), address, port)
+            .await)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.forwards.cancel(address, port))
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let login = self.login.clone();
+        Ok(self
+            .forwards
+            .start_agent(login.as_deref(), session.handle()))
     }
 }

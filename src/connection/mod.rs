@@ -3,6 +3,8 @@
 //! timer, the hard close of the socket, and hanging up every process at the end.
 
 pub mod access;
+pub mod agent;
+pub mod forward;
 pub mod handler;
 pub mod methods;
 pub mod session;

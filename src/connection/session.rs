@@ -58,12 +58,12 @@ impl BacklogCounter {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn add(&self, n: usize) {
+    pub(crate) fn add(&self, n: usize) {
         self.bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn sub(&self, n: usize) {
+    pub(crate) fn sub(&self, n: usize) {
         let before = self
             .bytes
             .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
@@ -92,7 +92,7 @@ pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
 
 /// What the reader task passes on from the client.
 #[derive(Debug)]
-enum Input {
+pub(crate) enum Input {
     Data(Bytes),
     Eof,
 }
