@@ -202,13 +202,9 @@ fn local_forward_ten_mib_round_trip() {
     assert!(c.alive(), "ssh -L died; log:\n{}", srv.log());
 }
 
-#[test]
-fn remote_forward_port_zero_reports_allocated_port() {
-    if skip_without(&["ssh", "ssh-keygen"]) {
-        return;
-    }
-    let srv = Server::start("");
-    let echo = echo_server();
+/// `ssh -N -R spec` with a port 0 listen side; returns the client and the port the
+/// server allocated, read from the client's `Allocated port N` message.
+fn remote_forward(srv: &Server, spec: &str) -> (Client, u16) {
     // The allocation is an INFO message; the shared options say ERROR.
     let args: Vec<String> = ssh_base_args(srv.port, &srv.client_key)
         .into_iter()
@@ -223,7 +219,7 @@ fn remote_forward_port_zero_reports_allocated_port() {
     let mut child = Command::new("ssh")
         .args(&args)
         .args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("0:127.0.0.1:{echo}"))
+        .arg(spec)
         .arg(format!("{}@127.0.0.1", current_user()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -231,7 +227,7 @@ fn remote_forward_port_zero_reports_allocated_port() {
         .spawn()
         .expect("spawn ssh");
     let stderr = child.stderr.take().expect("stderr");
-    let mut c = Client(child);
+    let c = Client(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -252,6 +248,17 @@ fn remote_forward_port_zero_reports_allocated_port() {
         }
         seen.push(line);
     };
+    (c, port)
+}
+
+#[test]
+fn remote_forward_port_zero_reports_allocated_port() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let srv = Server::start("");
+    let echo = echo_server();
+    let (mut c, port) = remote_forward(&srv, &format!("0:127.0.0.1:{echo}"));
     assert!(port >= 1024, "allocated {port}");
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to -R port");
     s.set_read_timeout(Some(Duration::from_secs(20))).ok();
@@ -692,4 +699,60 @@ fn cancel_remote_forward_through_control_master() {
     // A tunnel opened before the cancel keeps working, as in OpenSSH.
     assert_eq!(echo_once(&mut s, b"after").expect("echo"), b"after");
     assert!(master.alive());
+}
+
+#[test]
+fn restrict_and_permitopen_key_options() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let srv = Server::start_with_keys("", Some("restrict"));
+    assert_local_forward_refused(&srv, "refused local port forward");
+    let srv = Server::start_with_keys("", Some("permitopen=\"127.0.0.1:1\""));
+    assert_local_forward_refused(&srv, "but the request was denied");
+}
+
+/// The local address of the listening socket on `port`, from /proc/net/tcp.
+fn listen_addr_hex(port: u16) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (addr, p) = f.get(1)?.split_once(':')?;
+            // State 0A is LISTEN.
+            (f.get(3) == Some(&"0A") && u16::from_str_radix(p, 16).ok() == Some(port))
+                .then(|| addr.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn gateway_ports_decide_the_bind_address() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let echo = echo_server();
+    let target = format!("127.0.0.1:{echo}");
+    // Wildcard binds are unit-tested (`forward::tests::gateway_ports`): tests never
+    // listen beyond loopback.
+    for (setting, spec, want) in [
+        ("GatewayPorts no", format!("*:0:{target}"), "0100007F"),
+        (
+            "GatewayPorts clientspecified",
+            format!("127.0.0.1:0:{target}"),
+            "0100007F",
+        ),
+    ] {
+        let srv = Server::start(setting);
+        let (_c, port) = remote_forward(&srv, &spec);
+        assert_eq!(
+            listen_addr_hex(port),
+            vec![want.to_string()],
+            "{setting} -R {spec}"
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        assert_eq!(echo_once(&mut s, b"gw").expect("echo"), b"gw");
+    }
 }

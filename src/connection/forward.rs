@@ -644,4 +644,23 @@ mod tests {
         assert_eq!(check_listen(&s, &k, 0, "", 8080), Ok(()));
         assert_eq!(check_listen(&s, &k, 0, "", 8081), Err(Denied::NotPermitted));
     }
+
+    #[tokio::test]
+    async fn gateway_ports() {
+        let lo4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let no = bind_addrs(GatewayPorts::No, "").await;
+        assert!(no.contains(&lo4) && !no.contains(&any4));
+        assert_eq!(bind_addrs(GatewayPorts::No, "0.0.0.0").await, no);
+        let yes = bind_addrs(GatewayPorts::Yes, "localhost").await;
+        assert!(yes.contains(&any4) && !yes.contains(&lo4));
+        let cs = GatewayPorts::ClientSpecified;
+        assert_eq!(bind_addrs(cs, "*").await, yes);
+        assert_eq!(bind_addrs(cs, "").await, yes);
+        assert_eq!(bind_addrs(cs, "localhost").await, no);
+        assert_eq!(
+            bind_addrs(cs, "127.0.0.2").await,
+            vec!["127.0.0.2".parse::<IpAddr>().unwrap()]
+        );
+    }
 }
