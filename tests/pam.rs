@@ -65,6 +65,27 @@ fn pw_ssh(srv: &Server, user: &str, password: &str, method: &str, command: &str)
         .unwrap()
 }
 
+/// Password-login options at the client's default log level.
+fn srv_opts_info(srv: &Server) -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "NumberOfPasswordPrompts=1",
+        "-p",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([srv.port.to_string()])
+    .collect()
+}
+
 #[test]
 fn password_login_runs_as_the_user() {
     if !ready() {
@@ -333,6 +354,27 @@ fn expired_account_is_refused_even_with_a_key() {
         srv.wait_log("PAM: ", Duration::from_secs(3)),
         "{}",
         srv.log()
+    );
+    // Keyboard-interactive can say why.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg("echo 'rsshd-expired:rsshd-expired-pw-1' | chpasswd")
+        .status();
+    // (The client shows such text at LogLevel INFO.)
+    let o = Command::new("sshpass")
+        .args(["-p", "rsshd-expired-pw-1"])
+        .arg("ssh")
+        .args(srv_opts_info(&srv))
+        .args(["-o", "PreferredAuthentications=keyboard-interactive"])
+        .arg("rsshd-expired@127.0.0.1")
+        .arg("true")
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("ask your administrator"),
+        "no reason shown: {err}"
     );
     // Without UsePAM, the same key login is PAM's business no more.
     let srv = Server::start("");

@@ -72,6 +72,9 @@ struct KbdState {
     /// `None` for an invalid or refused user: we still prompt, then fail, so the
     /// answer does not reveal which users exist.
     pam: Option<KbdAuth>,
+    /// PAM refused the account and the client was shown why; the next round ends
+    /// in failure (already logged).
+    notice_shown: bool,
 }
 
 /// The least time a failed password or keyboard-interactive attempt takes.
@@ -255,6 +258,33 @@ impl ConnHandler {
             },
             KbdEvent::Done(outcome) => {
                 self.kbd = None;
+                let notice = match &outcome {
+                    AuthOutcome::AccountRefused(why) => {
+                        Some(format!("rsshd: {why}; ask your administrator."))
+                    }
+                    AuthOutcome::PasswordChangeRequired => Some(
+                        "rsshd: your password has expired and must be changed; \
+                         it cannot be changed here."
+                            .to_string(),
+                    ),
+                    _ => None,
+                };
+                if let Some(text) = notice {
+                    // Keyboard-interactive can carry text: tell the user why (an
+                    // info request without prompts), then fail on their reply.
+                    self.log_pam(&user, "keyboard-interactive/pam", &outcome);
+                    self.kbd = Some(KbdState {
+                        user,
+                        started,
+                        pam: None,
+                        notice_shown: true,
+                    });
+                    return Auth::Partial {
+                        name: "".into(),
+                        instructions: text.into(),
+                        prompts: Vec::new().into(),
+                    };
+                }
                 if self.log_pam(&user, "keyboard-interactive/pam", &outcome) {
                     let (auth, complete) =
                         self.method_succeeded(&user, "keyboard-interactive", None);
@@ -728,6 +758,7 @@ impl Handler for ConnHandler {
                     user: user.to_string(),
                     started: std::time::Instant::now(),
                     pam,
+                    notice_shown: false,
                 });
             }
             Some(answers) => {
@@ -740,11 +771,15 @@ impl Handler for ConnHandler {
                         pam: None,
                         user,
                         started,
+                        notice_shown,
                     }) => {
-                        // The decoy round is over: fail like a wrong password.
-                        let (user, started) = (user.clone(), *started);
+                        // The decoy (or notice) round is over: fail like a wrong
+                        // password.
+                        let (user, started, logged) = (user.clone(), *started, *notice_shown);
                         self.kbd = None;
-                        self.log_fail_without_pam(&user, "keyboard-interactive/pam");
+                        if !logged {
+                            self.log_fail_without_pam(&user, "keyboard-interactive/pam");
+                        }
                         tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
                         return Ok(Auth::reject());
                     }
