@@ -186,7 +186,12 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    runtime.block_on(daemon::run(prepared))?;
+    let pid_file = prepared.config.global().pid_file.clone();
+    let result = runtime.block_on(daemon::run(prepared));
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -98,11 +98,14 @@ impl ConnHandler {
 
     /// Methods completed so far for `user` (a new user name starts over).
     fn done_for(&mut self, user: &str) -> &mut Vec<String> {
-        if self.progress.as_ref().is_none_or(|(u, _)| u != user) {
-            self.progress = Some((user.to_string(), Vec::new()));
+        if self.progress.as_ref().is_some_and(|(u, _)| u != user) {
+            self.progress = None;
             self.key_options = None;
         }
-        &mut self.progress.as_mut().expect("just set").1
+        &mut self
+            .progress
+            .get_or_insert_with(|| (user.to_string(), Vec::new()))
+            .1
     }
 
     /// Whether `method` may be tried now under AuthenticationMethods.
