@@ -2,11 +2,9 @@
 //! `SSH_AUTH_SOCK`; each connection to it becomes an `auth-agent@openssh.com`
 //! channel to the client's agent.
 //!
-//! The socket lives in a fresh directory of mode 0700 that is handed to the user only
-//! once the socket in it is in place, so no other local user can reach the agent or
-//! race its creation, and the whole directory goes when the connection ends.
+//! The socket and its private directory come from the privileged boundary
+//! ([`crate::host::user_socket`]); the directory goes when the connection ends.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use russh::server::Handle;
@@ -26,25 +24,21 @@ pub struct AgentSocket {
 impl AgentSocket {
     /// Create the directory and socket for `user` and start accepting on it.
     pub fn start(user: &UserInfo, handle: Handle, tunnels: Tunnels) -> std::io::Result<Self> {
-        let dir = nix::unistd::mkdtemp("/tmp/ssh-XXXXXXXXXX").map_err(std::io::Error::from)?;
-        let path = dir.join(format!("agent.{}", std::process::id()));
-        let made = (|| {
-            let listener = UnixListener::bind(&path)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-            std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))?;
-            Ok::<_, std::io::Error>(listener)
-        })();
-        let listener = match made {
+        let made = crate::host::user_socket(user, &format!("agent.{}", std::process::id()))
+            .map_err(std::io::Error::other)?;
+        let listener = match UnixListener::from_std(made.listener) {
             Ok(l) => l,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(&made.dir);
                 return Err(e);
             }
         };
         let task = tokio::spawn(accept_loop(listener, handle, tunnels, user.uid));
-        Ok(AgentSocket { dir, path, task })
+        Ok(AgentSocket {
+            dir: made.dir,
+            path: made.path,
+            task,
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -8,6 +8,7 @@ mod process;
 mod pty;
 pub mod spawn;
 mod strict_modes;
+mod user_socket;
 mod users;
 mod utmp;
 
@@ -17,6 +18,7 @@ pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionProcess, SpawnRequest, spawn,
 };
+pub use user_socket::{UserSocket, user_socket};
 pub use users::{UserInfo, current_user, lookup_user, running_as_root};
 pub use utmp::{LoginRecord, record_login, record_logout};
 
