@@ -386,3 +386,33 @@ fn expired_account_is_refused_even_with_a_key() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn max_auth_tries_is_logged_like_sshd() {
+    if !ready() {
+        return;
+    }
+    let srv = Server::start(&format!("{PAM_CONFIG}\nMaxAuthTries 1"));
+    let o = Command::new("sshpass")
+        .args(["-p", "wrong-1", "ssh"])
+        .args(srv_opts_info(&srv))
+        .args([
+            "-o",
+            "NumberOfPasswordPrompts=3",
+            "-o",
+            "PreferredAuthentications=password",
+        ])
+        .arg(format!("{USER}@127.0.0.1"))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        srv.wait_log(
+            &format!("maximum authentication attempts exceeded for {USER} from 127.0.0.1 port "),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        srv.log()
+    );
+}

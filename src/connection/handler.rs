@@ -63,6 +63,8 @@ pub struct ConnHandler {
     key_options: Option<KeyOptions>,
     /// A keyboard-interactive PAM conversation in flight.
     kbd: Option<KbdState>,
+    /// Failed password-style attempts, for sshd's MaxAuthTries log line.
+    failures: u32,
 }
 
 /// Keyboard-interactive state between round trips.
@@ -93,6 +95,7 @@ impl ConnHandler {
             progress: None,
             key_options: None,
             kbd: None,
+            failures: 0,
         }
     }
 
@@ -209,7 +212,20 @@ impl ConnHandler {
     }
 
     /// Log a PAM outcome in sshd's words; true if it was a success.
-    fn log_pam(&self, user: &str, method: &str, outcome: &AuthOutcome) -> bool {
+    /// Count a failed attempt; at MaxAuthTries, say so as sshd does (fail2ban and
+    /// logwatch match this line).
+    fn count_failure(&mut self, user: &str) {
+        self.failures += 1;
+        let max = self.candidate(user).settings.max_auth_tries;
+        if max > 0 && self.failures == max {
+            tracing::info!(
+                "maximum authentication attempts exceeded for {user} from {} ssh2 [preauth]",
+                peer(&self.ctx.peer)
+            );
+        }
+    }
+
+    fn log_pam(&mut self, user: &str, method: &str, outcome: &AuthOutcome) -> bool {
         let p = peer(&self.ctx.peer);
         match outcome {
             AuthOutcome::Accepted => return true,
@@ -226,6 +242,7 @@ impl ConnHandler {
             }
             AuthOutcome::Unavailable(e) => tracing::error!("PAM unavailable: {e}"),
         }
+        self.count_failure(user);
         false
     }
 
@@ -238,6 +255,7 @@ impl ConnHandler {
         } else {
             tracing::info!("Failed {method} for {user} from {p} ssh2");
         }
+        self.count_failure(user);
     }
 
     /// Finish a keyboard-interactive exchange.

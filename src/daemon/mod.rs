@@ -120,7 +120,8 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         keys,
         preferred,
-        max_auth_attempts: s.max_auth_tries as usize,
+        // russh counts the client's initial "none" probe as an attempt; sshd does not.
+        max_auth_attempts: s.max_auth_tries as usize + 1,
         inactivity_timeout: None,
         keepalive_interval: None,
         nodelay: true,
