@@ -182,6 +182,7 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     {
         tracing::error!("Couldn't create pid file \"{}\": {e}", pid_file.display());
     }
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -237,4 +238,21 @@ fn run_admin(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each connection holds two descriptors (its socket and the duplicate used for a
+/// hard close) plus its sessions' PTYs and pipes; the usual soft limit of 1024 would
+/// cap rsshd near 500 connections, so take what the hard limit allows.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            tracing::debug!("could not raise RLIMIT_NOFILE from {soft} to {hard}");
+        } else {
+            // Sessions get the limit they would have had under sshd.
+            rsshd::host::spawn::set_session_nofile(soft, hard);
+        }
+    }
 }

@@ -116,6 +116,15 @@ fn default_path(uid: u32) -> &'static str {
     }
 }
 
+/// The RLIMIT_NOFILE sessions start with: the daemon raises its own, and users'
+/// programs should not inherit that.
+static SESSION_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Record the file-descriptor limit (soft, hard) to give sessions.
+pub fn set_session_nofile(soft: u64, hard: u64) {
+    let _ = SESSION_NOFILE.set((soft, hard));
+}
+
 /// Everything needed to exec the user's program, decided up front so that the
 /// direct path and the PAM session helper run the very same thing.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -208,6 +217,7 @@ impl ExecPlan {
         cmd.current_dir(&self.cwd);
         let (switch, uid, gid) = (self.switch, self.uid, self.gid);
         let gids: Vec<libc::gid_t> = self.gids.clone();
+        let nofile = SESSION_NOFILE.get().copied();
         // SAFETY: only async-signal-safe system calls on data prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
@@ -215,6 +225,13 @@ impl ExecPlan {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                if let Some((soft, hard)) = nofile {
+                    let lim = libc::rlimit {
+                        rlim_cur: soft as libc::rlim_t,
+                        rlim_max: hard as libc::rlim_t,
+                    };
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                }
                 for sig in [
                     libc::SIGPIPE,
                     libc::SIGHUP,
