@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -31,8 +31,6 @@ use crate::config::{Forwarding, GatewayPorts, Settings};
 use crate::host::KeyOptions;
 use crate::lifetime::ChannelStamps;
 
-/// Bytes read from a socket per channel write; the only buffer towards the client.
-const COPY_BUF: usize = 32 * 1024;
 /// How long a `direct-tcpip` target may take to accept before the open fails.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -315,20 +313,12 @@ async fn to_socket(
 /// Socket data to the client through the window-aware writer; the socket's EOF
 /// becomes the channel's.
 async fn to_client(
-    mut sock: impl AsyncRead + Unpin,
+    sock: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     stamps: &ChannelStamps,
 ) -> Result<(), std::io::Error> {
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        let n = sock.read(&mut buf).await?;
-        if n == 0 {
-            to.shutdown().await?;
-            return Ok(());
-        }
-        stamps.output.touch();
-        to.write_all(&buf[..n]).await?;
-    }
+    super::pump::to_client(sock, &mut to, stamps).await?;
+    to.shutdown().await
 }
 
 /// The forwarding state of one connection, owned by its handler: dropping it (the

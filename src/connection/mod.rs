@@ -7,6 +7,7 @@ pub mod agent;
 pub mod forward;
 pub mod handler;
 pub mod methods;
+pub mod pump;
 pub mod session;
 pub mod stream;
 
@@ -110,9 +111,9 @@ impl ConnShared {
     /// The login is complete: its policy replaces the pre-auth one.
     pub fn authenticated(&self, login: Arc<Login>) {
         self.events
-            .send(Event::PolicyReplaced(Policy::from_settings(
+            .send(Event::PolicyReplaced(Box::new(Policy::from_settings(
                 &login.settings,
-            )));
+            ))));
         self.events.send(Event::Authenticated);
         self.facts(|f| {
             f.user = Some(login.user.name.clone());
@@ -221,7 +222,7 @@ pub async fn serve(
                 }
                 Control::Reload(config) => {
                     let policy = ctx.policy_under(&config, shared.login().as_deref());
-                    events.send(Event::PolicyReplaced(policy));
+                    events.send(Event::PolicyReplaced(Box::new(policy)));
                 }
                 Control::Query(reply) => {
                     let _ = reply.send(driver.snapshot());

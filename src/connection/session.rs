@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use russh::server::{Handle, Msg};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::host::{
@@ -322,22 +322,11 @@ async fn discard(input: &mut mpsc::UnboundedReceiver<Input>, backlog: &Backlog) 
 
 /// Copy process output to the channel writer, which waits for the client's window.
 async fn copy_out(
-    mut from: Box<dyn AsyncRead + Send + Unpin>,
+    from: Box<dyn AsyncRead + Send + Unpin>,
     mut to: impl AsyncWrite + Unpin,
     stamps: Arc<ChannelStamps>,
 ) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                stamps.output.touch();
-                if to.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
+    let _ = super::pump::to_client(from, &mut to, &stamps).await;
     let _ = to.flush().await;
 }
 

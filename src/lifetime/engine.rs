@@ -36,7 +36,8 @@ pub enum Event {
         channel: u32,
     },
     /// A reload gave this connection a new policy.
-    PolicyReplaced(Policy),
+    /// Boxed: rare, and it would otherwise size every event in the driver's queue.
+    PolicyReplaced(Box<Policy>),
 }
 
 /// Why the engine ends a connection.
@@ -221,6 +222,7 @@ impl Engine {
                 }
             }
             Event::PolicyReplaced(policy) => {
+                let policy = *policy;
                 if policy.probe_interval != self.policy.probe_interval {
                     // Silent longer than the new interval already: probe at once.
                     self.next_probe = policy
@@ -610,7 +612,7 @@ mod tests {
         let mut tight = idle(300);
         tight.idle_warning = Some(s(60));
         // Idle for 20 minutes already: warned at once, ended a full warning later.
-        let a = e.handle(Event::PolicyReplaced(tight.clone()), t0 + s(1200));
+        let a = e.handle(Event::PolicyReplaced(Box::new(tight.clone())), t0 + s(1200));
         assert_eq!(
             a,
             vec![Action::Warn(
@@ -625,13 +627,14 @@ mod tests {
 
         // Without a warning the end is immediate.
         let (mut e, t0) = running(idle(3600));
-        assert!(is_idle_end(
-            &e.handle(Event::PolicyReplaced(idle(300)), t0 + s(1200))
-        ));
+        assert!(is_idle_end(&e.handle(
+            Event::PolicyReplaced(Box::new(idle(300))),
+            t0 + s(1200)
+        )));
 
         // Loosening moves the deadline out.
         let (mut e, t0) = running(idle(10));
-        e.handle(Event::PolicyReplaced(idle(100)), t0 + s(5));
+        e.handle(Event::PolicyReplaced(Box::new(idle(100))), t0 + s(5));
         assert!(e.poll(t0 + s(10)).is_empty());
         assert_eq!(e.next_deadline(), Some(t0 + s(100)));
     }
