@@ -459,3 +459,54 @@ fn max_auth_tries_disconnects() {
         stderr(&o)
     );
 }
+
+#[test]
+fn max_sessions_limits_channels_per_connection() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let srv = Server::start("MaxSessions 1");
+    let ctl = srv.dir.join("cm");
+    let ctl_arg = ctl.display().to_string();
+    // A multiplexing master holding the connection, one session through it...
+    let mut master = srv.ssh(&current_user());
+    master
+        .args(["-M", "-S", &ctl_arg, "-N"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut master = master.spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ctl.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ctl.exists(), "no control socket: {}", srv.log());
+    let mut first = srv.ssh(&current_user());
+    first
+        .args(["-S", &ctl_arg, "sleep 5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = first.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // ...so a second session on the same connection is refused (the client then
+    // falls back to a connection of its own, as it does with sshd).
+    let o = srv
+        .ssh_talkative(&current_user(), &["-S", &ctl_arg, "-o", "BatchMode=yes"])
+        .arg("echo second")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("Session open refused by peer"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        srv.wait_log("MaxSessions 1 reached", Duration::from_secs(3)),
+        "{}",
+        srv.log()
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = master.kill();
+    let _ = master.wait();
+}

@@ -831,6 +831,14 @@ impl Handler for ConnHandler {
             .map(|l| l.settings.max_sessions as usize)
             .unwrap_or(0);
         if self.channels.len() >= max {
+            tracing::info!(
+                "Refused session channel for user {} from {}: MaxSessions {max} reached",
+                self.login
+                    .as_ref()
+                    .map(|l| l.user.name.as_str())
+                    .unwrap_or("unknown"),
+                peer(&self.ctx.peer)
+            );
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
