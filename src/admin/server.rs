@@ -124,17 +124,24 @@ async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> st
 
 use tokio::io::AsyncReadExt as _;
 
+/// Ask every connection at once, then wait for the answers together, so one busy
+/// connection delays the listing by at most the deadline, not once per session.
 async fn list(registry: &Registry) -> Vec<SessionInfo> {
-    let mut rows = Vec::new();
-    for entry in registry.entries() {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if entry.control.send(Control::Query(tx)).is_err() {
-            continue;
+    let pending: Vec<_> = registry
+        .entries()
+        .into_iter()
+        .filter_map(|entry| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            entry.control.send(Control::Query(tx)).ok()?;
+            Some((entry, rx))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut rows = Vec::with_capacity(pending.len());
+    for (entry, rx) in pending {
+        if let Ok(Ok(snap)) = tokio::time::timeout_at(deadline, rx).await {
+            rows.push(row(&entry, &snap));
         }
-        let Ok(Ok(snap)) = tokio::time::timeout(Duration::from_secs(2), rx).await else {
-            continue;
-        };
-        rows.push(row(&entry, &snap));
     }
     rows.sort_by_key(|r| (r.login, r.id));
     rows
