@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
-use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -253,27 +253,8 @@ where
     let (mut read, write) = channel.split();
     let (sock_read, sock_write) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
-    let stamps = Arc::clone(&reg.stamps);
-    let backlog = Arc::clone(&reg.backlog);
     // Never blocks on the socket: see the module docs.
-    let drain = async {
-        while let Some(msg) = read.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => {
-                    stamps.input.touch();
-                    let len = data.len();
-                    if tx.send(Input::Data(data)).is_ok() {
-                        backlog.add(len);
-                    }
-                }
-                ChannelMsg::Eof => {
-                    let _ = tx.send(Input::Eof);
-                }
-                ChannelMsg::Close => break,
-                _ => {}
-            }
-        }
-    };
+    let drain = super::pump::from_client(&mut read, &tx, &reg.stamps, &reg.backlog);
     let copy = async {
         tokio::try_join!(
             to_socket(rx, sock_write, &reg.backlog),

@@ -1,9 +1,39 @@
-//! Copying a stream's output to the client, shared by session channels and
-//! tunnels.
+//! Moving bytes between a channel and a process or socket, shared by session
+//! channels and tunnels.
 
+use russh::{ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
+use super::session::{BacklogCounter, Input};
 use crate::lifetime::ChannelStamps;
+
+/// Drain a channel's messages until it closes: data and EOF go to the queue, whose
+/// size `backlog` counts. It never waits on the consumer, so russh's loop (which
+/// also carries the other direction) is never held by a slow process or socket.
+pub(crate) async fn from_client(
+    read: &mut ChannelReadHalf,
+    tx: &mpsc::UnboundedSender<Input>,
+    stamps: &ChannelStamps,
+    backlog: &BacklogCounter,
+) {
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                stamps.input.touch();
+                let len = data.len();
+                if tx.send(Input::Data(data)).is_ok() {
+                    backlog.add(len);
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = tx.send(Input::Eof);
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+}
 
 /// The buffer an idle stream holds while it waits for its first bytes.
 const START: usize = 4 * 1024;

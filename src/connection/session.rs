@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use russh::server::{Handle, Msg};
-use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+use russh::{ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -257,22 +257,7 @@ async fn read_client(
     stamps: Arc<ChannelStamps>,
     backlog: Backlog,
 ) {
-    while let Some(msg) = read.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                stamps.input.touch();
-                let len = data.len();
-                if tx.send(Input::Data(data)).is_ok() {
-                    backlog.add(len);
-                }
-            }
-            ChannelMsg::Eof => {
-                let _ = tx.send(Input::Eof);
-            }
-            ChannelMsg::Close => break,
-            _ => {}
-        }
-    }
+    super::pump::from_client(&mut read, &tx, &stamps, &backlog).await;
     // The client closed the channel: its process goes with it.
     let killer = killer.lock().ok().and_then(|k| k.clone());
     if let Some(killer) = killer {
