@@ -510,3 +510,33 @@ fn max_sessions_limits_channels_per_connection() {
     let _ = master.kill();
     let _ = master.wait();
 }
+
+#[test]
+fn last_login_is_shown_like_sshd() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    if !is_root() || !std::path::Path::new("/var/log/lastlog").exists() {
+        eprintln!("skipping: needs root and /var/log/lastlog");
+        return;
+    }
+    let srv = Server::start("PrintLastLog yes");
+    // The first login records itself; the second shows it.
+    for round in 0..2 {
+        let mut cmd = srv.ssh(&current_user());
+        cmd.arg("-tt");
+        let mut c = PtyClient::spawn(&mut cmd, 24, 80);
+        c.send("echo ROUND$((10+1))\n");
+        assert!(
+            c.wait_for("ROUND11", Duration::from_secs(15)),
+            "{}",
+            c.text()
+        );
+        if round == 1 {
+            assert!(c.text().contains("Last login: "), "{}", c.text());
+            assert!(c.text().contains("from 127.0.0.1"), "{}", c.text());
+        }
+        c.send("exit\n");
+        let _ = c.wait_exit(Duration::from_secs(5));
+    }
+}

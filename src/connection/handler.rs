@@ -567,14 +567,38 @@ impl ConnHandler {
                 f.leader = Some(pid);
             }
         });
-        let motd = if is_shell && s.print_motd {
-            std::fs::read("/etc/motd")
-                .ok()
-                .filter(|m| !m.is_empty())
-                .map(|m| Bytes::from(crlf_if(chan.pty.is_some(), m)))
-        } else {
-            None
-        };
+        // As sshd: for an interactive login, the previous login (PrintLastLog, read
+        // before this one is recorded), then /etc/motd (PrintMotd).
+        let mut preamble = Vec::new();
+        if let Some(tty) = process.tty_name() {
+            let uid = login.user.uid;
+            if is_shell
+                && s.print_last_log
+                && let Some(last) = host::last_login(uid)
+            {
+                preamble.extend_from_slice(last.message().as_bytes());
+                preamble.push(b'\n');
+            }
+            let line = tty
+                .to_string_lossy()
+                .trim_start_matches("/dev/")
+                .to_string();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            if let Err(e) = host::record_lastlog(uid, &line, &self.ctx.remote_host(), now) {
+                tracing::debug!("lastlog: {e}");
+            }
+        }
+        if is_shell
+            && s.print_motd
+            && let Ok(m) = std::fs::read("/etc/motd")
+        {
+            preamble.extend_from_slice(&m);
+        }
+        let motd =
+            (!preamble.is_empty()).then(|| Bytes::from(crlf_if(chan.pty.is_some(), preamble)));
         let login_record = process.tty_name().map(|tty| LoginRecord {
             tty: tty.to_path_buf(),
             user: login.user.name.clone(),

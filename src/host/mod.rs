@@ -3,6 +3,7 @@
 //! separate privileged process while the network side drops root.
 
 mod authorized_keys;
+mod lastlog;
 pub mod pam;
 mod process;
 mod pty;
@@ -13,6 +14,7 @@ mod users;
 mod utmp;
 
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyOptions, expand_path, find_authorized_key};
+pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use process::{ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
