@@ -1,0 +1,366 @@
+//! Authentication decisions: who may log in, with which key or PAM conversation,
+//! and how far AuthenticationMethods has got.
+
+use super::*;
+
+/// What is known about a user name the client asked for.
+pub(super) struct Candidate {
+    pub(super) info: Option<UserInfo>,
+    pub(super) settings: Arc<Settings>,
+    pub(super) refused: Option<Refusal>,
+}
+
+/// Keyboard-interactive state between round trips.
+pub(super) struct KbdState {
+    pub(super) user: String,
+    pub(super) started: std::time::Instant,
+    /// `None` for an invalid or refused user: we still prompt, then fail, so the
+    /// answer does not reveal which users exist.
+    pub(super) pam: Option<KbdAuth>,
+    /// PAM refused the account and the client was shown why; the next round ends
+    /// in failure (already logged).
+    pub(super) notice_shown: bool,
+}
+
+/// The least time a failed password or keyboard-interactive attempt takes.
+pub(super) const FAIL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ConnHandler {
+    /// Methods completed so far for `user` (a new user name starts over).
+    pub(super) fn done_for(&mut self, user: &str) -> &mut Vec<String> {
+        if self.progress.as_ref().is_some_and(|(u, _)| u != user) {
+            self.progress = None;
+            self.key_options = None;
+        }
+        &mut self
+            .progress
+            .get_or_insert_with(|| (user.to_string(), Vec::new()))
+            .1
+    }
+
+    /// Whether `method` may be tried now under AuthenticationMethods.
+    pub(super) fn method_ok(&mut self, user: &str, method: &str) -> bool {
+        let chains = methods::chains(&self.candidate(user).settings.authentication_methods);
+        let done = self.done_for(user).clone();
+        methods::next_allowed(&chains, &done).is_none_or(|next| next.iter().any(|m| m == method))
+    }
+
+    /// Record a successful method. Completes the login (and returns `Accept`)
+    /// when AuthenticationMethods is satisfied; otherwise partial success with the
+    /// methods that may come next.
+    pub(super) fn method_succeeded(
+        &mut self,
+        user: &str,
+        method: &str,
+        options: Option<KeyOptions>,
+    ) -> (Auth, bool) {
+        if options.is_some() {
+            self.key_options = options;
+        }
+        self.done_for(user).push(method.to_string());
+        let done = self.done_for(user).clone();
+        let Some(c) = self.candidates.get(user) else {
+            return (Auth::reject(), false);
+        };
+        let Some(info) = c.info.clone() else {
+            return (Auth::reject(), false);
+        };
+        let chains = methods::chains(&c.settings.authentication_methods);
+        if !methods::satisfied(&chains, &done) {
+            let next = methods::next_allowed(&chains, &done).unwrap_or_default();
+            let kinds: Vec<MethodKind> = next
+                .iter()
+                .filter_map(|m| match m.as_str() {
+                    "publickey" => Some(MethodKind::PublicKey),
+                    "password" => Some(MethodKind::Password),
+                    "keyboard-interactive" => Some(MethodKind::KeyboardInteractive),
+                    _ => None,
+                })
+                .collect();
+            let auth = Auth::Reject {
+                proceed_with_methods: Some(MethodSet::from(&kinds[..])),
+                partial_success: true,
+            };
+            return (auth, false);
+        }
+        let login = Arc::new(Login {
+            user: info,
+            settings: Arc::clone(&c.settings),
+            key_options: self.key_options.take().unwrap_or_default(),
+        });
+        // Not in auth_succeeded: russh 0.65 skips that callback unless compression
+        // is deferred.
+        self.shared.authenticated(Arc::clone(&login));
+        self.login = Some(login);
+        (Auth::Accept, true)
+    }
+
+    /// The PAM parameters for `user`, if password-style methods may be used.
+    pub(super) fn pam_params(&mut self, user: &str, method: &str) -> Option<AuthParams> {
+        let rhost = self.ctx.remote_host();
+        let c = self.candidate(user);
+        let (Some(info), None) = (&c.info, &c.refused) else {
+            return None;
+        };
+        let s = &c.settings;
+        let enabled = match method {
+            "password" => s.password_authentication,
+            _ => s.kbd_interactive_authentication,
+        };
+        if !enabled || !s.use_pam {
+            return None;
+        }
+        if info.uid == 0 && s.permit_root_login != PermitRootLogin::Yes {
+            tracing::info!("ROOT LOGIN REFUSED FROM {}", peer(&self.ctx.peer));
+            return None;
+        }
+        let params = AuthParams {
+            service: s.pam_service_name.clone(),
+            user: user.to_string(),
+            rhost,
+            allow_empty: s.permit_empty_passwords,
+        };
+        if !self.method_ok(user, method) {
+            return None;
+        }
+        Some(params)
+    }
+
+    /// With `UsePAM yes`, the parameters for an account check of `user`.
+    pub(super) fn account_params(&mut self, user: &str) -> Option<AuthParams> {
+        let rhost = self.ctx.remote_host();
+        let c = self.candidate(user);
+        c.settings.use_pam.then(|| AuthParams {
+            service: c.settings.pam_service_name.clone(),
+            user: user.to_string(),
+            rhost,
+            allow_empty: false,
+        })
+    }
+
+    /// Log a PAM outcome in sshd's words; true if it was a success.
+    /// Count a failed attempt; at MaxAuthTries, say so as sshd does (fail2ban and
+    /// logwatch match this line).
+    pub(super) fn count_failure(&mut self, user: &str) {
+        self.failures += 1;
+        let max = self.candidate(user).settings.max_auth_tries;
+        if max > 0 && self.failures == max {
+            tracing::info!(
+                "maximum authentication attempts exceeded for {user} from {} ssh2 [preauth]",
+                peer(&self.ctx.peer)
+            );
+        }
+    }
+
+    pub(super) fn log_pam(&mut self, user: &str, method: &str, outcome: &AuthOutcome) -> bool {
+        let p = peer(&self.ctx.peer);
+        match outcome {
+            AuthOutcome::Accepted => return true,
+            AuthOutcome::Failed(_) => tracing::info!("Failed {method} for {user} from {p} ssh2"),
+            AuthOutcome::AccountRefused(why) => {
+                tracing::info!("PAM: {why} for {user} from {p}");
+                tracing::info!("Failed {method} for {user} from {p} ssh2");
+            }
+            AuthOutcome::PasswordChangeRequired => {
+                tracing::info!(
+                    "PAM: password change required for {user} from {p}; refusing: change it another way first"
+                );
+                tracing::info!("Failed {method} for {user} from {p} ssh2");
+            }
+            AuthOutcome::Unavailable(e) => tracing::error!("PAM unavailable: {e}"),
+        }
+        self.count_failure(user);
+        false
+    }
+
+    /// Log a failure for a user PAM was never asked about.
+    pub(super) fn log_fail_without_pam(&mut self, user: &str, method: &str) {
+        let p = peer(&self.ctx.peer);
+        let invalid = self.candidate(user).info.is_none();
+        if invalid {
+            tracing::info!("Failed {method} for invalid user {user} from {p} ssh2");
+        } else {
+            tracing::info!("Failed {method} for {user} from {p} ssh2");
+        }
+        self.count_failure(user);
+    }
+
+    /// Finish a keyboard-interactive exchange.
+    pub(super) async fn kbd_step(&mut self, event: KbdEvent) -> Auth {
+        let Some(state) = self.kbd.as_ref() else {
+            return Auth::reject();
+        };
+        let (user, started) = (state.user.clone(), state.started);
+        match event {
+            KbdEvent::Prompts {
+                instructions,
+                prompts,
+            } => Auth::Partial {
+                name: "".into(),
+                instructions: instructions.into(),
+                prompts: prompts
+                    .into_iter()
+                    .map(|(t, echo)| (t.into(), echo))
+                    .collect::<Vec<_>>()
+                    .into(),
+            },
+            KbdEvent::Done(outcome) => {
+                self.kbd = None;
+                let notice = match &outcome {
+                    AuthOutcome::AccountRefused(why) => {
+                        Some(format!("rsshd: {why}; ask your administrator."))
+                    }
+                    AuthOutcome::PasswordChangeRequired => Some(
+                        "rsshd: your password has expired and must be changed; \
+                         it cannot be changed here."
+                            .to_string(),
+                    ),
+                    _ => None,
+                };
+                if let Some(text) = notice {
+                    // Keyboard-interactive can carry text: tell the user why (an
+                    // info request without prompts), then fail on their reply.
+                    self.log_pam(&user, "keyboard-interactive/pam", &outcome);
+                    self.kbd = Some(KbdState {
+                        user,
+                        started,
+                        pam: None,
+                        notice_shown: true,
+                    });
+                    return Auth::Partial {
+                        name: "".into(),
+                        instructions: text.into(),
+                        prompts: Vec::new().into(),
+                    };
+                }
+                if self.log_pam(&user, "keyboard-interactive/pam", &outcome) {
+                    let (auth, complete) =
+                        self.method_succeeded(&user, "keyboard-interactive", None);
+                    let word = if complete { "Accepted" } else { "Partial" };
+                    tracing::info!(
+                        "{word} keyboard-interactive/pam for {user} from {} ssh2",
+                        peer(&self.ctx.peer)
+                    );
+                    auth
+                } else {
+                    tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
+                    Auth::reject()
+                }
+            }
+        }
+    }
+
+    /// Look the user up once per name, resolve `Match` for them, and log refusals in
+    /// sshd's words the first time.
+    pub(super) fn candidate(&mut self, user: &str) -> &Candidate {
+        if !self.candidates.contains_key(user) {
+            let ctx = &self.ctx;
+            let info = match host::lookup_user(user) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::error!("user lookup for {user} failed: {e}");
+                    None
+                }
+            };
+            let spec = ctx.spec(Some(user), info.as_ref().map(|i| i.group_names.clone()));
+            let settings = Arc::new(ctx.config.resolve(&spec));
+            let refused = match &info {
+                None => {
+                    tracing::info!("Invalid user {user} from {}", peer(&ctx.peer));
+                    None
+                }
+                Some(i) => {
+                    let r = access::check_user(
+                        i,
+                        &ctx.remote_host(),
+                        ctx.peer.ip(),
+                        &settings,
+                        ctx.daemon_uid,
+                    )
+                    .err();
+                    if let Some(r) = &r {
+                        tracing::info!(
+                            "User {user} from {} not allowed because {}",
+                            crate::log::display_ip(&ctx.peer),
+                            r.reason()
+                        );
+                    }
+                    r
+                }
+            };
+            self.candidates.insert(
+                user.to_string(),
+                Candidate {
+                    info,
+                    settings,
+                    refused,
+                },
+            );
+        }
+        &self.candidates[user]
+    }
+
+    /// Whether `key` may log `user` in: allowed user, publickey enabled, key listed
+    /// (with its `from=`), PermitRootLogin. Returns the key's options.
+    pub(super) fn check_key(
+        &mut self,
+        user: &str,
+        key: &PublicKey,
+        algorithm: &Algorithm,
+    ) -> Option<KeyOptions> {
+        if matches!(algorithm, Algorithm::Rsa { hash: None }) {
+            // ssh-rsa signatures are SHA-1; refuse them like OpenSSH >= 8.8.
+            return None;
+        }
+        let remote_host = self.ctx.remote_host();
+        let remote_ip = self.ctx.peer.ip();
+        let peer_text = peer(&self.ctx.peer);
+        let c = self.candidate(user);
+        let (Some(info), None) = (&c.info, &c.refused) else {
+            return None;
+        };
+        if !c.settings.pubkey_authentication {
+            return None;
+        }
+        let lookup = host::find_authorized_key(
+            info,
+            &c.settings.authorized_keys_file,
+            c.settings.strict_modes,
+            key,
+            &remote_host,
+            remote_ip,
+        );
+        let options = match lookup {
+            KeyLookup::Found(found) => found.options,
+            KeyLookup::NotFound => return None,
+            KeyLookup::FromRejected { file, line } => {
+                tracing::info!(
+                    "Authentication tried for {user} with correct key but not from a permitted host ({peer_text}, {}:{line}).",
+                    file.display()
+                );
+                return None;
+            }
+        };
+        if info.uid == 0 {
+            let forced = options.command.is_some() || c.settings.force_command.is_some();
+            if !access::root_key_login_allowed(&c.settings, forced) {
+                tracing::info!("ROOT LOGIN REFUSED FROM {peer_text}");
+                return None;
+            }
+        }
+        Some(options)
+    }
+}
+
+/// sshd's name for a key type in `Accepted publickey ... ssh2: ED25519 SHA256:...`.
+pub(super) fn key_type_name(key: &PublicKey) -> &'static str {
+    match key.algorithm() {
+        Algorithm::Ed25519 => "ED25519",
+        Algorithm::Ecdsa { .. } => "ECDSA",
+        Algorithm::Rsa { .. } => "RSA",
+        Algorithm::Dsa => "DSA",
+        Algorithm::SkEd25519 => "ED25519-SK",
+        Algorithm::SkEcdsaSha2NistP256 => "ECDSA-SK",
+        _ => "UNKNOWN",
+    }
+}

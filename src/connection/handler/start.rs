@@ -1,0 +1,232 @@
+//! Starting the process of a session channel: forced commands, subsystems, the
+//! environment, PAM, and the preamble an interactive login shows.
+
+use super::*;
+
+impl ConnHandler {
+    /// Environment every process of this connection gets from the connection itself.
+    pub(super) fn connection_env(&self) -> Vec<(String, String)> {
+        let c = &self.ctx;
+        let rip = crate::log::display_ip(&c.peer);
+        let lip = crate::log::display_ip(&c.local);
+        vec![
+            (
+                "SSH_CLIENT".into(),
+                format!("{rip} {} {}", c.peer.port(), c.local.port()),
+            ),
+            (
+                "SSH_CONNECTION".into(),
+                format!("{rip} {} {lip} {}", c.peer.port(), c.local.port()),
+            ),
+        ]
+    }
+
+    /// Start the process of a session channel: shell (`command` None), exec or
+    /// subsystem, with forced commands applied. Replies success/failure on `session`
+    /// synchronously, because russh matches replies to requests by order.
+    pub(super) fn start(
+        &mut self,
+        channel: ChannelId,
+        requested: Option<String>,
+        is_subsystem: bool,
+        session: &mut Session,
+    ) -> Result<(), ConnError> {
+        let ok = self.try_start(channel, requested, is_subsystem, session.handle());
+        if ok {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn try_start(
+        &mut self,
+        channel: ChannelId,
+        requested: Option<String>,
+        is_subsystem: bool,
+        handle: russh::server::Handle,
+    ) -> bool {
+        let Some(login) = self.login.clone() else {
+            return false;
+        };
+        let mut env = Vec::new();
+        let Some(chan) = self.channels.get(&channel) else {
+            return false;
+        };
+        if chan.started() {
+            return false;
+        }
+        let s = &login.settings;
+        let forced = s
+            .force_command
+            .clone()
+            .or_else(|| login.key_options.command.clone());
+        let command = if is_subsystem {
+            let name = requested.clone().unwrap_or_default();
+            let Some((_, cmd)) = s.subsystem.iter().find(|(n, _)| *n == name) else {
+                tracing::info!(
+                    "subsystem request for {name} by user {} failed, subsystem not found",
+                    login.user.name
+                );
+                return false;
+            };
+            tracing::info!("subsystem request for {name} by user {}", login.user.name);
+            match &forced {
+                Some(f) => Some(f.clone()),
+                None => Some(subsystem_command(cmd)),
+            }
+        } else {
+            forced.clone().or_else(|| requested.clone())
+        };
+        if forced.is_some()
+            && let Some(orig) = &requested
+        {
+            env.push(("SSH_ORIGINAL_COMMAND".to_string(), orig.clone()));
+        }
+        // Client-sent variables first, then the key's environment=, then SetEnv, then
+        // the connection's own: later entries win.
+        env.extend(chan.env.iter().cloned());
+        if !s.permit_user_environment.is_empty() {
+            for (k, v) in &login.key_options.environment {
+                let allowed = s
+                    .permit_user_environment
+                    .iter()
+                    .any(|p| crate::pattern::match_pattern(k, p));
+                if allowed {
+                    env.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        env.extend(s.set_env.iter().cloned());
+        env.extend(self.connection_env());
+        if let Some(sock) = self.forwards.agent_socket() {
+            env.push(("SSH_AUTH_SOCK".into(), sock));
+        }
+        let is_shell = command.is_none();
+        let kind = if is_subsystem {
+            format!("session:subsystem:{}", requested.as_deref().unwrap_or(""))
+        } else if is_shell {
+            "session:shell".to_string()
+        } else {
+            "session:command".to_string()
+        };
+        self.shared.events.send(Event::ChannelOpened {
+            channel: u32::from(channel),
+            kind,
+        });
+        let req = SpawnRequest {
+            user: login.user.clone(),
+            command,
+            pty: chan.pty.clone(),
+            env,
+            pam: s.use_pam.then(|| PamSession {
+                service: s.pam_service_name.clone(),
+                rhost: self.ctx.remote_host(),
+            }),
+        };
+        let process = match host::spawn(req) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("session for {} could not start: {e}", login.user.name);
+                return false;
+            }
+        };
+        if let Ok(mut list) = self.shared.processes.lock() {
+            list.push(process.killer());
+        }
+        let tty = process
+            .tty_name()
+            .map(|t| t.to_string_lossy().trim_start_matches("/dev/").to_string());
+        let pid = process.pid() as i32;
+        self.shared.facts(|f| {
+            if f.tty.is_none() && tty.is_some() {
+                f.tty = tty.clone();
+                f.leader = Some(pid);
+            } else if f.leader.is_none() {
+                f.leader = Some(pid);
+            }
+        });
+        // As sshd: for an interactive login, the previous login (PrintLastLog, read
+        // before this one is recorded), then /etc/motd (PrintMotd).
+        let mut preamble = Vec::new();
+        if let Some(tty) = process.tty_name() {
+            let uid = login.user.uid;
+            if is_shell
+                && s.print_last_log
+                && let Some(last) = host::last_login(uid)
+            {
+                preamble.extend_from_slice(last.message().as_bytes());
+                preamble.push(b'\n');
+            }
+            let line = tty
+                .to_string_lossy()
+                .trim_start_matches("/dev/")
+                .to_string();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            if let Err(e) = host::record_lastlog(uid, &line, &self.ctx.remote_host(), now) {
+                tracing::debug!("lastlog: {e}");
+            }
+        }
+        if is_shell
+            && s.print_motd
+            && let Ok(m) = std::fs::read("/etc/motd")
+        {
+            preamble.extend_from_slice(&m);
+        }
+        let motd =
+            (!preamble.is_empty()).then(|| Bytes::from(crlf_if(chan.pty.is_some(), preamble)));
+        let login_record = process.tty_name().map(|tty| LoginRecord {
+            tty: tty.to_path_buf(),
+            user: login.user.name.clone(),
+            host: self.ctx.remote_host(),
+            addr: self.ctx.peer.ip(),
+            pid,
+        });
+        if let Some(chan) = self.channels.get_mut(&channel) {
+            chan.start(process, handle, motd, login_record);
+        }
+        true
+    }
+}
+
+/// `internal-sftp` is OpenSSH's in-process server; we run the sftp-server binary it
+/// ships instead, so configs written for sshd keep working.
+fn subsystem_command(cmd: &str) -> String {
+    let mut words = cmd.split_whitespace();
+    if words.next() == Some("internal-sftp") {
+        let args: Vec<&str> = words.collect();
+        for path in [
+            "/usr/lib/openssh/sftp-server",
+            "/usr/libexec/openssh/sftp-server",
+            "/usr/libexec/sftp-server",
+            "/usr/lib/ssh/sftp-server",
+        ] {
+            if std::path::Path::new(path).exists() {
+                return std::iter::once(path)
+                    .chain(args)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+        }
+    }
+    cmd.to_string()
+}
+
+/// Text written straight to a client terminal needs CR LF line ends.
+fn crlf_if(pty: bool, text: Vec<u8>) -> Vec<u8> {
+    if !pty {
+        return text;
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    for b in text {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
