@@ -44,21 +44,10 @@ const PAM_CONFIG: &str = "UsePAM yes\nPasswordAuthentication yes\nKbdInteractive
 
 fn pw_ssh(srv: &Server, user: &str, password: &str, method: &str, command: &str) -> Output {
     Command::new("sshpass")
-        .args(["-p", password, "ssh", "-F", "/dev/null"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-        ])
+        .args(["-p", password, "ssh"])
+        .args(srv_opts_info(srv))
         .args(["-o", &format!("PreferredAuthentications={method}")])
-        .args(["-o", "LogLevel=ERROR", "-p", &srv.port.to_string()])
+        .args(["-o", "LogLevel=ERROR"])
         .arg(format!("{user}@127.0.0.1"))
         .arg(command)
         .output()
