@@ -13,7 +13,6 @@ pub mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,17 +162,10 @@ pub async fn serve(
         Arc::clone(&registration.entry),
     ));
     let started = Instant::now();
-    // A second descriptor of the socket lets us shut it down even while russh is
-    // blocked writing to a client that stopped reading.
-    let hard_close: Option<OwnedFd> = nix::unistd::dup(&stream).ok();
     let _ = stream.set_nodelay(true);
-    let stream = StampedStream::new(stream, Arc::clone(&events.received));
+    let (stream, cutter) = StampedStream::new(stream, Arc::clone(&events.received));
     let handler = ConnHandler::new(Arc::clone(&ctx), Arc::clone(&shared));
-    let cut = || {
-        if let Some(fd) = &hard_close {
-            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        }
-    };
+    let cut = || cutter.cut();
 
     // The version exchange happens inside run_stream; a silent client must not
     // hold us past the login grace time there either.
