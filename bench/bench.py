@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RSSHD = ROOT / "target/release/rsshd"
+LOADGEN = ROOT / "target/release/rsshd-loadgen"
 USER = "rsshd-bench"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -54,25 +55,22 @@ def pss_kb(pids):
     return total
 
 
-def children(pid):
-    out = []
+def tree(pid):
+    """pid and all its descendants, from one pass over /proc (20,000 processes are
+    expected when OpenSSH holds 10,000 connections)."""
+    kids = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except OSError:
+            except (OSError, ValueError, IndexError):
                 continue
-            if ppid == pid:
-                out.append(int(d))
-    return out
-
-
-def tree(pid):
+            kids.setdefault(ppid, []).append(int(d))
     todo, seen = [pid], []
     while todo:
         p = todo.pop()
         seen.append(p)
-        todo.extend(children(p))
+        todo.extend(kids.get(p, ()))
     return seen
 
 
@@ -147,7 +145,10 @@ def setup(work):
     return key
 
 
-def start_servers(work):
+def start_servers(work, idle=None):
+    """Start the three servers; with `idle` (seconds), each with its own way of
+    ending an idle connection that has no channel: rsshd IdleTimeout, OpenSSH
+    UnusedConnectionTimeout, Dropbear -I."""
     hk = work / "host_ed25519"
     if not hk.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hk))
@@ -155,7 +156,8 @@ def start_servers(work):
     p = free_port()
     (work / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1\nPort {p}\nHostKey {hk}\nUsePAM no\nPidFile {work}/sshd.pid\n"
-        "MaxStartups 2000\nMaxSessions 2000\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+        "MaxStartups 2000\nMaxSessions 2000\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        + (f"UnusedConnectionTimeout {idle}s\n" if idle else ""))
     Path("/run/sshd").mkdir(exist_ok=True)
     servers["OpenSSH"] = Server("OpenSSH", ["/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")], p,
                                 names=("sshd",))
@@ -164,12 +166,14 @@ def start_servers(work):
     if not dbk.exists():
         sh("dropbearkey", "-t", "ed25519", "-f", str(dbk))
     servers["Dropbear"] = Server("Dropbear", ["/usr/sbin/dropbear", "-F", "-E", "-s", "-p", f"127.0.0.1:{p}",
-                                              "-r", str(dbk), "-P", str(work / "dropbear.pid")], p,
+                                              "-r", str(dbk), "-P", str(work / "dropbear.pid")]
+                                 + (["-I", str(idle)] if idle else []), p,
                                  names=("dropbear",))
     p = free_port()
     (work / "rsshd_config").write_text(
         f"ListenAddress 127.0.0.1\nPort {p}\nHostKey {hk}\nUsePAM no\nMaxStartups 2000\nMaxSessions 2000\n"
-        f"ControlSocket {work}/rsshd.sock\nIdleTimeout none\nPrintMotd no\nPrintLastLog no\n")
+        f"ControlSocket {work}/rsshd.sock\nIdleTimeout {f'{idle}s' if idle else 'none'}\n"
+        "PrintMotd no\nPrintLastLog no\n")
     servers["rsshd"] = Server("rsshd", [str(RSSHD), "-D", "-e", "-f", str(work / "rsshd_config")], p,
                               names=("rsshd",))
     return servers
@@ -231,11 +235,12 @@ def idle_memory(srv, key, k):
     base = pss_kb(srv.server_pids())
     clients = []
     ready = 0
-    # In batches of 4: Dropbear drops a fifth concurrent unauthenticated
+    # Dropbear in batches of 4: it drops a fifth concurrent unauthenticated
     # connection from one address (its MAX_UNAUTH_PER_IP is 5).
-    for start in range(0, k, 4):
+    step = 4 if srv.name == "Dropbear" else 16
+    for start in range(0, k, step):
         batch = []
-        for _ in range(min(4, k - start)):
+        for _ in range(min(step, k - start)):
             batch.append(subprocess.Popen(ssh_cmd(key, srv.port, ["-tt"]) + ["echo READY; exec sleep 3600"],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.DEVNULL))
@@ -252,6 +257,50 @@ def idle_memory(srv, key, k):
     return {"sessions": ready, "pss_kb_per_session": (total - base) / max(ready, 1), "pss_kb_total": total}
 
 
+def loadgen(srv, key, n, idle=None, ramp_limit=300):
+    """N authenticated idle connections with no channel, from rsshd-loadgen in its
+    own process. Without `idle`: hold them and measure the server's memory and CPU.
+    With `idle`: wait for the server to end each one and time it against its
+    deadline (authentication + idle seconds)."""
+    cmd = [str(LOADGEN), "--port", str(srv.port), "--user", USER, "--key", str(key), "--count", str(n),
+           "--concurrency", "4" if srv.name == "Dropbear" else "8", "--ramp-limit", str(ramp_limit)]
+    if idle:
+        cmd += ["--expect-idle", str(idle)]
+    base = pss_kb(srv.server_pids())
+    c0 = cpu_seconds(srv)
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready = json.loads(p.stdout.readline())
+        t1, c1 = time.time(), cpu_seconds(srv)
+        up = max(ready["established"], 1)
+        out = {"established": ready["established"], "failed": ready["failed"], "errors": ready["errors"],
+               "conn_per_s": ready["per_s"], "ramp_cpu_ms_per_conn": 1000.0 * (c1 - c0) / up}
+        if idle is None:
+            time.sleep(2)
+            c2, t2 = cpu_seconds(srv), time.time()
+            time.sleep(10)
+            c3, t3 = cpu_seconds(srv), time.time()
+            pids = srv.server_pids()
+            total = pss_kb(pids)
+            out.update(pss_kb_total=total, pss_kb_per_conn=(total - base) / up, processes=len(pids),
+                       held_cpu_pct=100.0 * (c3 - c2) / (t3 - t2))
+            p.stdin.close()
+            done = json.loads(p.stdout.readline())
+            out["held"] = done["held"]
+        else:
+            done = json.loads(p.stdout.readline())
+            t2, c2 = time.time(), cpu_seconds(srv)
+            out.update(done)
+            out["wait_cpu_pct"] = 100.0 * (c2 - c1) / max(t2 - t1, 1e-3)
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    time.sleep(3)
+    return out
+
+
 def med(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -259,135 +308,251 @@ def med(values):
     return (statistics.median(values), min(values), max(values))
 
 
-def fmt(t, digits=1):
-    if t is None:
-        return "n/a"
-    m, lo, hi = t
-    return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+PHASES = ("cost", "bulk", "memory", "scale")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny counts, for a smoke run")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", choices=PHASES, action="append",
+                    help="run only these phases, keeping the others' figures from bench/results.json")
+    ap.add_argument("--conns", type=int, help="idle connections from the load generator (default 10000)")
     ap.add_argument("--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json")
     args = ap.parse_args()
+    saved_path = ROOT / "bench/results.json"
     if args.report_only:
-        saved = json.loads((ROOT / "bench/results.json").read_text())
-        ks = sorted(int(k.split("_")[1]) for k in saved["rsshd"] if k.startswith("pss_") and "total" not in k)
-        write_report(saved, ks, args.reps, 1 << 30, 80, False)
+        results = json.loads(saved_path.read_text())
+        write_report(results)
+        plot(results)
         return
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark creates the user rsshd-bench")
-    if not RSSHD.exists():
-        raise SystemExit("build first: cargo build --release")
+    if not RSSHD.exists() or not LOADGEN.exists():
+        raise SystemExit("build first: cargo build --release --workspace")
+    phases = args.only or PHASES
+    results = json.loads(saved_path.read_text()) if args.only and saved_path.exists() else {}
+    meta = results.setdefault("_meta", {})
     reps = 1 if args.quick else args.reps
     conns = 8 if args.quick else 80
     size = (16 << 20) if args.quick else (1 << 30)
-    ks = [4] if args.quick else [50, 100, 200]
+    ks = [4] if args.quick else [50, 200, 1000]
+    many = args.conns or (200 if args.quick else 10000)
+    idle = 3 if args.quick else 30
     work = Path(tempfile.mkdtemp(prefix="rsshd-bench-"))
     key = setup(work)
-    servers = start_servers(work)
-    results = {}
-    try:
-        for name, srv in servers.items():
-            r = results.setdefault(name, {})
-            for label, par in (("seq", 1), ("par8", 8)):
-                runs = [connection_cost(srv, key, conns, par) for _ in range(reps)]
-                r[f"cpu_{label}"] = med([x["ms_per_conn"] for x in runs])
-                r[f"rate_{label}"] = med([x["conn_per_s"] for x in runs])
-            for cipher in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"):
-                for d in ("up", "down"):
-                    runs = [throughput(srv, key, cipher, d, size) for _ in range(reps)]
-                    r[f"mbs_{cipher}_{d}"] = med([x and x["mb_s"] for x in runs])
-                    r[f"cpugib_{cipher}_{d}"] = med([x and x["cpu_s_per_gib"] for x in runs])
-            print(name, json.dumps({k: v for k, v in r.items()}, default=str), flush=True)
-    finally:
-        for s in servers.values():
-            s.stop()
-    # Memory on freshly started servers, so earlier transfers' heap does not hide
-    # what sessions cost. One rep per size: K sessions are already K samples.
-    for k in ks:
+    for n in ("OpenSSH", "Dropbear", "rsshd"):
+        results.setdefault(n, {})
+    if "cost" in phases or "bulk" in phases:
         servers = start_servers(work)
         try:
             for name, srv in servers.items():
-                # One login first, so one-time start-up allocations are in the baseline.
-                subprocess.run(ssh_cmd(key, srv.port) + ["true"], capture_output=True)
-                settle(srv)
-                x = idle_memory(srv, key, k)
-                results[name][f"pss_{k}"] = med([x["pss_kb_per_session"]])
-                results[name][f"pss_total_{k}"] = med([x["pss_kb_total"]])
-                print(name, k, x, flush=True)
+                r = results[name]
+                if "cost" in phases:
+                    for label, par in (("seq", 1), ("par8", 8)):
+                        runs = [connection_cost(srv, key, conns, par) for _ in range(reps)]
+                        r[f"cpu_{label}"] = med([x["ms_per_conn"] for x in runs])
+                        r[f"rate_{label}"] = med([x["conn_per_s"] for x in runs])
+                if "bulk" in phases:
+                    for cipher in CIPHERS:
+                        for d in ("up", "down"):
+                            runs = [throughput(srv, key, cipher, d, size) for _ in range(reps)]
+                            r[f"mbs_{cipher}_{d}"] = med([x and x["mb_s"] for x in runs])
+                            r[f"cpugib_{cipher}_{d}"] = med([x and x["cpu_s_per_gib"] for x in runs])
+                print(name, json.dumps(r, default=str), flush=True)
         finally:
             for s in servers.values():
                 s.stop()
-    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=1))
-    write_report(results, ks, reps, size, conns, args.quick)
-    plot(results, ks)
+        meta.update(reps=reps, conns=conns, size=size)
+    if "memory" in phases:
+        # Memory on freshly started servers, so earlier transfers' heap does not hide
+        # what sessions cost. One rep per size: K sessions are already K samples.
+        for n in ("OpenSSH", "Dropbear", "rsshd"):
+            for k in [k for k in results[n] if k.startswith("pss_")]:
+                del results[n][k]
+        for k in ks:
+            servers = start_servers(work)
+            try:
+                for name, srv in servers.items():
+                    # One login first, so one-time start-up allocations are in the baseline.
+                    subprocess.run(ssh_cmd(key, srv.port) + ["true"], capture_output=True)
+                    settle(srv)
+                    x = idle_memory(srv, key, k)
+                    results[name][f"pss_{k}"] = med([x["pss_kb_per_session"]])
+                    results[name][f"pss_total_{k}"] = med([x["pss_kb_total"]])
+                    results[name][f"pss_sessions_{k}"] = x["sessions"]
+                    print(name, k, x, flush=True)
+            finally:
+                for s in servers.values():
+                    s.stop()
+        meta["ks"] = ks
+    if "scale" in phases:
+        # Each server fresh for each half: first held with no timeout, then ended by
+        # its own idle timer.
+        for phase_idle in (None, idle):
+            servers = start_servers(work, idle=phase_idle)
+            try:
+                for name, srv in servers.items():
+                    subprocess.run(ssh_cmd(key, srv.port) + ["true"], capture_output=True)
+                    settle(srv)
+                    x = loadgen(srv, key, many, idle=phase_idle)
+                    results[name]["held" if phase_idle is None else "idle_end"] = x
+                    print(name, "held" if phase_idle is None else "idle_end", json.dumps(x), flush=True)
+            finally:
+                for s in servers.values():
+                    s.stop()
+        meta.update(many=many, idle=idle)
+    meta.update(quick=args.quick, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cores=os.cpu_count())
+    saved_path.write_text(json.dumps(results, indent=1))
+    write_report(results)
+    plot(results)
 
 
-ROWS = [
-    ("server CPU per connection, sequential (ms)", "cpu_seq", False),
-    ("server CPU per connection, 8 parallel (ms)", "cpu_par8", False),
-    ("connections/s, sequential", "rate_seq", True),
-    ("connections/s, 8 parallel", "rate_par8", True),
-]
+CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+NAMES = ("OpenSSH", "Dropbear", "rsshd")
 
 
-def write_report(results, ks, reps, size, conns, quick):
-    rows = list(ROWS)
-    for cipher in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"):
+def one(v):
+    """A single measurement in the (median, min, max) shape of the table."""
+    return None if v is None else (v, v, v)
+
+
+def scale_value(results, name, phase, key):
+    x = results.get(name, {}).get(phase)
+    if not x:
+        return None
+    if key.startswith("offset."):
+        return one((x.get("offset") or {}).get(key.split(".", 1)[1]))
+    return one(x.get(key))
+
+
+def write_report(results):
+    meta = results.get("_meta", {})
+    reps, conns, size = meta.get("reps", 3), meta.get("conns", 80), meta.get("size", 1 << 30)
+    many, idle, ks = meta.get("many", 10000), meta.get("idle", 30), meta.get("ks", [])
+    rows = [
+        ("server CPU per connection, sequential (ms)", "cpu_seq", False, 1),
+        ("server CPU per connection, 8 parallel (ms)", "cpu_par8", False, 1),
+        ("connections/s, sequential", "rate_seq", True, 1),
+        ("connections/s, 8 parallel", "rate_par8", True, 1),
+    ]
+    for cipher in CIPHERS:
         for d in ("up", "down"):
-            rows.append((f"{cipher} {d} (MB/s)", f"mbs_{cipher}_{d}", True))
-            rows.append((f"{cipher} {d}, server CPU s/GiB", f"cpugib_{cipher}_{d}", False))
+            rows.append((f"{cipher} {d} (MB/s)", f"mbs_{cipher}_{d}", True, 1))
+            rows.append((f"{cipher} {d}, server CPU s/GiB", f"cpugib_{cipher}_{d}", False, 2))
     for k in ks:
-        rows.append((f"server PSS per idle PTY session, {k} sessions (kB)", f"pss_{k}", False))
+        rows.append((f"server PSS per idle PTY session, {k} sessions (kB)", f"pss_{k}", False, 1))
+    scale_rows = [
+        (f"idle connections held, of {many} opened", "held", "held", True, 0),
+        ("load generator: connections/s (handshake + public-key auth)", "held", "conn_per_s", True, 1),
+        ("server CPU per connection, handshake + auth, no command (ms)", "held", "ramp_cpu_ms_per_conn", False, 2),
+        ("server PSS per held idle connection (kB)", "held", "pss_kb_per_conn", False, 1),
+        ("server PSS, all held connections (MB)", "held", "pss_mb_total", False, 0),
+        ("server CPU while holding them idle (% of one core)", "held", "held_cpu_pct", False, 2),
+        (f"idle timer: connections ended, of {many}", "idle_end", "ended", True, 0),
+        ("idle timer: most connections open at once", "idle_end", "peak_concurrent", True, 0),
+        ("idle timer: ending - deadline, median (ms)", "idle_end", "offset.p50_ms", False, 1),
+        ("idle timer: ending - deadline, p99 (ms)", "idle_end", "offset.p99_ms", False, 1),
+        ("idle timer: ending - deadline, max (ms)", "idle_end", "offset.max_ms", False, 1),
+        ("idle timer: ending - deadline, min (ms)", "idle_end", "offset.min_ms", None, 1),
+        ("idle timer: ended more than 1 s late", "idle_end", "late_over_1s", False, 0),
+        ("idle timer: ended before the deadline", "idle_end", "early", False, 0),
+        ("server CPU while waiting for and ending them (% of one core)", "idle_end", "wait_cpu_pct", False, 2),
+    ]
+    for n in NAMES:
+        h = results.get(n, {}).get("held")
+        if h and "pss_kb_total" in h:
+            h["pss_mb_total"] = h["pss_kb_total"] / 1024
+
+    def ratio(vals, higher):
+        peers = [v[0] for n, v in vals.items() if n != "rsshd" and v is not None]
+        if higher is None or not peers or vals["rsshd"] is None:
+            return "n/a"
+        best = max(peers) if higher else min(peers)
+        return f"{vals['rsshd'][0] / best:.2f}" if best > 0 else "n/a"
+
+    head = ["| metric | OpenSSH | Dropbear | rsshd | ratio |", "|---|---|---|---|---|"]
     out = ["# Benchmarks", "",
-           f"Generated by `python3 bench/bench.py{' --quick' if quick else ''}` on "
-           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores. "
-           f"Median (min-max) of {reps} rep(s) (memory: one rep per size, each of K sessions); "
-           f"{conns} connections per connection-cost rep; "
-           f"{size >> 20} MiB per transfer. All three servers ran on 127.0.0.1 in the same run, "
-           "started by the script with their own config and ed25519 host key, as user rsshd-bench "
-           "(shell /bin/sh). Ratio = rsshd / the better of OpenSSH and Dropbear (for MB/s and "
-           "connections/s, higher is better; for CPU and memory, lower is better).", "",
-           "| metric | OpenSSH | Dropbear | rsshd | ratio |", "|---|---|---|---|---|"]
-    for label, key, higher in rows:
-        vals = {n: results.get(n, {}).get(key) for n in ("OpenSSH", "Dropbear", "rsshd")}
+           f"Generated by `python3 bench/bench.py{' --quick' if meta.get('quick') else ''}` on "
+           f"{meta.get('date', '?')}, {meta.get('cores', '?')} cores. All three servers ran on 127.0.0.1 in "
+           "the same run, started by the script with their own config and ed25519 host key, as user "
+           "rsshd-bench (shell /bin/sh). Ratio = rsshd / the better of OpenSSH and Dropbear (for MB/s, "
+           "connections/s and counts held, higher is better; for CPU, memory and timer error, lower is "
+           "better).", "",
+           "## Connections, throughput, memory per session", "",
+           f"Median (min-max) of {reps} rep(s); {conns} `ssh host true` per connection-cost rep; "
+           f"{size >> 20} MiB per transfer; memory: one rep per K on freshly started servers, the "
+           "users' shells not counted.", ""] + head
+    for label, key, higher, digits in rows:
+        vals = {n: results.get(n, {}).get(key) for n in NAMES}
         # A CPU figure of zero means the server's per-connection processes were not
         # reaped into its counters in time: say so rather than print a false zero.
-        vals = {n: (None if v is not None and "cpu" in key and v[0] < 0.05 else v) for n, v in vals.items()}
-        peers = [v[0] for n, v in vals.items() if n != "rsshd" and v is not None]
-        ratio = "n/a"
-        if peers and vals["rsshd"] is not None:
-            best = max(peers) if higher else min(peers)
-            ratio = f"{vals['rsshd'][0] / best:.2f}" if best else "n/a"
-        out.append(f"| {label} | {fmt(vals['OpenSSH'])} | {fmt(vals['Dropbear'])} | {fmt(vals['rsshd'])} | {ratio} |")
-    out += ["", "![server memory against concurrent idle sessions](bench/memory.png)", "",
+        vals = {n: (None if v is not None and "cpu" in key and v[0] < 0.005 else v) for n, v in vals.items()}
+        out.append(f"| {label} | {fmt(vals['OpenSSH'], digits)} | {fmt(vals['Dropbear'], digits)} | "
+                   f"{fmt(vals['rsshd'], digits)} | {ratio(vals, higher)} |")
+    out += ["", "![server memory against concurrent sessions](bench/memory.png)", "",
             "Server CPU is the cpuacct cgroup of each server (the server and every process it "
             "started, users' commands included, as the issue asks). n/a: Dropbear 2022.83 does "
             "not offer aes128-gcm.", "",
-            "Not measured yet: 10,000 idle connections from a russh load generator, and "
-            "idle-disconnect precision at that scale (issue 7, items 3 and 4).", ""]
+            f"## {many} idle connections from a load generator", "",
+            f"`rsshd-loadgen` (bench/loadgen, russh's client, a second process) opens {many} "
+            "connections, 8 handshakes at a time (4 for Dropbear, which drops a fifth unauthenticated "
+            "connection from one address), each authenticated with an ed25519 key and opening no "
+            "channel. First they are held with no timeout while the server's memory and CPU are read; "
+            f"then, on freshly started servers, each server's own idle timer ({idle} s) ends them: "
+            f"rsshd `IdleTimeout {idle}s`, OpenSSH `UnusedConnectionTimeout {idle}s` (its timer for a "
+            f"connection with no channel), Dropbear `-I {idle}`. A connection's deadline is the moment "
+            f"its authentication succeeded plus {idle} s, as the client saw it; its ending is when the "
+            "client saw the DISCONNECT or the close. One rep: each figure is over all connections.", ""] + head
+    for label, phase, key, higher, digits in scale_rows:
+        vals = {n: scale_value(results, n, phase, key) for n in NAMES}
+        out.append(f"| {label} | {fmt(vals['OpenSSH'], digits)} | {fmt(vals['Dropbear'], digits)} | "
+                   f"{fmt(vals['rsshd'], digits)} | {ratio(vals, higher)} |")
+    errs = {n: results.get(n, {}).get(ph, {}).get("errors") for n in NAMES for ph in ("held",)}
+    errs = {n: e for n, e in errs.items() if e}
+    if errs:
+        out += ["", "Connections the load generator could not open: " +
+                "; ".join(f"{n}: " + ", ".join(f"{k} x{v}" for k, v in e.items()) for n, e in errs.items()) + "."]
+    analysis = ROOT / "bench/analysis.md"
+    if analysis.exists():
+        out += ["", analysis.read_text().rstrip()]
+    out.append("")
     (ROOT / "BENCHMARKS.md").write_text("\n".join(out))
 
 
-def plot(results, ks):
+def fmt(t, digits=1):
+    if t is None:
+        return "n/a"
+    m, lo, hi = t
+    if lo == hi:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def plot(results):
+    """Left: idle `ssh -tt` sessions; right: the load generator's idle connections."""
     venv = Path("/tmp/rsshd-bench-venv")
     py = venv / "bin/python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "matplotlib"], check=True)
-    data = {n: [(k, results[n][f"pss_total_{k}"][0] / 1024) for k in ks if results[n].get(f"pss_total_{k}")]
-            for n in results}
+    ks = results.get("_meta", {}).get("ks", [])
+    sessions = {n: [(k, results[n][f"pss_total_{k}"][0] / 1024) for k in ks if results[n].get(f"pss_total_{k}")]
+                for n in NAMES}
+    held = {n: results[n]["held"] for n in NAMES if results[n].get("held", {}).get("pss_kb_total")}
+    held = {n: [(0, 0), (h["held"], h["pss_kb_total"] / 1024)] for n, h in held.items()}
     script = (
         "import json,sys\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
-        "d=json.loads(sys.argv[1])\nfig,ax=plt.subplots(figsize=(7,4.5))\n"
-        "for n,pts in d.items():\n    ax.plot([p[0] for p in pts],[p[1] for p in pts],marker='o',label=n)\n"
-        "ax.set_xlabel('concurrent idle ssh -tt sessions');ax.set_ylabel('server PSS (MiB, shells excluded)')\n"
-        "ax.set_title('Server memory against concurrent sessions');ax.grid(True,alpha=.3);ax.legend()\n"
+        "s,h=json.loads(sys.argv[1]),json.loads(sys.argv[2])\n"
+        "fig,(a,b)=plt.subplots(1,2,figsize=(11,4.5))\n"
+        "for ax,d,x in ((a,s,'concurrent idle ssh -tt sessions'),(b,h,'idle authenticated connections (load generator)')):\n"
+        "    for n,pts in d.items():\n"
+        "        ax.plot([p[0] for p in pts],[p[1] for p in pts],marker='o',label=n)\n"
+        "    ax.set_xlabel(x);ax.set_ylabel('server PSS (MiB)');ax.grid(True,alpha=.3);ax.legend()\n"
+        "    ax.set_yscale('log')\n"
+        "a.set_title('PTY sessions (users\\' shells excluded)');b.set_title('connections with no channel')\n"
         f"fig.tight_layout();fig.savefig('{ROOT / 'bench/memory.png'}',dpi=110)\n")
-    subprocess.run([str(py), "-c", script, json.dumps(data)], check=True)
+    subprocess.run([str(py), "-c", script, json.dumps(sessions), json.dumps(held)], check=True)
 
 
 if __name__ == "__main__":
