@@ -170,7 +170,10 @@ pub async fn serve(
     // The version exchange happens inside run_stream; a silent client must not
     // hold us past the login grace time there either.
     let grace = ctx.pre_auth.login_grace_time;
-    let opened = async {
+    // Boxed, like the goodbye below: russh's handshake future is large, and a
+    // future held inline would size this task's state for the connection's whole
+    // life, a few kB on each of thousands of idle connections.
+    let opened = Box::pin(async {
         if grace.is_zero() {
             Ok(russh::server::run_stream(server_config, stream, handler).await)
         } else {
@@ -180,7 +183,7 @@ pub async fn serve(
             )
             .await
         }
-    };
+    });
     let running = match opened.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -232,13 +235,13 @@ pub async fn serve(
                 }
                 Action::Warn(text) => {
                     tracing::info!("{}: {text}", shared.login().map(|l| l.user.name.clone()).unwrap_or_default());
-                    write_to_ptys(&handle, &shared.pty_channels(), &text).await;
+                    Box::pin(write_to_ptys(&handle, &shared.pty_channels(), &text)).await;
                 }
                 Action::CloseChannel(n) => {
                     let id = shared.channels.lock().ok().and_then(|c| c.get(&n).map(|(id, _)| *id));
                     if let Some(id) = id {
                         tracing::debug!("channel {n}: ChannelTimeout expired, closing");
-                        let _ = handle.close(id).await;
+                        let _ = Box::pin(handle.close(id)).await;
                     }
                 }
                 Action::Disconnect(e) => {
@@ -256,7 +259,7 @@ pub async fn serve(
     // finished key exchange to carry a DISCONNECT): close at once, as sshd does.
     if let Some(e) = ending.as_ref().filter(|_| shared.login().is_some()) {
         let text = e.user_text();
-        let goodbye = async {
+        let goodbye = Box::pin(async {
             let ptys = shared.pty_channels();
             if !ptys.is_empty() {
                 write_to_ptys(&handle, &ptys, &text).await;
@@ -278,7 +281,7 @@ pub async fn serve(
                 )
                 .await;
             (&mut run).await
-        };
+        });
         let _ = tokio::time::timeout(DISCONNECT_FLUSH, goodbye).await;
     }
     cut();

@@ -35,14 +35,16 @@ pub(crate) async fn from_client(
     }
 }
 
-/// The buffer an idle stream holds while it waits for its first bytes.
-const START: usize = 4 * 1024;
+/// The buffer an idle stream holds while it waits: interactive output fits.
+const START: usize = 256;
 /// The buffer a busy stream grows to (russh's largest packet payload).
 const MAX: usize = 32 * 1024;
 
 /// Copy `from` to `to` until EOF, stamping output for the lifetime engine. The
-/// buffer starts at 4 KiB and doubles while reads fill it, so thousands of idle
-/// sessions hold 4 KiB each and a bulk transfer still moves 32 KiB per write.
+/// buffer doubles while reads fill it, so a bulk transfer reaches 32 KiB per write
+/// within eight reads, and drops back to 256 bytes after a read that fills less
+/// than a quarter of it: thousands of idle sessions hold 256 bytes each, however
+/// much they once printed.
 pub async fn to_client(
     mut from: impl AsyncRead + Unpin,
     to: &mut (impl AsyncWrite + Unpin),
@@ -58,6 +60,8 @@ pub async fn to_client(
         to.write_all(&buf[..n]).await?;
         if n == buf.len() && buf.len() < MAX {
             buf.resize(buf.len() * 2, 0);
+        } else if n < buf.len() / 4 && buf.len() > START {
+            buf = vec![0u8; START];
         }
     }
 }

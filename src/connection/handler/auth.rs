@@ -92,6 +92,10 @@ impl ConnHandler {
         // is deferred.
         self.shared.authenticated(Arc::clone(&login));
         self.login = Some(login);
+        // Authentication is over for good: what it kept per user name would
+        // otherwise stay for the connection's life (about 1 kB each).
+        self.candidates = HashMap::new();
+        self.progress = None;
         (Auth::Accept, true)
     }
 
