@@ -271,6 +271,9 @@ pub struct PamSession {
     pub rhost: String,
 }
 
+/// Bytes a session's stdin and stdout pipes hold (Linux default: 64 KiB).
+const PIPE_SIZE: i32 = 256 * 1024;
+
 /// Start the process described by `req`.
 pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
     let root = nix::unistd::geteuid().is_root();
@@ -371,6 +374,10 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             else {
                 return Err(HostError::Io(std::io::Error::other("missing pipes")));
             };
+            // A pipe that holds more lets a fast writer run longer between
+            // wake-ups; pages are only taken while data sits in it.
+            let _ = nix::fcntl::fcntl(&i, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+            let _ = nix::fcntl::fcntl(&o, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
             let io = ProcessIo {
                 input: Box::new(i),
                 output: Box::new(o),
