@@ -4,6 +4,7 @@
 
 mod authorized_keys;
 mod lastlog;
+mod launch;
 pub mod pam;
 mod process;
 mod pty;

@@ -2,13 +2,12 @@
 //! session, the PTY as controlling terminal, the user's groups, gid and uid, home
 //! and login environment, nothing inherited from the daemon.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::launch::{Child, Identity, Launch};
 use super::process::ProcessKiller;
 use super::pty::{self, Master, PtyParams, PtyResizer};
 use super::{HostError, UserInfo};
@@ -44,7 +43,7 @@ pub enum ExitOutcome {
 
 /// A running session process.
 pub struct SessionProcess {
-    child: tokio::process::Child,
+    child: Child,
     pid: u32,
     tty: Option<PathBuf>,
     io: Option<ProcessIo>,
@@ -79,23 +78,8 @@ impl SessionProcess {
 
     /// Wait for the process to end (reaping it).
     pub async fn wait(&mut self) -> Result<ExitOutcome, HostError> {
-        let st = self.child.wait().await.map_err(HostError::Io)?;
-        Ok(match (st.code(), st.signal()) {
-            (Some(code), _) => ExitOutcome::Code(code),
-            (None, Some(sig)) => ExitOutcome::Signal {
-                name: signal_name(sig),
-                core_dumped: st.core_dumped(),
-            },
-            (None, None) => ExitOutcome::Code(255),
-        })
+        self.child.wait().await
     }
-}
-
-/// RFC 4254 names a signal without its `SIG` prefix.
-fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().trim_start_matches("SIG").to_string())
-        .unwrap_or_else(|_| format!("SIG{sig}"))
 }
 
 /// The `tty` group's gid, which owns users' terminals so `write`/`wall` work.
@@ -206,7 +190,25 @@ impl ExecPlan {
         self
     }
 
-    /// A std Command that, in the child, drops to the user and execs the program.
+    /// The daemon's way to start the plan (see `launch`): no copy of the daemon.
+    pub fn launch(&self) -> Result<Launch, HostError> {
+        let mut argv = vec![self.argv0.clone()];
+        argv.extend(self.args.iter().cloned());
+        let mut l = Launch::new(&self.program, &argv, &self.env)?
+            .cwd(&self.cwd)?
+            .nofile(SESSION_NOFILE.get().copied());
+        if self.switch {
+            l = l.identity(Identity {
+                uid: self.uid,
+                gid: self.gid,
+                gids: self.gids.clone(),
+            });
+        }
+        Ok(l)
+    }
+
+    /// A std Command that, in the child, drops to the user and execs the program:
+    /// for the PAM session helper, a small process where fork costs little.
     pub fn command(&self) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&self.program);
@@ -305,8 +307,8 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
         )?;
     }
     let plan = ExecPlan::for_request(&req, pty.as_ref().map(|p| p.name.as_path()));
-    let mut std_cmd = match &req.pam {
-        None => plan.command(),
+    let launch = match &req.pam {
+        None => plan.launch()?,
         Some(pam) => {
             // The PAM session lives in a helper (rsshd itself) that stays root,
             // opens the session, runs the plan as the user, and closes the session
@@ -317,47 +319,17 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
                 tty: pty.as_ref().map(|p| p.name.clone()),
                 plan,
             };
-            let mut c = std::process::Command::new("/proc/self/exe");
-            c.arg(super::pam::HELPER_ARG)
-                .env_clear()
-                .env(super::pam::HELPER_ENV, helper.encode()?);
-            c
+            Launch::new(
+                Path::new("/proc/self/exe"),
+                &["rsshd".to_string(), super::pam::HELPER_ARG.to_string()],
+                &[(super::pam::HELPER_ENV.to_string(), helper.encode()?)],
+            )?
         }
     };
-    let slave_fd = pty.as_ref().map(|p| p.slave.as_raw_fd());
-    // SAFETY: async-signal-safe calls only. Registered after the plan's own hook, so
-    // it runs after it; TIOCSCTTY needs no privilege for a fresh session.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        std_cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if slave_fd.is_some() && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut cmd = tokio::process::Command::from(std_cmd);
-    cmd.kill_on_drop(false);
-    match &pty {
+    match pty {
         Some(p) => {
-            let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(HostError::Io);
-            cmd.stdin(dup(&p.slave)?)
-                .stdout(dup(&p.slave)?)
-                .stderr(dup(&p.slave)?);
-        }
-        None => {
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-        }
-    }
-    let mut child = cmd.spawn().map_err(HostError::Io)?;
-    let pid = child.id().unwrap_or(0);
-    let (io, master, tty) = match pty {
-        Some(p) => {
+            let fd = p.slave.as_raw_fd();
+            let child = launch.stdio([fd; 3]).controlling_tty().start()?;
             // The child has its own copies; ours must go so EOF/EIO can happen.
             drop(p.slave);
             let m = Master::new(p.master)?;
@@ -366,31 +338,45 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
                 output: Box::new(m.clone()),
                 stderr: None,
             };
-            (io, Some(m), Some(p.name))
+            Ok(SessionProcess {
+                pid: child.pid(),
+                child,
+                tty: Some(p.name),
+                io: Some(io),
+                master: Some(m),
+            })
         }
         None => {
-            let (Some(i), Some(o), Some(e)) =
-                (child.stdin.take(), child.stdout.take(), child.stderr.take())
-            else {
-                return Err(HostError::Io(std::io::Error::other("missing pipes")));
+            let pipe = || {
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| HostError::Os {
+                    what: "pipe".into(),
+                    source: e,
+                })
             };
+            let (in_r, in_w) = pipe()?;
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
             // A pipe that holds more lets a fast writer run longer between
             // wake-ups; pages are only taken while data sits in it.
-            let _ = nix::fcntl::fcntl(&i, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-            let _ = nix::fcntl::fcntl(&o, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+            let _ = nix::fcntl::fcntl(&in_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+            let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+            let child = launch
+                .stdio([in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()])
+                .start()?;
+            drop((in_r, out_w, err_w));
+            use tokio::net::unix::pipe;
             let io = ProcessIo {
-                input: Box::new(i),
-                output: Box::new(o),
-                stderr: Some(Box::new(e)),
+                input: Box::new(pipe::Sender::from_owned_fd(in_w)?),
+                output: Box::new(pipe::Receiver::from_owned_fd(out_r)?),
+                stderr: Some(Box::new(pipe::Receiver::from_owned_fd(err_r)?)),
             };
-            (io, None, None)
+            Ok(SessionProcess {
+                pid: child.pid(),
+                child,
+                tty: None,
+                io: Some(io),
+                master: None,
+            })
         }
-    };
-    Ok(SessionProcess {
-        child,
-        pid,
-        tty,
-        io: Some(io),
-        master,
-    })
+    }
 }
