@@ -193,7 +193,7 @@ def settle(srv, timeout=10.0):
         time.sleep(0.05)
 
 
-def connection_cost(srv, key, n, parallel):
+def connection_cost(srv, key, n, parallel, wait=True):
     """Server CPU per `ssh host true` and connections per second."""
     def worker(count, fails):
         for _ in range(count):
@@ -205,7 +205,10 @@ def connection_cost(srv, key, n, parallel):
     [t.start() for t in threads]
     [t.join() for t in threads]
     dt = time.time() - t0
-    settle(srv)
+    if wait:
+        settle(srv)
+    else:
+        time.sleep(1)
     dc = cpu_seconds(srv) - c0
     done = (n // parallel) * parallel - len(fails)
     return {"ms_per_conn": 1000.0 * dc / max(done, 1), "conn_per_s": done / dt, "failed": len(fails)}
@@ -284,6 +287,10 @@ def loadgen(srv, key, n, idle=None, ramp_limit=300):
             total = pss_kb(pids)
             out.update(pss_kb_total=total, pss_kb_per_conn=(total - base) / up, processes=len(pids),
                        held_cpu_pct=100.0 * (c3 - c2) / (t3 - t2))
+            # New logins while the server holds them all: a daemon that forks
+            # from a large process pays for its size on every session.
+            x = connection_cost(srv, key, 40, 8, wait=False)
+            out.update(busy_cpu_ms_per_conn=x["ms_per_conn"], busy_conn_per_s=x["conn_per_s"])
             p.stdin.close()
             done = json.loads(p.stdout.readline())
             out["held"] = done["held"]
@@ -449,6 +456,8 @@ def write_report(results):
         ("server PSS per held idle connection (kB)", "held", "pss_kb_per_conn", False, 1),
         ("server PSS, all held connections (MB)", "held", "pss_mb_total", False, 0),
         ("server CPU while holding them idle (% of one core)", "held", "held_cpu_pct", False, 2),
+        ("while holding them: server CPU per new `ssh host true`, 8 parallel (ms)", "held", "busy_cpu_ms_per_conn", False, 1),
+        ("while holding them: new `ssh host true` per second", "held", "busy_conn_per_s", True, 1),
         (f"idle timer: connections ended, of {many}", "idle_end", "ended", True, 0),
         ("idle timer: most connections open at once", "idle_end", "peak_concurrent", True, 0),
         ("idle timer: ending - deadline, median (ms)", "idle_end", "offset.p50_ms", False, 1),
