@@ -257,7 +257,36 @@ def idle_memory(srv, key, k):
     for c in clients:
         c.wait()
     time.sleep(2)
-    return {"sessions": ready, "pss_kb_per_session": (total - base) / max(ready, 1), "pss_kb_total": total}
+    # The server should have ended every session whose client went away.
+    left = session_leftovers(srv.port)
+    return {"sessions": ready, "pss_kb_per_session": (total - base) / max(ready, 1), "pss_kb_total": total,
+            "left_running": len(left)}
+
+
+def session_leftovers(port):
+    """The `sleep 3600` session programs a server on `port` started that still run
+    (their SSH_CLIENT names the server's port)."""
+    import pwd
+    uid = pwd.getpwnam(USER).pw_uid
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}").st_uid != uid:
+                    continue
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").strip()
+            except OSError:
+                continue
+            if cmd != b"sleep 3600":
+                continue
+            try:
+                env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            client = [e for e in env if e.startswith(b"SSH_CLIENT=")]
+            if client and client[0].split()[-1] == str(port).encode():
+                out.append(int(d))
+    return out
 
 
 def loadgen(srv, key, n, idle=None, ramp_limit=300):
@@ -388,10 +417,22 @@ def main():
                     results[name][f"pss_{k}"] = med([x["pss_kb_per_session"]])
                     results[name][f"pss_total_{k}"] = med([x["pss_kb_total"]])
                     results[name][f"pss_sessions_{k}"] = x["sessions"]
+                    results[name][f"pss_left_{k}"] = med([x["left_running"]])
                     print(name, k, x, flush=True)
             finally:
                 for s in servers.values():
                     s.stop()
+                # Stopping a server must not leave its sessions' programs behind
+                # either; whatever is left is counted, then stopped by PID.
+                time.sleep(2)
+                for name, srv in servers.items():
+                    orphans = session_leftovers(srv.port)
+                    results[name][f"pss_orphans_{k}"] = med([len(orphans)])
+                    for pid in orphans:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
         meta["ks"] = ks
     if "scale" in phases:
         # Each server fresh for each half: first held with no timeout, then ended by
@@ -449,6 +490,11 @@ def write_report(results):
             rows.append((f"{cipher} {d}, server CPU s/GiB", f"cpugib_{cipher}_{d}", False, 2))
     for k in ks:
         rows.append((f"server PSS per idle PTY session, {k} sessions (kB)", f"pss_{k}", False, 1))
+    for k in ks:
+        rows.append((f"of {k} sessions: programs still running 2 s after their clients were killed",
+                     f"pss_left_{k}", False, 0))
+        rows.append((f"of {k} sessions: programs still running after the server was stopped",
+                     f"pss_orphans_{k}", False, 0))
     scale_rows = [
         (f"idle connections held, of {many} opened", "held", "held", True, 0),
         ("load generator: connections/s (handshake + public-key auth)", "held", "conn_per_s", True, 1),
@@ -460,6 +506,7 @@ def write_report(results):
         ("while holding them: new `ssh host true` per second", "held", "busy_conn_per_s", True, 1),
         (f"idle timer: connections ended, of {many}", "idle_end", "ended", True, 0),
         ("idle timer: most connections open at once", "idle_end", "peak_concurrent", True, 0),
+        ("idle timer: deadlines spread over (s, the load generator's ramp)", "idle_end", "deadlines_spread_s", None, 1),
         ("idle timer: ending - deadline, median (ms)", "idle_end", "offset.p50_ms", False, 1),
         ("idle timer: ending - deadline, p99 (ms)", "idle_end", "offset.p99_ms", False, 1),
         ("idle timer: ending - deadline, max (ms)", "idle_end", "offset.max_ms", False, 1),
@@ -478,7 +525,10 @@ def write_report(results):
         if higher is None or not peers or vals["rsshd"] is None:
             return "n/a"
         best = max(peers) if higher else min(peers)
-        return f"{vals['rsshd'][0] / best:.2f}" if best > 0 else "n/a"
+        if best <= 0:
+            return "n/a"
+        r = vals["rsshd"][0] / best
+        return f"{r:.2f}" if r >= 0.1 else f"{r:.3f}"
 
     head = ["| metric | OpenSSH | Dropbear | rsshd | ratio |", "|---|---|---|---|---|"]
     out = ["# Benchmarks", "",
@@ -515,8 +565,14 @@ def write_report(results):
             "client saw the DISCONNECT or the close. One rep: each figure is over all connections.", ""] + head
     for label, phase, key, higher, digits in scale_rows:
         vals = {n: scale_value(results, n, phase, key) for n in NAMES}
+        # A peer that held fewer connections is not compared: its figures are for
+        # a different load.
+        mine = (results.get("rsshd", {}).get(phase) or {}).get("established")
+        cmp_vals = {n: (v if n == "rsshd" or (results.get(n, {}).get(phase) or {}).get("established") == mine
+                        else None) for n, v in vals.items()}
         out.append(f"| {label} | {fmt(vals['OpenSSH'], digits)} | {fmt(vals['Dropbear'], digits)} | "
-                   f"{fmt(vals['rsshd'], digits)} | {ratio(vals, higher)} |")
+                   f"{fmt(vals['rsshd'], digits)} | {ratio(cmp_vals, higher)} |")
+    out += ["", "In this table a ratio compares rsshd only with a server that held as many connections."]
     errs = {n: results.get(n, {}).get(ph, {}).get("errors") for n in NAMES for ph in ("held",)}
     errs = {n: e for n, e in errs.items() if e}
     if errs:
@@ -549,17 +605,19 @@ def plot(results):
     sessions = {n: [(k, results[n][f"pss_total_{k}"][0] / 1024) for k in ks if results[n].get(f"pss_total_{k}")]
                 for n in NAMES}
     held = {n: results[n]["held"] for n in NAMES if results[n].get("held", {}).get("pss_kb_total")}
-    held = {n: [(0, 0), (h["held"], h["pss_kb_total"] / 1024)] for n, h in held.items()}
+    held = {n: [(h["held"], h["pss_kb_total"] / 1024)] for n, h in held.items()}
     script = (
         "import json,sys\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
         "s,h=json.loads(sys.argv[1]),json.loads(sys.argv[2])\n"
         "fig,(a,b)=plt.subplots(1,2,figsize=(11,4.5))\n"
-        "for ax,d,x in ((a,s,'concurrent idle ssh -tt sessions'),(b,h,'idle authenticated connections (load generator)')):\n"
-        "    for n,pts in d.items():\n"
-        "        ax.plot([p[0] for p in pts],[p[1] for p in pts],marker='o',label=n)\n"
+        "for ax,d,x in ((a,s,'concurrent idle ssh -tt sessions'),(b,h,'idle authenticated connections held (load generator)')):\n"
+        "    for i,(n,pts) in enumerate(d.items()):\n"
+        "        ax.plot([p[0] for p in pts],[p[1] for p in pts],marker='o',markersize=8,label=n,color=f'C{i}')\n"
+        "        if ax is b:\n"
+        "            for p in pts: ax.annotate(f'{n}: {p[0]} held, {p[1]:.0f} MiB',p,textcoords='offset points',xytext=(-10,8),ha='right',fontsize=8)\n"
         "    ax.set_xlabel(x);ax.set_ylabel('server PSS (MiB)');ax.grid(True,alpha=.3);ax.legend()\n"
         "    ax.set_yscale('log')\n"
-        "a.set_title('PTY sessions (users\\' shells excluded)');b.set_title('connections with no channel')\n"
+        "a.set_title('PTY sessions (users\\' shells excluded)');b.set_title('connections with no channel');b.set_xlim(left=0)\n"
         f"fig.tight_layout();fig.savefig('{ROOT / 'bench/memory.png'}',dpi=110)\n")
     subprocess.run([str(py), "-c", script, json.dumps(sessions), json.dumps(held)], check=True)
 

@@ -188,7 +188,7 @@ impl SessionChannel {
         tokio::spawn(async move {
             let id = write.id();
             if let Some(text) = preamble {
-                let _ = write.data_bytes(text).await;
+                let _ = Box::pin(write.data_bytes(text)).await;
             }
             let out = tokio::spawn(copy_out(
                 io.output,
@@ -203,47 +203,55 @@ impl SessionChannel {
                 ))
             });
             let outcome = process.wait().await;
-            if let Some(rec) = login {
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(e) = record_logout(&rec.tty, rec.pid) {
-                        tracing::error!("utmp/wtmp logout record for {}: {e}", rec.tty.display());
+            // Boxed: this task lives as long as the process, and only the wait
+            // above needs to be in its state all that time.
+            Box::pin(async move {
+                if let Some(rec) = login {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Err(e) = record_logout(&rec.tty, rec.pid) {
+                            tracing::error!(
+                                "utmp/wtmp logout record for {}: {e}",
+                                rec.tty.display()
+                            );
+                        }
+                    })
+                    .await;
+                }
+                if has_pty {
+                    // The shell is gone; take what it wrote last, but do not wait on
+                    // background jobs that still hold the terminal.
+                    let abort = out.abort_handle();
+                    if tokio::time::timeout(PTY_DRAIN, out).await.is_err() {
+                        abort.abort();
                     }
-                })
-                .await;
-            }
-            if has_pty {
-                // The shell is gone; take what it wrote last, but do not wait on
-                // background jobs that still hold the terminal.
-                let abort = out.abort_handle();
-                if tokio::time::timeout(PTY_DRAIN, out).await.is_err() {
-                    abort.abort();
+                } else {
+                    let _ = out.await;
+                    if let Some(err) = err {
+                        let _ = err.await;
+                    }
                 }
-            } else {
-                let _ = out.await;
-                if let Some(err) = err {
-                    let _ = err.await;
+                match outcome {
+                    Ok(ExitOutcome::Code(code)) => {
+                        let _ = write.exit_status(code as u32).await;
+                    }
+                    Ok(ExitOutcome::Signal { name, core_dumped }) => {
+                        let _ = handle
+                            .exit_signal_request(
+                                id,
+                                Sig::Custom(name),
+                                core_dumped,
+                                String::new(),
+                                String::new(),
+                            )
+                            .await;
+                    }
+                    Err(e) => tracing::debug!("wait for session process failed: {e}"),
                 }
-            }
-            match outcome {
-                Ok(ExitOutcome::Code(code)) => {
-                    let _ = write.exit_status(code as u32).await;
-                }
-                Ok(ExitOutcome::Signal { name, core_dumped }) => {
-                    let _ = handle
-                        .exit_signal_request(
-                            id,
-                            Sig::Custom(name),
-                            core_dumped,
-                            String::new(),
-                            String::new(),
-                        )
-                        .await;
-                }
-                Err(e) => tracing::debug!("wait for session process failed: {e}"),
-            }
-            let _ = write.eof().await;
-            let _ = write.close().await;
-            killer.hang_up(HANGUP_GRACE).await;
+                let _ = write.eof().await;
+                let _ = write.close().await;
+                killer.hang_up(HANGUP_GRACE).await;
+            })
+            .await;
         });
     }
 }
@@ -261,7 +269,8 @@ async fn read_client(
     // The client closed the channel: its process goes with it.
     let killer = killer.lock().ok().and_then(|k| k.clone());
     if let Some(killer) = killer {
-        killer.hang_up(HANGUP_GRACE).await;
+        // Boxed so the hang-up's state is not part of the idle reader's.
+        Box::pin(killer.hang_up(HANGUP_GRACE)).await;
     }
 }
 
