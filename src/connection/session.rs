@@ -169,7 +169,10 @@ impl SessionChannel {
         if let Ok(mut slot) = self.killer.lock() {
             *slot = Some(killer.clone());
         }
-        let has_pty = self.pty.is_some();
+        // The terminal's modes and the client's variables went into the process;
+        // a long idle session need not keep them.
+        let has_pty = self.pty.take().is_some();
+        self.env = Vec::new();
         let stamps = Arc::clone(&self.stamps);
         let io = process.take_io();
         tokio::spawn(feed_process(

@@ -136,29 +136,27 @@ impl Driver {
         self.engine.snapshot()
     }
 
-    /// Fold new stamps into the engine, oldest kind first.
+    /// Fold new stamps into the engine. They are only recorded: the caller then
+    /// judges once, at the current time (see `Engine::record`).
     fn sync(&mut self) {
         let r = self.received.read();
         if r != self.seen_received {
             self.seen_received = r;
             let at = self.received.at(r);
-            self.pending
-                .extend(self.engine.handle(Event::PacketReceived, at));
+            self.engine.record(Event::PacketReceived, at);
         }
         for (id, (stamps, seen_in, seen_out)) in self.channels.iter_mut() {
             let i = stamps.input.read();
             if i != *seen_in {
                 *seen_in = i;
                 let at = stamps.input.at(i);
-                self.pending
-                    .extend(self.engine.handle(Event::Input { channel: Some(*id) }, at));
+                self.engine.record(Event::Input { channel: Some(*id) }, at);
             }
             let o = stamps.output.read();
             if o != *seen_out {
                 *seen_out = o;
                 let at = stamps.output.at(o);
-                self.pending
-                    .extend(self.engine.handle(Event::Output { channel: Some(*id) }, at));
+                self.engine.record(Event::Output { channel: Some(*id) }, at);
             }
         }
     }

@@ -2,7 +2,6 @@
 //! with the time they happened, actions come out; the caller owns the clock and the
 //! sockets. All timer logic of rsshd lives here, so it can be tested exactly.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -118,6 +117,43 @@ struct ChannelState {
     closing: bool,
 }
 
+/// Open channels by id, kept sorted. A connection has one or a few channels, and a
+/// BTreeMap's first node alone is half a kilobyte on every connection.
+#[derive(Debug, Default)]
+struct ChannelTable(Vec<(u32, ChannelState)>);
+
+impl ChannelTable {
+    fn insert(&mut self, id: u32, state: ChannelState) {
+        match self.0.binary_search_by_key(&id, |(i, _)| *i) {
+            Ok(at) => self.0[at].1 = state,
+            Err(at) => self.0.insert(at, (id, state)),
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Ok(at) = self.0.binary_search_by_key(&id, |(i, _)| *i) {
+            self.0.remove(at);
+        }
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut ChannelState> {
+        let at = self.0.binary_search_by_key(&id, |(i, _)| *i).ok()?;
+        Some(&mut self.0[at].1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ChannelState> {
+        self.0.iter().map(|(_, c)| c)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &ChannelState)> {
+        self.0.iter().map(|(i, c)| (*i, c))
+    }
+}
+
 /// Per-connection lifetime state; see the module docs.
 #[derive(Debug)]
 pub struct Engine {
@@ -133,7 +169,7 @@ pub struct Engine {
     last_received: Instant,
     next_probe: Option<Instant>,
     unanswered: u32,
-    channels: BTreeMap<u32, ChannelState>,
+    channels: ChannelTable,
     last_channel_traffic: Instant,
     /// Since when the connection has had no open channel (after authentication).
     unused_since: Option<Instant>,
@@ -152,7 +188,7 @@ impl Engine {
             warned_at: None,
             last_received: now,
             unanswered: 0,
-            channels: BTreeMap::new(),
+            channels: ChannelTable::default(),
             last_channel_traffic: now,
             unused_since: None,
             done: false,
@@ -175,6 +211,22 @@ impl Engine {
         if self.done {
             return Vec::new();
         }
+        self.record(event, now);
+        self.poll(now)
+    }
+
+    /// Take an event that happened at `at` into account without judging yet.
+    ///
+    /// Stamps are read in batches (the packet, then each channel's input and
+    /// output), and the packet that carries a keystroke is stamped a moment
+    /// before the keystroke is. Judging after each one would end a session for
+    /// idleness on the packet's stamp while its input sat in the same batch; so
+    /// a batch is recorded first and judged once, at the current time.
+    pub fn record(&mut self, event: Event, at: Instant) {
+        if self.done {
+            return;
+        }
+        let now = at;
         match event {
             Event::Authenticated => {
                 self.authenticated = true;
@@ -216,7 +268,7 @@ impl Engine {
                 self.unused_since = None;
             }
             Event::ChannelClosed { channel } => {
-                self.channels.remove(&channel);
+                self.channels.remove(channel);
                 if self.channels.is_empty() && self.authenticated {
                     self.unused_since = Some(now);
                 }
@@ -235,11 +287,10 @@ impl Engine {
                 self.warned_at = None;
             }
         }
-        self.poll(now)
     }
 
     fn channel_traffic(&mut self, channel: Option<u32>, now: Instant) {
-        if let Some(c) = channel.and_then(|c| self.channels.get_mut(&c)) {
+        if let Some(c) = channel.and_then(|c| self.channels.get_mut(c)) {
             c.last_traffic = c.last_traffic.max(now);
         }
         if channel.is_some() {
@@ -383,7 +434,7 @@ impl Engine {
             }
         }
         let mut to_close = Vec::new();
-        for (id, c) in &self.channels {
+        for (id, c) in self.channels.iter() {
             if c.closing {
                 continue;
             }
@@ -396,11 +447,11 @@ impl Engine {
                 .global_channel_timeout()
                 .is_some_and(|t| now >= self.last_channel_traffic + t);
             if own || global {
-                to_close.push(*id);
+                to_close.push(id);
             }
         }
         for id in to_close {
-            if let Some(c) = self.channels.get_mut(&id) {
+            if let Some(c) = self.channels.get_mut(id) {
                 c.closing = true;
             }
             out.push(Action::CloseChannel(id));
@@ -478,6 +529,22 @@ mod tests {
         // Nothing more after the end.
         assert!(e.poll(t0 + s(400)).is_empty());
         assert_eq!(e.next_deadline(), None);
+    }
+
+    /// The packet carrying a keystroke is stamped a moment before the keystroke
+    /// itself, and both can land on the deadline. Recorded as one batch and judged
+    /// once, they keep the session; judged one at a time, the packet alone ended it
+    /// (a flaky end-to-end failure: the typing session dropped for idleness).
+    #[test]
+    fn a_batch_is_judged_after_all_of_it_is_recorded() {
+        let (mut e, t0) = running(idle(3));
+        e.record(Event::PacketReceived, t0 + s(3));
+        e.record(Event::Input { channel: Some(0) }, t0 + s(3) + ms(1));
+        assert!(e.poll(t0 + s(3) + ms(2)).is_empty());
+        assert_eq!(e.next_deadline(), Some(t0 + s(6) + ms(1)));
+        // The old order, judging the packet on its own, would have ended it.
+        let (mut e, t0) = running(idle(3));
+        assert!(is_idle_end(&e.handle(Event::PacketReceived, t0 + s(3))));
     }
 
     #[test]
