@@ -122,18 +122,8 @@ impl Launch {
 
     /// Start the child in a new session; returns once it has exec'd (or failed).
     pub fn start(&self) -> Result<Child, HostError> {
-        let argv: Vec<*const c_char> = self
-            .argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp: Vec<*const c_char> = self
-            .envp
-            .iter()
-            .map(|e| e.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv = null_terminated(&self.argv);
+        let envp = null_terminated(&self.envp);
         let gids: Vec<libc::gid_t> = self
             .identity
             .as_ref()
@@ -193,6 +183,15 @@ impl Launch {
 }
 
 const STACK_SIZE: usize = 64 * 1024;
+
+/// The NULL-terminated pointer array execve takes.
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
 
 struct ChildContext<'a> {
     launch: &'a Launch,
