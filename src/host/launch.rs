@@ -40,6 +40,9 @@ pub struct Launch {
     cwd: Option<CString>,
     /// Descriptors to become the child's 0, 1 and 2.
     stdio: [RawFd; 3],
+    /// Lead a new session (the daemon's children); the PAM helper's child stays
+    /// in the helper's session, whose hang-up must reach it.
+    new_session: bool,
     /// Make fd 0 (a PTY slave) the controlling terminal of the new session.
     controlling_tty: bool,
     identity: Option<Identity>,
@@ -88,6 +91,7 @@ impl Launch {
                 .collect::<Result<_, _>>()?,
             cwd: None,
             stdio: [-1; 3],
+            new_session: false,
             controlling_tty: false,
             identity: None,
             nofile: None,
@@ -105,7 +109,14 @@ impl Launch {
         self
     }
 
+    pub fn new_session(mut self) -> Launch {
+        self.new_session = true;
+        self
+    }
+
+    /// Implies a new session.
     pub fn controlling_tty(mut self) -> Launch {
+        self.new_session = true;
         self.controlling_tty = true;
         self
     }
@@ -120,7 +131,7 @@ impl Launch {
         self
     }
 
-    /// Start the child in a new session; returns once it has exec'd (or failed).
+    /// Start the child; returns once it has exec'd (or failed).
     pub fn start(&self) -> Result<Child, HostError> {
         let argv = null_terminated(&self.argv);
         let envp = null_terminated(&self.envp);
@@ -261,7 +272,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 fail(ctx, 1);
             }
         }
-        if libc::setsid() < 0 {
+        if l.new_session && libc::setsid() < 0 {
             fail(ctx, 2);
         }
         if l.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
@@ -346,6 +357,15 @@ impl Child {
     }
 }
 
+impl Child {
+    /// Wait for the child to end without a runtime (the PAM session helper).
+    pub fn wait_blocking(&mut self) -> Result<ExitOutcome, HostError> {
+        let outcome = reap(self.pid, false)?.unwrap_or(ExitOutcome::Code(255));
+        self.reaped = true;
+        Ok(outcome)
+    }
+}
+
 impl Drop for Child {
     /// A child nobody waited for is still reaped, so it leaves no zombie.
     fn drop(&mut self) {
@@ -421,6 +441,7 @@ mod tests {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let mut child = launch
             .stdio([-1, w.as_raw_fd(), w.as_raw_fd()])
+            .new_session()
             .start()
             .unwrap();
         drop(w);

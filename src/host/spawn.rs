@@ -190,7 +190,8 @@ impl ExecPlan {
         self
     }
 
-    /// The daemon's way to start the plan (see `launch`): no copy of the daemon.
+    /// How to start the plan (see `launch`): no copy of the daemon, and the same
+    /// identity switch for the daemon's children and the PAM helper's.
     pub fn launch(&self) -> Result<Launch, HostError> {
         let mut argv = vec![self.argv0.clone()];
         argv.extend(self.args.iter().cloned());
@@ -205,64 +206,6 @@ impl ExecPlan {
             });
         }
         Ok(l)
-    }
-
-    /// A std Command that, in the child, drops to the user and execs the program:
-    /// for the PAM session helper, a small process where fork costs little.
-    pub fn command(&self) -> std::process::Command {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(&self.program);
-        cmd.arg0(&self.argv0).args(&self.args).env_clear();
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd.current_dir(&self.cwd);
-        let (switch, uid, gid) = (self.switch, self.uid, self.gid);
-        let gids: Vec<libc::gid_t> = self.gids.clone();
-        let nofile = SESSION_NOFILE.get().copied();
-        // SAFETY: only async-signal-safe system calls on data prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Signals the daemon ignores or blocks must not leak into the session.
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                if let Some((soft, hard)) = nofile {
-                    let lim = libc::rlimit {
-                        rlim_cur: soft as libc::rlim_t,
-                        rlim_max: hard as libc::rlim_t,
-                    };
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-                }
-                for sig in [
-                    libc::SIGPIPE,
-                    libc::SIGHUP,
-                    libc::SIGINT,
-                    libc::SIGTERM,
-                    libc::SIGQUIT,
-                    libc::SIGCHLD,
-                ] {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-                if switch {
-                    if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::setgid(gid) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::setuid(uid) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // As sshd: root must be gone for good.
-                    if uid != 0 && libc::setuid(0) == 0 {
-                        return Err(std::io::Error::from_raw_os_error(libc::EPERM));
-                    }
-                }
-                Ok(())
-            });
-        }
-        cmd
     }
 }
 
@@ -362,6 +305,7 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
             let child = launch
                 .stdio([in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()])
+                .new_session()
                 .start()?;
             drop((in_r, out_w, err_w));
             use tokio::net::unix::pipe;

@@ -6,13 +6,12 @@
 //! user's program with PAM's environment, waits for it, and closes the session
 //! however the program ended (exit, signal, idle disconnect).
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
 use super::ffi;
 use super::handle::{Conversation, Pam, Prompt};
 use crate::host::HostError;
-use crate::host::spawn::{ExecPlan, PamSession};
+use crate::host::spawn::{ExecPlan, ExitOutcome, PamSession};
 
 /// The hidden first argument that selects the helper.
 pub const HELPER_ARG: &str = "__pam-session";
@@ -111,27 +110,30 @@ pub fn helper_main() -> i32 {
             libc::signal(sig, libc::SIG_IGN);
         }
     }
-    let status = match plan.command().spawn() {
-        Ok(mut child) => child.wait(),
-        Err(e) => Err(e),
-    };
+    // The program stays in the helper's session (and on its terminal), so the
+    // daemon's hang-up of that session reaches it.
+    let status = plan
+        .launch()
+        .and_then(|l| l.stdio([0, 1, 2]).start())
+        .and_then(|mut child| child.wait_blocking());
     let _ = pam.close_session();
     let _ = pam.setcred(ffi::PAM_DELETE_CRED);
     drop(pam);
     match status {
-        Ok(st) => match (st.code(), st.signal()) {
-            (Some(c), _) => c,
-            (None, Some(sig)) => {
-                // Die of the same signal so the daemon reports exit-signal.
-                // SAFETY: restoring the default and raising a signal on ourselves.
-                unsafe {
-                    libc::signal(sig, libc::SIG_DFL);
-                    libc::raise(sig);
-                }
-                128 + sig
+        Ok(ExitOutcome::Code(c)) => c,
+        Ok(ExitOutcome::Signal { name, .. }) => {
+            let sig = format!("SIG{name}")
+                .parse::<nix::sys::signal::Signal>()
+                .map(|s| s as i32)
+                .unwrap_or(libc::SIGTERM);
+            // Die of the same signal so the daemon reports exit-signal.
+            // SAFETY: restoring the default and raising a signal on ourselves.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
             }
-            _ => 255,
-        },
+            128 + sig
+        }
         Err(e) => {
             eprintln!("rsshd: cannot start {}: {e}", plan.program.display());
             254
