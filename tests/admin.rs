@@ -46,7 +46,7 @@ fn sessions_json(socket: &std::path::Path) -> serde_json::Value {
 #[test]
 fn sessions_lists_and_kill_ends_one() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     let dir = temp_dir("admin");
@@ -158,7 +158,7 @@ fn sessions_lists_and_kill_ends_one() {
 #[test]
 fn control_socket_refuses_other_users() {
     if !is_root() {
-        eprintln!("skipping: needs root to run the client as another user");
+        skip("needs root to run the client as another user");
         return;
     }
     if nix::unistd::User::from_name("rsshd-test")
@@ -166,7 +166,7 @@ fn control_socket_refuses_other_users() {
         .flatten()
         .is_none()
     {
-        eprintln!("skipping: user rsshd-test missing (.ci/run creates it)");
+        skip("user rsshd-test missing (.ci/run creates it)");
         return;
     }
     let dir = temp_dir("admin");
@@ -203,7 +203,7 @@ fn no_daemon_is_a_clear_error() {
 #[test]
 fn reload_tightens_live_sessions_and_survives_a_broken_config() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     let srv = Server::start("IdleTimeout 1h");
@@ -262,7 +262,7 @@ fn reload_tightens_live_sessions_and_survives_a_broken_config() {
 #[test]
 fn sigterm_ends_every_session_with_a_reason() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     let srv = Server::start("");
@@ -292,11 +292,11 @@ fn sigterm_ends_every_session_with_a_reason() {
 #[test]
 fn w_who_and_last_show_pty_sessions() {
     if !have("ssh") || !have("who") {
-        eprintln!("skipping: ssh or who missing");
+        skip("ssh or who missing");
         return;
     }
     if !is_root() || !std::path::Path::new("/run/utmp").exists() {
-        eprintln!("skipping: needs root and /run/utmp (.ci/run creates it) to write login records");
+        skip("needs root and /run/utmp (.ci/run creates it) to write login records");
         return;
     }
     let srv = Server::start("IdleTimeout 3s");

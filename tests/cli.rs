@@ -21,7 +21,7 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn test_mode_accepts_a_good_config_and_names_errors() {
     if !have("ssh-keygen") {
-        eprintln!("skipping: ssh-keygen missing");
+        skip("ssh-keygen missing");
         return;
     }
     let dir = temp_dir("cli");
@@ -119,7 +119,7 @@ fn dump_applies_match_for_the_connection_spec() {
 #[test]
 fn quick_start_on_built_in_defaults() {
     if std::path::Path::new("/etc/rsshd/sshd_config").exists() {
-        eprintln!("skipping: /etc/rsshd/sshd_config exists, so defaults are not used");
+        skip("/etc/rsshd/sshd_config exists, so defaults are not used");
         return;
     }
     let state = temp_dir("state");
@@ -175,11 +175,11 @@ fn quick_start_on_built_in_defaults() {
 #[test]
 fn ipv6_and_ipv4_listeners() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipping: no IPv6 loopback here");
+        skip("no IPv6 loopback here");
         return;
     }
     let srv = Server::start("ListenAddress ::1");

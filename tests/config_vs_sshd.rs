@@ -2,6 +2,8 @@
 //! `resolve` must equal `/usr/sbin/sshd -T -C ...` on every keyword both implement.
 //! Skips (with a message) when sshd is missing or we are not root.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -176,7 +178,7 @@ fn sshd_usable() -> Result<(), String> {
 #[test]
 fn resolve_and_dump_match_sshd() {
     if let Err(why) = sshd_usable() {
-        eprintln!("skipping config_vs_sshd: {why}");
+        support::skip(&why);
         return;
     }
     let dir = tempdir();

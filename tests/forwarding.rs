@@ -11,16 +11,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn skip_without(programs: &[&str]) -> bool {
-    for p in programs {
-        if !have(p) {
-            eprintln!("skipping: {p} is not installed (run .ci/run to install test tools)");
-            return true;
-        }
-    }
-    false
-}
-
 /// A TCP echo server on 127.0.0.1 that half-closes after echoing everything.
 fn echo_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo");
@@ -480,7 +470,7 @@ fn refused_with_no_port_forwarding_key() {
 #[test]
 fn root_may_listen_on_a_privileged_port() {
     if !is_root() {
-        eprintln!("skipping: needs root (only root may listen below 1024)");
+        skip("needs root (only root may listen below 1024)");
         return;
     }
     if skip_without(&["ssh", "ssh-keygen"]) {

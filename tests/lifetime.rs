@@ -23,16 +23,6 @@ const LATE: f64 = 1.5;
 /// The server stamps input to the millisecond.
 const EARLY: f64 = 0.05;
 
-fn skip_without(programs: &[&str]) -> bool {
-    for p in programs {
-        if !have(p) {
-            eprintln!("skipping: {p} is not installed (run .ci/run to install test tools)");
-            return true;
-        }
-    }
-    false
-}
-
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }

@@ -17,19 +17,19 @@ const LOCKED_PASSWORD: &str = "rsshd-locked-pw-1";
 /// accounts `.ci/run` creates, sshpass, and libpam.
 fn ready() -> bool {
     if !is_root() {
-        eprintln!("skipping: PAM logins as another user need root");
+        skip("PAM logins as another user need root");
         return false;
     }
     if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-        eprintln!("skipping: user {USER} missing (.ci/run creates it)");
+        skip(&format!("user {USER} missing (.ci/run creates it)"));
         return false;
     }
     if !have("sshpass") || !have("ssh") {
-        eprintln!("skipping: sshpass or ssh missing");
+        skip("sshpass or ssh missing");
         return false;
     }
     if let Err(e) = rsshd::host::pam::available() {
-        eprintln!("skipping: {e}");
+        skip(&format!("{e}"));
         return false;
     }
     // Keep the test account's password known even outside CI.
@@ -191,7 +191,9 @@ fn locked_account_is_refused() {
         .flatten()
         .is_none()
     {
-        eprintln!("skipping: user {LOCKED} missing (.ci/run creates and locks it)");
+        skip(&format!(
+            "user {LOCKED} missing (.ci/run creates and locks it)"
+        ));
         return;
     }
     let srv = Server::start(PAM_CONFIG);
@@ -250,7 +252,7 @@ fn authentication_methods_demand_both() {
 #[test]
 fn plink_with_password() {
     if !ready() || !have("plink") {
-        eprintln!("skipping: plink missing or not ready");
+        skip("plink missing or not ready");
         return;
     }
     let srv = Server::start(PAM_CONFIG);
@@ -329,7 +331,7 @@ fn expired_account_is_refused_even_with_a_key() {
         .flatten()
         .is_none()
     {
-        eprintln!("skipping: user rsshd-expired missing (.ci/run creates it)");
+        skip("user rsshd-expired missing (.ci/run creates it)");
         return;
     }
     let srv = Server::start(PAM_CONFIG);

@@ -7,16 +7,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn skip_without(programs: &[&str]) -> bool {
-    for p in programs {
-        if !have(p) {
-            eprintln!("skipping: {p} is not installed (run .ci/run to install test tools)");
-            return true;
-        }
-    }
-    false
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -135,7 +125,7 @@ fn sftp_and_scp_put_and_get() {
         return;
     }
     if !std::path::Path::new("/usr/lib/openssh/sftp-server").exists() {
-        eprintln!("skipping: /usr/lib/openssh/sftp-server missing (package openssh-sftp-server)");
+        skip("/usr/lib/openssh/sftp-server missing (package openssh-sftp-server)");
         return;
     }
     let srv = Server::start("Subsystem sftp /usr/lib/openssh/sftp-server");
@@ -258,7 +248,7 @@ fn refusals_wrong_key_root_login_deny_users() {
             srv.log()
         );
     } else {
-        eprintln!("skipping PermitRootLogin part: not root");
+        skip("PermitRootLogin part: not root");
     }
 }
 
@@ -352,11 +342,11 @@ fn login_as_unprivileged_user_when_root() {
         return;
     }
     if !is_root() {
-        eprintln!("skipping: switching users needs root");
+        skip("switching users needs root");
         return;
     }
     let Ok(Some(user)) = nix::unistd::User::from_name("rsshd-test") else {
-        eprintln!("skipping: user rsshd-test does not exist (.ci/run creates it)");
+        skip("user rsshd-test does not exist (.ci/run creates it)");
         return;
     };
     let srv = Server::start("");
@@ -517,7 +507,7 @@ fn last_login_is_shown_like_sshd() {
         return;
     }
     if !is_root() || !std::path::Path::new("/var/log/lastlog").exists() {
-        eprintln!("skipping: needs root and /var/log/lastlog");
+        skip("needs root and /var/log/lastlog");
         return;
     }
     let srv = Server::start("PrintLastLog yes");

@@ -32,7 +32,7 @@ fn ssh_with(srv: &Server, opts: &[&str]) -> std::process::Output {
 #[test]
 fn host_key_types_and_modern_algorithms_only() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     let dir = temp_dir("keys");
@@ -86,7 +86,7 @@ fn host_key_types_and_modern_algorithms_only() {
 #[test]
 fn strict_kex_is_offered() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     let srv = Server::start("");
@@ -105,7 +105,7 @@ fn strict_kex_is_offered() {
 #[test]
 fn rsa_user_key_with_sha2_signatures() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     let dir = temp_dir("rsa-user");
@@ -150,7 +150,7 @@ fn peak_kib(pid: u32) -> u64 {
 #[test]
 fn one_gib_each_way_keeps_memory_flat() {
     if !have("ssh") {
-        eprintln!("skipping: ssh missing");
+        skip("ssh missing");
         return;
     }
     let srv = Server::start("");

@@ -2,6 +2,7 @@
 //! files sits behind this narrow API of plain data, so it can later move into a
 //! separate privileged process while the network side drops root.
 
+pub mod as_user;
 mod authorized_keys;
 mod lastlog;
 mod launch;
@@ -36,4 +37,10 @@ pub enum HostError {
     NoSuchUser(String),
     #[error("{0}")]
     NotPermitted(String),
+    /// A per-user or global cap on concurrent work was reached; try later.
+    #[error("{0}")]
+    Busy(String),
+    /// Work done with a user's identity did not finish in time.
+    #[error("timed out after {0:?}")]
+    TimedOut(std::time::Duration),
 }

@@ -26,7 +26,55 @@ pub fn current_user() -> String {
         .unwrap_or_else(|| "root".into())
 }
 
-/// Whether a client program is installed; tests that need it print why they skip.
+/// The two ordinary accounts `.ci/run` creates for tests that log in as someone
+/// other than the caller (and attack each other).
+pub const TEST_USER: &str = "rsshd-test";
+pub const TEST_USER2: &str = "rsshd-test2";
+
+/// Set by `.ci/run`: any skip is then a failure, so CI can never go green by
+/// skipping what it was meant to run.
+pub const NO_SKIP_ENV: &str = "RSSHD_TEST_NO_SKIP";
+
+/// Skip the calling test for `reason`. The line goes straight to the real stderr
+/// (libtest captures only `print!`-style output), so `cargo test` shows
+/// `SKIPPED name: reason` even though the test reports `ok`; under
+/// [`NO_SKIP_ENV`] it fails instead.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("test").to_string();
+    if std::env::var_os(NO_SKIP_ENV).is_some_and(|v| v != "0") {
+        panic!("{name} would be skipped ({reason}), and {NO_SKIP_ENV} forbids skips");
+    }
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {name}: {reason}");
+}
+
+/// Skip (see [`skip`]) unless every program is installed; true if skipped.
+pub fn skip_without(programs: &[&str]) -> bool {
+    for p in programs {
+        if !have(p) {
+            skip(&format!(
+                "{p} is not installed (run .ci/run to install test tools)"
+            ));
+            return true;
+        }
+    }
+    false
+}
+
+/// Skip unless running as root with the test account `user`; true if skipped.
+pub fn skip_unless_root_with(user: &str) -> bool {
+    if !is_root() {
+        skip("needs root to switch users");
+        return true;
+    }
+    if nix::unistd::User::from_name(user).ok().flatten().is_none() {
+        skip(&format!("user {user} missing (.ci/run creates it)"));
+        return true;
+    }
+    false
+}
+
+/// Whether a client program is installed; tests that need it skip (see [`skip`]).
 pub fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
@@ -111,8 +159,9 @@ impl Server {
         std::fs::write(dir.join("authorized_keys"), line).expect("write authorized_keys");
         let config = dir.join("sshd_config");
         let text = format!(
-            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\n",
+            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n",
             host_key.display(),
+            dir.display(),
             dir.display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -129,8 +178,9 @@ impl Server {
         std::fs::write(dir.join("authorized_keys"), public).expect("write authorized_keys");
         let config = dir.join("sshd_config");
         let text = format!(
-            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\n{tail}\n",
+            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n{tail}\n",
             host_key.display(),
+            dir.display(),
             dir.display()
         );
         std::fs::write(&config, text).expect("write config");
