@@ -29,7 +29,7 @@ fn ready() -> bool {
         return false;
     }
     if let Err(e) = rsshd::host::pam::available() {
-        skip(&format!("{e}"));
+        skip(&e);
         return false;
     }
     // Keep the test account's password known even outside CI.
