@@ -99,7 +99,14 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(admin) = &args.admin {
         return run_admin(admin, &source, &args.options);
     }
+    // As sshd: -p is a Port line and -h a HostKey line ahead of the file, so that a
+    // -h key takes the place of sshd's default keys instead of joining them.
     let mut overrides: Vec<String> = args.port.iter().map(|p| format!("Port {p}")).collect();
+    overrides.extend(
+        args.host_keys
+            .iter()
+            .map(|p| format!("HostKey {}", quoted(p))),
+    );
     overrides.extend(args.options.iter().cloned());
 
     if args.test || args.dump {
@@ -115,9 +122,8 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("{w}");
         }
         if args.test {
-            let paths = daemon::host_key_paths(config.global(), &args.host_keys, false)?;
-            let generated = config.global().host_key.is_empty() && args.host_keys.is_empty();
-            if generated && !paths[0].exists() {
+            let paths = daemon::host_key_paths(&config, &[], false)?;
+            if config.generated_host_key().is_some_and(|p| !p.exists()) {
                 // The quick-start key is created on first start; nothing to check yet.
                 return Ok(ExitCode::SUCCESS);
             }
@@ -156,8 +162,7 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         Sink::Syslog
     };
     log::init(sink, args.debug);
-    let prepared =
-        daemon::prepare(source, overrides, args.host_keys.clone()).context("cannot start")?;
+    let prepared = daemon::prepare(source, overrides, Vec::new()).context("cannot start")?;
     if embedded {
         let user = rsshd::host::current_user()
             .map(|u| u.name)
@@ -194,6 +199,12 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A path as one config-file argument: quoted, with `\\` and `"` escaped.
+fn quoted(p: &std::path::Path) -> String {
+    let s = p.to_string_lossy();
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The control socket a client should use: `--socket`, else the config's

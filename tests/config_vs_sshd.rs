@@ -1,65 +1,18 @@
 //! Differential test: for configs with Match blocks, the library's `-T` output after
-//! `resolve` must equal `/usr/sbin/sshd -T -C ...` on every keyword both implement.
+//! `resolve` must equal `/usr/sbin/sshd -T -C ...` on every keyword both implement
+//! (rsshd's implemented keywords that sshd 9.2 prints), and the cases must between
+//! them give every such keyword a value other than its default.
 //! Skips (with a message) when sshd is missing or we are not root.
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rsshd::config::{Config, ConnSpec, dump};
+use rsshd::config::{Config, ConnSpec, dump, implemented_keywords};
 
 const SSHD: &str = "/usr/sbin/sshd";
-
-/// Keywords compared line for line. Only keywords whose sshd 9.2 output format rsshd
-/// promises to reproduce; resolved host names, algorithm lists and keywords sshd 9.2
-/// does not have (pamservicename, idle*) are left out on purpose.
-const COMPARED: &[&str] = &[
-    "port",
-    "addressfamily",
-    "listenaddress",
-    "usepam",
-    "logingracetime",
-    "maxauthtries",
-    "maxsessions",
-    "clientaliveinterval",
-    "clientalivecountmax",
-    "unusedconnectiontimeout",
-    "permitrootlogin",
-    "pubkeyauthentication",
-    "passwordauthentication",
-    "kbdinteractiveauthentication",
-    "printmotd",
-    "printlastlog",
-    "permittty",
-    "strictmodes",
-    "tcpkeepalive",
-    "permitemptypasswords",
-    "gatewayports",
-    "usedns",
-    "allowtcpforwarding",
-    "allowagentforwarding",
-    "banner",
-    "forcecommand",
-    "chrootdirectory",
-    "loglevel",
-    "syslogfacility",
-    "authorizedkeysfile",
-    "hostkey",
-    "allowusers",
-    "denyusers",
-    "allowgroups",
-    "denygroups",
-    "acceptenv",
-    "setenv",
-    "authenticationmethods",
-    "channeltimeout",
-    "subsystem",
-    "maxstartups",
-    "permitopen",
-    "permitlisten",
-    "permituserenvironment",
-];
 
 /// (config body, connection specs to try). Each spec is given to both implementations.
 fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -113,7 +66,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         (
             // Match Host and Match All; time formats.
             "LoginGraceTime 1h30m\nChannelTimeout session=5m\nAuthorizedKeysFile .ssh/authorized_keys\n\
-             Match Host *.example.com,!bad.example.com\n  Banner /etc/issue\n  LogLevel VERBOSE\n\
+             Match Host *.example.com,!bad.example.com\n  Banner /etc/issue\n  PubkeyAuthentication no\n\
              Match All\n  ChannelTimeout session=1h *=30s\n  AuthorizedKeysFile /etc/ssh/keys/%u\n  ClientAliveCountMax 7\n",
             vec![
                 "user=alice,host=www.example.com,addr=10.0.0.1,laddr=127.0.0.1,lport=22",
@@ -124,10 +77,10 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         (
             // Globals and list keywords, plus a Match that replaces lists.
             "Port 2200\nListenAddress 0.0.0.0\nMaxStartups 5\nUsePAM yes\nPrintMotd no\nStrictModes no\n\
-             PermitRootLogin forced-commands-only\nSyslogFacility LOCAL3\nAddressFamily inet\n\
+             PermitRootLogin forced-commands-only\nAddressFamily inet\n\
              SetEnv A=1 \"B=two words\"\nSetEnv C=3\nAllowGroups staff root\nDenyUsers eve mallory@10.0.0.0/8\n\
              PermitUserEnvironment LANG,TZ\nSubsystem sftp /usr/lib/openssh/sftp-server -l INFO\nSubsystem backup \"/usr/bin/backup --serve\"\n\
-             Match User root Address 127.0.0.0/8\n  SetEnv D=4\n  AllowGroups root\n  ChrootDirectory /srv/%u\n  PermitEmptyPasswords no\n",
+             Match User root Address 127.0.0.0/8\n  SetEnv D=4\n  AllowGroups root\n  PermitEmptyPasswords yes\n",
             vec![
                 "user=root,host=h,addr=127.0.0.1,laddr=127.0.0.1,lport=2200",
                 "user=root,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=2200",
@@ -136,22 +89,35 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
         (
             // Implicit wildcard listeners, several ports, narrowed by AddressFamily.
-            "AddressFamily inet6\nPort 2201\nPort 2202\nMatch User root\n  MaxSessions 1\n",
+            "AddressFamily inet6\nPort 2201\nPort 2202\nMatch User root\n  MaxSessions 1\n  AllowAgentForwarding no\n",
             vec!["user=root,host=h,addr=::1,laddr=::1,lport=2201"],
         ),
         (
             "Port 2201\nPort 2202\n",
             vec!["user=root,host=h,addr=::1,laddr=::1,lport=2201"],
         ),
+        (
+            // Old spellings, first value wins across them, globals sshd 9.2 keeps
+            // global, OpenSSH's channel type names and times printed as written.
+            "ChallengeResponseAuthentication no\nKbdInteractiveAuthentication yes\nKeepAlive no\n\
+             PrintLastLog no\nPrintMotd yes\nPidFile none\nDSAAuthentication no\n\
+             ChannelTimeout session=300 direct-tcpip=1H session:command=5m session:subsystem:sftp=0\n\
+             Subsystem sftp internal-sftp -f AUTH -l VERBOSE\nMaxStartups 3:50:9\nMaxStartups 4\n\
+             PermitUserEnvironment yes\nAuthenticationMethods password publickey,keyboard-interactive:pam\n\
+             Match LocalPort 22\n  PermitRootLogin prohibit-password\n  AllowTcpForwarding remote\n\
+             GatewayPorts yes\n  ChannelTimeout none\n  MaxAuthTries 0\n  ClientAliveInterval 1w\n",
+            vec![
+                "user=alice,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22",
+                "user=alice,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=23",
+            ],
+        ),
     ]
 }
 
-fn compared(text: &str) -> Vec<String> {
+/// `keyword value` lines of `-T` output for the keywords in `keys`, in order.
+fn compared(text: &str, keys: &BTreeSet<String>) -> Vec<String> {
     text.lines()
-        .filter(|l| {
-            let k = l.split(' ').next().unwrap_or("");
-            COMPARED.contains(&k)
-        })
+        .filter(|l| keys.contains(l.split(' ').next().unwrap_or("")))
         .map(str::to_string)
         .collect()
 }
@@ -175,6 +141,32 @@ fn sshd_usable() -> Result<(), String> {
     Ok(())
 }
 
+fn sshd_dump(file: &Path, spec: Option<&str>) -> String {
+    let mut cmd = Command::new(SSHD);
+    cmd.arg("-T").arg("-f").arg(file);
+    if let Some(spec) = spec {
+        cmd.arg("-C").arg(spec);
+    }
+    let out = cmd.output().expect("run sshd -T");
+    assert!(
+        out.status.success(),
+        "{} {spec:?}: sshd -T failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first value printed for each keyword.
+fn values(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in text.lines() {
+        let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+        m.entry(k.to_string()).or_insert_with(|| v.to_string());
+    }
+    m
+}
+
 #[test]
 fn resolve_and_dump_match_sshd() {
     if let Err(why) = sshd_usable() {
@@ -192,32 +184,55 @@ fn resolve_and_dump_match_sshd() {
             .expect("run ssh-keygen");
         assert!(st.success(), "ssh-keygen failed");
     }
+    // The common set: what rsshd implements and sshd 9.2 prints, from a config that
+    // makes sshd print its list keywords too.
+    let probe = dir.join("probe.conf");
+    std::fs::write(
+        &probe,
+        format!(
+            "HostKey {}\nAllowUsers a\nDenyUsers b\nAllowGroups c\nDenyGroups d\nAcceptEnv E\n\
+             SetEnv F=1\nChannelTimeout session=1m\nSubsystem s /bin/s\n",
+            hk.display()
+        ),
+    )
+    .expect("write probe");
+    let sshd_keys: BTreeSet<String> = values(&sshd_dump(&probe, None)).into_keys().collect();
+    let keys: BTreeSet<String> = implemented_keywords()
+        .into_iter()
+        .filter(|k| sshd_keys.contains(k))
+        .collect();
+    assert!(keys.len() >= 40, "common set too small: {keys:?}");
+    // sshd's defaults, to know which compared lines exercised a keyword.
+    let empty = dir.join("empty.conf");
+    std::fs::write(&empty, "").expect("write");
+    let defaults = values(&sshd_dump(&empty, None));
+
     let mut failures = Vec::new();
     let mut compared_lines = 0;
+    let mut exercised = BTreeSet::new();
     for (i, (body, specs)) in cases().into_iter().enumerate() {
         let file = dir.join(format!("case{i}.conf"));
-        let text = format!("HostKey {}\n{body}", hk.display());
+        // PidFile: rsshd writes none unless told (it must not take sshd's
+        // /run/sshd.pid); every case names one, so both print the same.
+        let text = format!(
+            "HostKey {}\nPidFile {}/case{i}.pid\n{body}",
+            hk.display(),
+            dir.display()
+        );
         std::fs::write(&file, &text).expect("write config");
         let (config, _warnings) =
             Config::load_file(&file, &[]).unwrap_or_else(|e| panic!("case {i}: {e}"));
         for spec in specs {
-            let out = Command::new(SSHD)
-                .arg("-T")
-                .arg("-f")
-                .arg(&file)
-                .arg("-C")
-                .arg(spec)
-                .output()
-                .expect("run sshd -T");
-            assert!(
-                out.status.success(),
-                "case {i} {spec}: sshd -T failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let theirs = compared(&String::from_utf8_lossy(&out.stdout));
+            let sshd_text = sshd_dump(&file, Some(spec));
+            let theirs = compared(&sshd_text, &keys);
             let cs = ConnSpec::parse_cli(spec).expect("spec");
-            let ours = compared(&dump(&config.resolve(&cs)));
+            let ours = compared(&dump(&config.resolve(&cs)), &keys);
             compared_lines += theirs.len();
+            for (k, v) in values(&theirs.join("\n")) {
+                if defaults.get(&k) != Some(&v) {
+                    exercised.insert(k);
+                }
+            }
             if theirs != ours {
                 let only_theirs: Vec<_> = theirs.iter().filter(|l| !ours.contains(l)).collect();
                 let only_ours: Vec<_> = ours.iter().filter(|l| !theirs.contains(l)).collect();
@@ -229,8 +244,64 @@ fn resolve_and_dump_match_sshd() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let unexercised: Vec<_> = keys.difference(&exercised).collect();
     assert!(
-        compared_lines > 500,
+        unexercised.is_empty(),
+        "no case gives these a non-default value: {unexercised:?}"
+    );
+    assert!(
+        compared_lines > 800,
         "suspiciously little compared: {compared_lines}"
+    );
+}
+
+/// Debian's stock file (no HostKey, PAM, an Include) means the same to both,
+/// including the host keys in force.
+#[test]
+fn stock_config_dump_matches_sshd() {
+    if let Err(why) = sshd_usable() {
+        support::skip(&why);
+        return;
+    }
+    let stock = Path::new("/etc/ssh/sshd_config");
+    if !stock.exists() {
+        support::skip("no /etc/ssh/sshd_config (openssh-server not installed)");
+        return;
+    }
+    let sshd_keys: BTreeSet<String> = values(&sshd_dump(stock, None)).into_keys().collect();
+    let keys: BTreeSet<String> = implemented_keywords()
+        .into_iter()
+        .filter(|k| sshd_keys.contains(k))
+        .collect();
+    let missing: Vec<_> = [
+        "/etc/ssh/ssh_host_rsa_key",
+        "/etc/ssh/ssh_host_ecdsa_key",
+        "/etc/ssh/ssh_host_ed25519_key",
+    ]
+    .into_iter()
+    .filter(|p| !Path::new(p).exists())
+    .collect();
+    let (config, _) = Config::load_file(stock, &[]).expect("stock config loads");
+    let spec = "user=root,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22";
+    let theirs: Vec<String> = compared(&sshd_dump(stock, Some(spec)), &keys)
+        .into_iter()
+        // sshd lists its default keys whether or not they exist; rsshd lists the ones
+        // it uses. Same list when all exist, as on a machine with openssh-server.
+        .filter(|l| !missing.iter().any(|m| l == &format!("hostkey {m}")))
+        // PidFile's default is deliberately none in rsshd (see docs/keywords.md).
+        .filter(|l| !l.starts_with("pidfile "))
+        .collect();
+    let ours: Vec<String> = compared(
+        &dump(&config.resolve(&ConnSpec::parse_cli(spec).unwrap())),
+        &keys,
+    )
+    .into_iter()
+    .filter(|l| !l.starts_with("pidfile "))
+    .collect();
+    assert_eq!(theirs, ours);
+    assert!(
+        ours.iter()
+            .any(|l| l.starts_with("hostkey /etc/ssh/ssh_host_")),
+        "{ours:?}"
     );
 }

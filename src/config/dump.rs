@@ -1,18 +1,42 @@
-//! `-T` output: walks the keyword table, so every implemented keyword is printed and in
-//! the same order and format as `sshd -T` wherever sshd has the keyword too.
+//! `-T` output: walks the keyword table, so every keyword is printed in the same order
+//! and format as `sshd -T` wherever sshd has the keyword too. What is printed is what
+//! is in force: the values rsshd applies, derived ones included (the idle limits,
+//! the host keys and control socket filled in at load), and for keywords rsshd does
+//! not implement, the value it honours by doing nothing, where there is one.
 
-use super::keywords::{KEYWORDS, Status};
+use super::keywords::{KEYWORDS, Value};
 use super::settings::Settings;
 
 /// One `keyword value` line per setting, keywords lower-case, times in seconds.
 pub fn dump(settings: &Settings) -> String {
     let mut out = String::new();
     for k in KEYWORDS {
-        if let Status::Supported { dump: Some(d), .. } = k.status {
-            d(settings, &k.name.to_ascii_lowercase(), &mut out);
+        let key = k.name.to_ascii_lowercase();
+        match k.value {
+            Value::Field { dump, .. } => dump(settings, &key, &mut out),
+            Value::Shape {
+                in_force: Some(v), ..
+            } => {
+                out.push_str(&key);
+                out.push(' ');
+                out.push_str(v);
+                out.push('\n');
+            }
+            _ => {}
         }
     }
     out
+}
+
+/// The keywords rsshd implements with sshd's semantics, lower-case as `-T` prints
+/// them (for comparing `-T` output with sshd's).
+pub fn implemented_keywords() -> Vec<String> {
+    use super::keywords::Class;
+    KEYWORDS
+        .iter()
+        .filter(|k| k.class == Class::Implemented)
+        .map(|k| k.name.to_ascii_lowercase())
+        .collect()
 }
 
 #[cfg(test)]

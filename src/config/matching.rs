@@ -129,6 +129,14 @@ fn addr(list: &str, ip: Option<IpAddr>) -> bool {
 }
 
 impl MatchLine {
+    /// Whether the line tests the user (`User`, `Group`), which is unknown before
+    /// authentication starts.
+    pub(crate) fn needs_user(&self) -> bool {
+        self.0
+            .iter()
+            .any(|c| matches!(c, Criterion::User(_) | Criterion::Group(_)))
+    }
+
     /// Whether this line applies to the connection. An attribute the spec does not
     /// carry makes its criterion false, which is what `sshd -T -C` does.
     pub(crate) fn matches(&self, spec: &ConnSpec, groups: &mut Groups) -> bool {

@@ -6,6 +6,7 @@
 //! directive applied on top, first value winning among them, which is how sshd
 //! re-parses its config per connection.
 
+mod defaults;
 mod dump;
 mod keywords;
 mod lexer;
@@ -13,7 +14,7 @@ mod matching;
 mod settings;
 mod time;
 
-pub use dump::dump;
+pub use dump::{dump, implemented_keywords};
 pub use matching::system_groups;
 pub use settings::*;
 pub use time::{format_time, parse_time};
@@ -24,7 +25,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keywords::{Args, Keyword, Pass, Policy, Status};
+use keywords::{Args, Class, Keyword, Pass, Policy, Value, Verdict};
 use matching::{Groups, MatchLine};
 
 /// How deep `Include` may nest (sshd's `SERVCONF_MAX_DEPTH`).
@@ -125,13 +126,16 @@ pub enum ConfigError {
     Spec { spec: String, what: String },
 }
 
-/// One validated directive and the `Match` conditions (all must hold) it sits under.
+/// One validated directive, where it was written, and the `Match` conditions (all
+/// must hold) it sits under.
 #[derive(Debug, Clone)]
 struct Directive {
     kw: &'static Keyword,
     args: Vec<String>,
     rest: String,
     cond: Vec<Arc<MatchLine>>,
+    file: Arc<Path>,
+    line: usize,
 }
 
 /// A parsed configuration: the global settings plus what `Match` may change.
@@ -139,6 +143,8 @@ struct Directive {
 pub struct Config {
     global: Settings,
     conditional: Vec<Directive>,
+    /// On the embedded defaults with no `HostKey`: the key rsshd generates.
+    generated_host_key: Option<PathBuf>,
 }
 
 /// Per-pass bookkeeping: which keywords already have their (first) value.
@@ -150,7 +156,7 @@ struct PassState {
 
 impl PassState {
     fn apply(&mut self, s: &mut Settings, d: &Directive) -> Result<(), String> {
-        let Status::Supported { set, policy, .. } = d.kw.status else {
+        let Value::Field { set, policy, .. } = d.kw.value else {
             return Ok(());
         };
         let first = self.assigned.insert(d.kw.name);
@@ -236,13 +242,14 @@ impl Loader {
         cmdline: bool,
     ) -> Result<(), ConfigError> {
         let err = |kw: &str, what: String| invalid(file, l.line, kw, what);
-        let Some((kw, shown)) = keywords::lookup(&l.keyword) else {
+        let Some(found) = keywords::lookup(&l.keyword) else {
             return Err(err(&l.keyword, "unknown keyword".into()));
         };
+        let (kw, shown) = (found.kw, found.shown);
         if l.args.is_empty() {
             return Err(err(shown, "missing argument".into()));
         }
-        if !cond.is_empty() && !kw.matchable && kw.name != "Match" {
+        if !cond.is_empty() && !found.matchable {
             return Err(err(
                 shown,
                 format!("Directive '{shown}' is not allowed within a Match block"),
@@ -253,60 +260,55 @@ impl Loader {
             line: l.line,
             message: format!("{shown}: {msg}"),
         };
-        match kw.status {
-            Status::Special if kw.name == "Match" => {
-                if cmdline {
-                    return Err(err(shown, "not allowed on the command line".into()));
-                }
+        if kw.class == Class::Structural {
+            if cmdline {
+                return Err(err(shown, "not allowed on the command line".into()));
+            }
+            if kw.name == "Match" {
                 let m = matching::parse_match(&l.args).map_err(|e| err(shown, e))?;
                 cond.push(Arc::new(m));
-            }
-            Status::Special => {
-                if cmdline {
-                    return Err(err(shown, "not allowed on the command line".into()));
-                }
+            } else {
                 for pat in &l.args {
                     self.include(file, l.line, pat, cond, depth)?;
                 }
             }
-            Status::Deprecated => self.warnings.push(warn("deprecated, ignored".into())),
-            Status::Unsupported { .. } => {
-                let args = Args {
-                    args: &l.args,
-                    rest: &l.rest,
-                };
-                if keywords::check_unsupported(kw, &args).map_err(|e| err(shown, e))? {
-                    self.warnings
-                        .push(warn("not supported by rsshd, ignored".into()));
-                }
-            }
-            Status::Alias(_) => {}
-            Status::Supported { set, .. } => {
-                // Validate now, whether or not this value will ever be used, so that an
-                // error in a Match block is reported at load time as sshd does.
-                let mut scratch = Settings::default();
-                let mut pass = Pass {
-                    first: true,
-                    ..Pass::default()
-                };
-                let args = Args {
-                    args: &l.args,
-                    rest: &l.rest,
-                };
-                set(&mut scratch, &args, &mut pass).map_err(|e| err(shown, e))?;
-                if cmdline {
-                    self.skip.insert(kw.name);
-                } else if self.skip.contains(kw.name) {
-                    return Ok(());
-                }
-                self.directives.push(Directive {
-                    kw,
-                    args: l.args,
-                    rest: l.rest,
-                    cond: cond.clone(),
-                });
-            }
+            return Ok(());
         }
+        let args = Args {
+            args: &l.args,
+            rest: &l.rest,
+        };
+        match keywords::check(kw, &args).map_err(|e| err(shown, e))? {
+            Verdict::Quiet => return Ok(()),
+            Verdict::Warn(msg) => {
+                self.warnings.push(warn(msg));
+                return Ok(());
+            }
+            Verdict::Keep => {}
+        }
+        if let Some(msg) = kw.caveat.and_then(|c| c(&args)) {
+            self.warnings.push(warn(msg));
+        }
+        if kw.pre_auth && cond.iter().any(|m| m.needs_user()) {
+            self.warnings.push(warn(
+                "applies before the user name is known, so a Match on User or Group \
+                 does not change it"
+                    .into(),
+            ));
+        }
+        if cmdline {
+            self.skip.insert(kw.name);
+        } else if self.skip.contains(kw.name) {
+            return Ok(());
+        }
+        self.directives.push(Directive {
+            kw,
+            args: l.args,
+            rest: l.rest,
+            cond: cond.clone(),
+            file: Arc::from(file),
+            line: l.line,
+        });
         Ok(())
     }
 
@@ -342,24 +344,30 @@ impl Loader {
         Ok(())
     }
 
-    fn finish(self) -> Result<(Config, Vec<Warning>), ConfigError> {
+    fn finish(self, embedded: bool) -> Result<(Config, Vec<Warning>), ConfigError> {
         let mut global = Settings::default();
         let mut st = PassState::default();
-        let mut conditional = Vec::new();
-        for d in self.directives {
-            if d.cond.is_empty() {
-                // Already validated; an error here would be a bug in the table.
-                let _ = st.apply(&mut global, &d);
-            } else {
-                conditional.push(d);
-            }
+        let (unconditional, conditional): (Vec<Directive>, Vec<Directive>) =
+            self.directives.into_iter().partition(|d| d.cond.is_empty());
+        for d in &unconditional {
+            // Already validated; an error here would be a bug in the table.
+            let _ = st.apply(&mut global, d);
         }
+        let generated_host_key = defaults::fill(&mut global, embedded);
+        let mut warnings = self.warnings;
+        warnings.extend(defaults::idle_conflicts(
+            &global,
+            &unconditional,
+            &conditional,
+        ));
+        warnings.extend(defaults::auth_methods_conflict(&global, &unconditional));
         Ok((
             Config {
                 global,
                 conditional,
+                generated_host_key,
             },
-            self.warnings,
+            warnings,
         ))
     }
 }
@@ -415,12 +423,18 @@ impl Config {
             }
         }
         loader.text(path, text, &[], 0)?;
-        loader.finish()
+        loader.finish(defaults_only)
     }
 
     /// Settings with no `Match` applied.
     pub fn global(&self) -> &Settings {
         &self.global
+    }
+
+    /// On the embedded defaults with no `HostKey`: the key file rsshd generates on
+    /// first start (it is also the one `host_key` names).
+    pub fn generated_host_key(&self) -> Option<&Path> {
+        self.generated_host_key.as_deref()
     }
 
     /// Settings for one connection: every directive under matching `Match` blocks,

@@ -137,16 +137,19 @@ pub struct Settings {
     pub idle_warning: Option<Duration>,
     pub idle_activity: IdleActivity,
     pub channel_timeout: Vec<ChannelTimeoutRule>,
+    /// `ChannelTimeout` as written, which `-T` prints verbatim as sshd does.
+    pub channel_timeout_text: Vec<String>,
     pub unused_connection_timeout: Option<Duration>,
     // --- rsshd's own ---
-    /// Where the control socket lives (`ControlSocket`); `None` = the built-in place.
+    /// Where the control socket lives (`ControlSocket`). A loaded [`super::Config`]
+    /// always has it (the built-in place when not configured); `None` only here.
     pub control_socket: Option<PathBuf>,
 }
 
 impl Default for Settings {
     /// OpenSSH 9.2's built-in defaults (`fill_default_server_options`), so that a config
-    /// file written for sshd means the same here. `host_key` stays empty: the daemon
-    /// generates a key rather than guessing at `/etc/ssh/ssh_host_*`.
+    /// file written for sshd means the same here. `host_key` and `control_socket`
+    /// stay empty: loading a config fills them in (see `config::defaults`).
     fn default() -> Self {
         Settings {
             port: vec![22],
@@ -212,8 +215,29 @@ impl Default for Settings {
             idle_warning: None,
             idle_activity: IdleActivity::Input,
             channel_timeout: Vec::new(),
+            channel_timeout_text: Vec::new(),
             unused_connection_timeout: None,
             control_socket: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The idle timeout in force (SPEC section 3): `IdleTimeout`, else under the
+    /// classic recipe (`ClientAliveCountMax 0`) the `ClientAliveInterval`.
+    pub fn effective_idle_timeout(&self) -> Option<Duration> {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let recipe = (self.client_alive_count_max == 0)
+            .then_some(self.client_alive_interval)
+            .and_then(nonzero);
+        self.idle_timeout.and_then(nonzero).or(recipe)
+    }
+
+    /// The idle warning in force: only one shorter than the idle timeout is given.
+    pub fn effective_idle_warning(&self) -> Option<Duration> {
+        match (self.effective_idle_timeout(), self.idle_warning) {
+            (Some(t), Some(w)) if !w.is_zero() && w < t => Some(w),
+            _ => None,
         }
     }
 }

@@ -60,21 +60,18 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// The host key files to use: configured ones plus `-h`, or the generated key.
+/// The host key files to use: `extra`, then what the config says is in force (its
+/// `HostKey` lines, sshd's default keys, or on the embedded defaults the generated
+/// key, which is created here when `generate`).
 pub fn host_key_paths(
-    s: &Settings,
+    config: &Config,
     extra: &[PathBuf],
     generate: bool,
 ) -> Result<Vec<PathBuf>, hostkeys::HostKeyError> {
     let mut paths: Vec<PathBuf> = extra.to_vec();
-    paths.extend(s.host_key.iter().cloned());
-    if paths.is_empty() {
-        let dir = crate::paths::state_dir();
-        if generate {
-            paths.push(hostkeys::ensure_generated(&dir)?);
-        } else {
-            paths.push(dir.join("ssh_host_ed25519_key"));
-        }
+    paths.extend(config.global().host_key.iter().cloned());
+    if generate && let Some(dir) = config.generated_host_key().and_then(|p| p.parent()) {
+        hostkeys::ensure_generated(dir)?;
     }
     Ok(paths)
 }
@@ -195,7 +192,7 @@ pub fn prepare(
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let paths = host_key_paths(config.global(), &extra_host_keys, true)?;
+    let paths = host_key_paths(&config, &extra_host_keys, true)?;
     let keys = hostkeys::load(&paths)?;
     let control_path = config
         .global()
@@ -325,7 +322,7 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                         for w in &warnings {
                             tracing::warn!("{w}");
                         }
-                        let keys = host_key_paths(config.global(), &p.extra_host_keys, true)
+                        let keys = host_key_paths(&config, &p.extra_host_keys, true)
                             .and_then(|paths| hostkeys::load(&paths));
                         match keys {
                             Ok(keys) => {

@@ -37,23 +37,15 @@ impl Policy {
     /// timeout = `ClientAliveInterval` unless `IdleTimeout` is set), never "off";
     /// `CountMax N > 0` is liveness probing only.
     pub fn from_settings(s: &Settings) -> Policy {
-        let interval = nonzero(s.client_alive_interval);
-        let (probe_interval, recipe_idle) = match (interval, s.client_alive_count_max) {
-            (Some(i), 0) => (None, Some(i)),
-            (Some(i), _) => (Some(i), None),
-            (None, _) => (None, None),
-        };
-        let idle_timeout = s.idle_timeout.and_then(nonzero).or(recipe_idle);
-        let idle_warning = match (idle_timeout, s.idle_warning.and_then(nonzero)) {
-            (Some(t), Some(w)) if w < t => Some(w),
-            _ => None,
-        };
+        // The idle limits come from Settings, which `-T` prints too, so the two agree.
+        let probe_interval =
+            nonzero(s.client_alive_interval).filter(|_| s.client_alive_count_max > 0);
         Policy {
             login_grace: nonzero(s.login_grace_time),
             probe_interval,
             probe_max: s.client_alive_count_max,
-            idle_timeout,
-            idle_warning,
+            idle_timeout: s.effective_idle_timeout(),
+            idle_warning: s.effective_idle_warning(),
             output_is_activity: s.idle_activity == IdleActivity::InputOutput,
             channel_timeouts: s.channel_timeout.clone(),
             unused_timeout: s.unused_connection_timeout.and_then(nonzero),
