@@ -52,9 +52,10 @@ else
 #ListenAddress 0.0.0.0
 #Port 22
 
-# Without HostKey, rsshd generates a key once in /var/lib/rsshd and keeps it.
-# Use sshd's key instead to keep the host identity clients already trust:
-#HostKey /etc/ssh/ssh_host_ed25519_key
+# Without HostKey, rsshd uses sshd's keys, /etc/ssh/ssh_host_{rsa,ecdsa,ed25519}_key
+# (those that exist), so clients see the host they already trust. On a machine
+# without them, create them with `ssh-keygen -A`, or name a key of rsshd's own:
+#HostKey /etc/rsshd/ssh_host_ed25519_key
 
 # Disconnect a session after 5 minutes without input, warning one minute before.
 # In rsshd, ClientAliveCountMax 0 means exactly that idle disconnect (in OpenSSH

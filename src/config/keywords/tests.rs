@@ -436,3 +436,37 @@ fn channel_timeouts_use_sshd_type_names() {
     assert!(parse_channel_timeout("=5m").is_err());
     assert!(parse_channel_timeout("session=soon").is_err());
 }
+
+#[test]
+fn docs_list_every_keyword_with_its_class() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/keywords.md");
+    let text = std::fs::read_to_string(path).expect("docs/keywords.md");
+    let mut rows = std::collections::HashMap::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if let [_, name, class, ..] = cells[..]
+            && let Some(name) = name.strip_prefix('`').and_then(|n| n.strip_suffix('`'))
+        {
+            assert!(rows.insert(name, class).is_none(), "{name} twice in {path}");
+        }
+    }
+    for k in KEYWORDS {
+        let want = match k.class {
+            Class::Implemented | Class::Structural => "implemented".to_string(),
+            Class::Refused => "refused".into(),
+            Class::Warned => "warned".into(),
+            Class::Deprecated => "deprecated".into(),
+            Class::Alias(t) => format!("alias of `{t}`"),
+        };
+        assert_eq!(
+            rows.remove(k.name),
+            Some(want.as_str()),
+            "{} in {path}",
+            k.name
+        );
+    }
+    assert!(
+        rows.is_empty(),
+        "{path} lists keywords the table does not: {rows:?}"
+    );
+}
