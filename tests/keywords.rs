@@ -31,8 +31,7 @@ fn stderr_of(cmd: &mut Command) -> (bool, String) {
 }
 
 const REFUSAL: &str = "ChrootDirectory: not implemented by rsshd; refused because ignoring it \
-                       could allow more than configured (remove it, or use \"none\", which is \
-                       what rsshd does)";
+                       could allow more than configured (remove it; only \"none\" is accepted)";
 
 #[test]
 fn refused_keyword_stops_test_mode_start_and_reload() {

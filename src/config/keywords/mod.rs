@@ -376,7 +376,7 @@ pub(crate) fn refusal(k: &Keyword) -> String {
     let why = "not implemented by rsshd; refused because ignoring it could allow more than \
                configured";
     match accepted_value(k) {
-        Some(v) => format!("{why} (remove it, or use \"{v}\", which is what rsshd does)"),
+        Some(v) => format!("{why} (remove it; only \"{v}\" is accepted)"),
         None => format!("{why} (remove it)"),
     }
 }

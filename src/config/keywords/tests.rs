@@ -280,7 +280,7 @@ fn refused_keywords_fail_the_load_with_file_line_and_reason() {
             .unwrap_or_else(|| panic!("no sample value for refused {}", k.name));
         let expected = match accepted_value(k) {
             Some(v) => format!(
-                "t.conf:2: {}: {why} (remove it, or use \"{v}\", which is what rsshd does)",
+                "t.conf:2: {}: {why} (remove it; only \"{v}\" is accepted)",
                 k.name
             ),
             None => format!("t.conf:2: {}: {why} (remove it)", k.name),
