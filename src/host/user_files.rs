@@ -313,6 +313,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// A read stuck in the kernel (a FUSE file that never answers) ends for the
+    /// caller at the deadline; the paused clock jumps there as soon as the
+    /// runtime has nothing else to do.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_never_answers_ends_at_the_deadline() {
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let started = tokio::time::Instant::now();
+        let r = with_reader(me(Path::new("/")), move |_| {
+            let _ = stuck.recv();
+        })
+        .await;
+        assert!(
+            matches!(r, Err(HostError::TimedOut(d)) if d == DEADLINE),
+            "{r:?}"
+        );
+        assert_eq!(started.elapsed(), DEADLINE);
+        // The thread left behind ends once the kernel lets it go.
+        drop(release);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn root_only_files_are_closed_to_the_user() {
         if !nix::unistd::geteuid().is_root() {
