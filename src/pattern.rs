@@ -119,9 +119,43 @@ pub fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
     }
 }
 
+/// One entry of an address list as OpenSSH's `addr_pton_cidr` reads it: a network
+/// (`Ok(Some)`) when the part before any `/` is an address; `Ok(None)` when it is
+/// not an address at all (then it is a glob against the textual address);
+/// `Err` when it is an address with an impossible prefix length or with bits set
+/// beyond the prefix (`10.0.0.0/99`, `10.0.0.1/8`): a malformed entry.
+fn address_entry(entry: &str) -> Result<Option<(IpAddr, u8)>, String> {
+    let bad = || format!("invalid network \"{entry}\"");
+    let (addr, len) = match entry.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (entry, None),
+    };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return Ok(None);
+    };
+    let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        // sshd reads the length with strtonum; a non-number makes the entry a glob.
+        Some(l) => match l.parse::<i32>() {
+            Ok(n) if n >= 0 => u8::try_from(n).ok().filter(|n| *n <= max).ok_or_else(bad)?,
+            _ => return Ok(None),
+        },
+    };
+    let host_bits_clear = match ip {
+        IpAddr::V4(a) => len == 32 || u32::from(a) & (u32::MAX >> len) == 0,
+        IpAddr::V6(a) => len == 128 || u128::from(a) & (u128::MAX >> len) == 0,
+    };
+    if !host_bits_clear {
+        return Err(bad());
+    }
+    Ok(Some((ip, len)))
+}
+
 /// OpenSSH's `addr_match_list`: entries are CIDR networks when they parse as such and
 /// glob patterns against the textual address otherwise. `Err` means the list itself is
-/// malformed (a `/` entry that is not a network), which callers report as a config error.
+/// malformed (an empty entry, or a network that cannot be: see `address_entry`);
+/// every caller must then deny, as sshd does, and never read it as "no match".
 pub fn match_address_list(ip: IpAddr, list: &str) -> Result<ListMatch, String> {
     let text = match ip {
         IpAddr::V6(v6) => v6
@@ -130,17 +164,24 @@ pub fn match_address_list(ip: IpAddr, list: &str) -> Result<ListMatch, String> {
             .unwrap_or_else(|| v6.to_string()),
         v4 => v4.to_string(),
     };
-    let mut got = ListMatch::None;
-    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    // The whole list is checked first: a malformed entry anywhere voids it, even
+    // after an entry that matched.
+    let mut entries = Vec::new();
+    for entry in list.split(',').map(str::trim) {
         let (negated, pat) = match entry.strip_prefix('!') {
             Some(rest) => (true, rest),
             None => (false, entry),
         };
-        let hit = if pat.contains('/') {
-            let (net, len) = parse_cidr(pat).ok_or_else(|| format!("invalid network \"{pat}\""))?;
-            cidr_contains(net, len, ip)
-        } else {
-            match_pattern(&text, pat)
+        if pat.is_empty() {
+            return Err(format!("empty entry in address list \"{list}\""));
+        }
+        entries.push((negated, pat, address_entry(pat)?));
+    }
+    let mut got = ListMatch::None;
+    for (negated, pat, net) in entries {
+        let hit = match net {
+            Some((net, len)) => cidr_contains(net, len, ip),
+            None => match_pattern(&text, pat),
         };
         if hit {
             if negated {
@@ -153,27 +194,34 @@ pub fn match_address_list(ip: IpAddr, list: &str) -> Result<ListMatch, String> {
 }
 
 /// OpenSSH's `match_host_and_ip`: a list may name hosts or addresses; a negated hit on
-/// either denies.
-pub fn match_host_and_ip(host: &str, ip: IpAddr, list: &str) -> ListMatch {
-    let by_ip = match_address_list(ip, list).unwrap_or(ListMatch::None);
+/// either denies. `Err` for a malformed address list, which callers must treat as a
+/// denial (and log).
+pub fn match_host_and_ip(host: &str, ip: IpAddr, list: &str) -> Result<ListMatch, String> {
+    let by_ip = match_address_list(ip, list)?;
     let by_host = match_pattern_list(host, list, true);
-    if by_ip == ListMatch::Negated || by_host == ListMatch::Negated {
-        ListMatch::Negated
-    } else if by_ip == ListMatch::Positive || by_host == ListMatch::Positive {
-        ListMatch::Positive
-    } else {
-        ListMatch::None
-    }
+    Ok(
+        if by_ip == ListMatch::Negated || by_host == ListMatch::Negated {
+            ListMatch::Negated
+        } else if by_ip == ListMatch::Positive || by_host == ListMatch::Positive {
+            ListMatch::Positive
+        } else {
+            ListMatch::None
+        },
+    )
 }
 
 /// OpenSSH's `match_user`: a single pattern, either `user` or `user@host`, where the host
-/// part is matched as in [`match_host_and_ip`].
-pub fn match_user(user: &str, host: &str, ip: IpAddr, pattern: &str) -> bool {
-    match pattern.split_once('@') {
+/// part (after the last `@`) is matched as in [`match_host_and_ip`]. `Err` when that
+/// host part is malformed: the caller must deny.
+pub fn match_user(user: &str, host: &str, ip: IpAddr, pattern: &str) -> Result<bool, String> {
+    match pattern.rsplit_once('@') {
         Some((pu, ph)) => {
-            match_pattern(user, pu) && match_host_and_ip(host, ip, ph) == ListMatch::Positive
+            if !match_pattern(user, pu) {
+                return Ok(false);
+            }
+            Ok(match_host_and_ip(host, ip, ph)? == ListMatch::Positive)
         }
-        None => match_pattern(user, pattern),
+        None => Ok(match_pattern(user, pattern)),
     }
 }
 
@@ -227,6 +275,12 @@ mod tests {
             ListMatch::Negated
         );
         assert!(match_address_list(ip, "10.0.0.0/99").is_err());
+        // sshd refuses a network with bits beyond its prefix and empty entries.
+        assert!(match_address_list(ip, "10.0.0.1/8").is_err());
+        assert!(match_address_list(ip, "10.0.0.0/8,").is_err());
+        assert!(match_address_list(ip, "!").is_err());
+        // Not an address before the slash: a glob, as in sshd (never matches).
+        assert_eq!(match_address_list(ip, "host/8").unwrap(), ListMatch::None);
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(
             match_address_list(mapped, "127.0.0.0/8").unwrap(),
@@ -242,9 +296,36 @@ mod tests {
     #[test]
     fn users_with_hosts() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(match_user("alice", "localhost", ip, "alice@127.0.0.0/8"));
-        assert!(match_user("alice", "localhost", ip, "alice@localhost"));
-        assert!(!match_user("alice", "localhost", ip, "alice@10.0.0.0/8"));
-        assert!(match_user("alice", "localhost", ip, "al*"));
+        assert_eq!(
+            match_user("alice", "localhost", ip, "alice@127.0.0.0/8"),
+            Ok(true)
+        );
+        assert_eq!(
+            match_user("alice", "localhost", ip, "alice@localhost"),
+            Ok(true)
+        );
+        assert_eq!(
+            match_user("alice", "localhost", ip, "alice@10.0.0.0/8"),
+            Ok(false)
+        );
+        assert_eq!(match_user("alice", "localhost", ip, "al*"), Ok(true));
+        assert!(match_user("alice", "localhost", ip, "alice@127.0.0.0/33").is_err());
+        // Another user's malformed host part is never looked at, as in sshd.
+        assert_eq!(
+            match_user("bob", "localhost", ip, "alice@127.0.0.0/33"),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn a_malformed_negation_never_admits() {
+        // sshd denies 127.0.0.1 here; reading the bad entry as "no match" let it in.
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let list = "*,!10.0.0.0/99,!127.0.0.0/8";
+        assert!(match_host_and_ip("localhost", ip, list).is_err());
+        assert_eq!(
+            match_host_and_ip("localhost", ip, "*,!10.0.0.0/8").unwrap(),
+            ListMatch::Positive
+        );
     }
 }

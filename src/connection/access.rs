@@ -17,6 +17,9 @@ pub enum Refusal {
     NotInAllowGroups,
     /// rsshd runs unprivileged and can only serve the account it runs as.
     NotDaemonUser,
+    /// An `AllowUsers`/`DenyUsers` entry (keyword, entry) whose host part does not
+    /// parse; sshd exits on it (`Invalid AllowUsers pattern`), rsshd refuses.
+    InvalidPattern(&'static str, String),
 }
 
 impl Refusal {
@@ -29,6 +32,7 @@ impl Refusal {
             Refusal::DenyGroups => "a group is listed in DenyGroups".into(),
             Refusal::NotInAllowGroups => "none of user's groups are listed in AllowGroups".into(),
             Refusal::NotDaemonUser => "rsshd is not running as root".into(),
+            Refusal::InvalidPattern(k, p) => format!("of an invalid {k} pattern \"{p}\""),
         }
     }
 }
@@ -49,19 +53,30 @@ pub fn check_user(
             user.shell.display().to_string(),
         ));
     }
-    if s.deny_users
-        .iter()
-        .any(|p| match_user(&user.name, host, ip, p))
-    {
-        return Err(Refusal::DenyUsers);
+    // A malformed host part (`user@10.0.0.0/99`) refuses the user: sshd stops
+    // there too (it exits), it never reads it as "not listed".
+    for p in &s.deny_users {
+        match match_user(&user.name, host, ip, p) {
+            Ok(false) => {}
+            Ok(true) => return Err(Refusal::DenyUsers),
+            Err(_) => return Err(Refusal::InvalidPattern("DenyUsers", p.clone())),
+        }
     }
-    if !s.allow_users.is_empty()
-        && !s
-            .allow_users
-            .iter()
-            .any(|p| match_user(&user.name, host, ip, p))
-    {
-        return Err(Refusal::NotInAllowUsers);
+    if !s.allow_users.is_empty() {
+        let mut listed = false;
+        for p in &s.allow_users {
+            match match_user(&user.name, host, ip, p) {
+                Ok(false) => {}
+                Ok(true) => {
+                    listed = true;
+                    break;
+                }
+                Err(_) => return Err(Refusal::InvalidPattern("AllowUsers", p.clone())),
+            }
+        }
+        if !listed {
+            return Err(Refusal::NotInAllowUsers);
+        }
     }
     let in_groups = |list: &[String]| {
         user.group_names.iter().any(|g| {
@@ -151,6 +166,22 @@ mod tests {
         );
         s.allow_groups = vec!["wheel".into(), "sta*".into()];
         assert_eq!(check_user(&alice(), "h", ip(), &s, 0), Ok(()));
+    }
+
+    #[test]
+    fn malformed_host_parts_refuse() {
+        let mut s = Settings::default();
+        s.deny_users = vec!["alice@10.0.0.0/99".into()];
+        assert!(matches!(
+            check_user(&alice(), "h", ip(), &s, 0),
+            Err(Refusal::InvalidPattern("DenyUsers", _))
+        ));
+        s.deny_users.clear();
+        s.allow_users = vec!["alice@*,!10.0.0.0/99".into()];
+        assert!(matches!(
+            check_user(&alice(), "h", ip(), &s, 0),
+            Err(Refusal::InvalidPattern("AllowUsers", _))
+        ));
     }
 
     #[test]

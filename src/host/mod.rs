@@ -4,6 +4,7 @@
 
 pub mod as_user;
 mod authorized_keys;
+mod key_options;
 mod lastlog;
 mod launch;
 pub mod pam;
@@ -11,17 +12,21 @@ mod process;
 mod pty;
 pub mod spawn;
 mod strict_modes;
+mod user_env;
+mod user_files;
 mod user_socket;
 mod users;
 mod utmp;
 
-pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyOptions, expand_path, find_authorized_key};
+pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
+pub use key_options::KeyOptions;
 pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use process::{ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
-    ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionProcess, SpawnRequest, spawn,
+    ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,
 };
+pub use user_env::{UserEnvError, user_environment};
 pub use user_socket::{UserSocket, user_socket};
 pub use users::{UserInfo, current_user, lookup_user, running_as_root};
 pub use utmp::{LoginRecord, record_login, record_logout};

@@ -19,11 +19,57 @@ pub struct SpawnRequest {
     /// `None` starts the login shell.
     pub command: Option<String>,
     pub pty: Option<PtyParams>,
-    /// Extra variables (SSH_CONNECTION, accepted client variables, SetEnv, ...);
-    /// later entries win.
-    pub env: Vec<(String, String)>,
+    /// Variables from outside the account database, by origin.
+    pub env: SessionEnv,
     /// Run the session inside a PAM session (`UsePAM yes`).
     pub pam: Option<PamSession>,
+}
+
+/// The variables a session gets besides the login ones, by origin. [`ExecPlan`]
+/// merges them in sshd's `do_setup_env` order, each later step replacing an
+/// earlier value of the same name: the client's (`AcceptEnv`) first, so that
+/// nothing the server sets can be overridden by the client; then USER, LOGNAME,
+/// HOME, PATH, MAIL (without PAM), SHELL, TZ, TERM, SSH_AUTH_SOCK; then the user's
+/// own (key `environment=`, `~/.ssh/environment`) under PermitUserEnvironment;
+/// then PAM's; then SetEnv; then SSH_CLIENT, SSH_CONNECTION, SSH_TTY and
+/// SSH_ORIGINAL_COMMAND.
+#[derive(Debug, Clone, Default)]
+pub struct SessionEnv {
+    /// Accepted `env` requests, in the order they came.
+    pub client: Vec<(String, String)>,
+    /// The forwarded agent's socket.
+    pub auth_sock: Option<String>,
+    /// Key `environment=` options, then `~/.ssh/environment`, already filtered by
+    /// PermitUserEnvironment.
+    pub user: Vec<(String, String)>,
+    /// `SetEnv`.
+    pub admin: Vec<(String, String)>,
+    /// SSH_CLIENT and SSH_CONNECTION.
+    pub connection: Vec<(String, String)>,
+    /// The command the client asked for when a forced command replaced it.
+    pub original_command: Option<String>,
+}
+
+/// Set `name` as sshd's `child_set_env` does: an existing entry is replaced where
+/// it stands, a new one goes at the end. execve passes duplicates through and
+/// programs disagree on which one counts (getenv takes the first, shells the
+/// last), so the list must never hold two.
+fn set_var(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match env.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => env.push((name.to_string(), value.to_string())),
+    }
+}
+
+fn set_all(env: &mut Vec<(String, String)>, vars: &[(String, String)]) {
+    for (k, v) in vars {
+        set_var(env, k, v);
+    }
+}
+
+/// What PAM modules may not set (sshd's `PAM_ENV_DENYLIST`).
+fn pam_may_set(name: &str) -> bool {
+    !name.starts_with("SSH_AUTH_INFO") && !name.starts_with("SSH_CONNECTION")
 }
 
 /// The process's I/O, taken once by whoever pumps it.
@@ -116,7 +162,10 @@ pub struct ExecPlan {
     pub program: PathBuf,
     pub argv0: String,
     pub args: Vec<String>,
+    /// Variables up to where PAM's go (see [`SessionEnv`]).
     pub env: Vec<(String, String)>,
+    /// Variables that override PAM's: SetEnv and the connection's own.
+    pub env_over_pam: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub uid: u32,
     pub gid: u32,
@@ -151,24 +200,44 @@ impl ExecPlan {
                 user.home.display()
             );
         }
-        let mut env = vec![
-            ("USER".to_string(), user.name.clone()),
-            ("LOGNAME".to_string(), user.name.clone()),
-            ("HOME".to_string(), user.home.to_string_lossy().into_owned()),
-            ("SHELL".to_string(), shell.to_string_lossy().into_owned()),
-            ("PATH".to_string(), default_path(user.uid).to_string()),
-            ("MAIL".to_string(), format!("/var/mail/{}", user.name)),
-        ];
-        if let (Some(t), Some(params)) = (tty, &req.pty) {
-            env.push(("TERM".to_string(), params.term.clone()));
-            env.push(("SSH_TTY".to_string(), t.to_string_lossy().into_owned()));
+        let e = &req.env;
+        let shell_text = shell.to_string_lossy().into_owned();
+        let mut env = Vec::new();
+        set_all(&mut env, &e.client);
+        set_var(&mut env, "USER", &user.name);
+        set_var(&mut env, "LOGNAME", &user.name);
+        set_var(&mut env, "HOME", &user.home.to_string_lossy());
+        set_var(&mut env, "PATH", default_path(user.uid));
+        if req.pam.is_none() {
+            // With PAM, pam_mail decides (Debian's sshd stack: noenv).
+            set_var(&mut env, "MAIL", &format!("/var/mail/{}", user.name));
         }
-        env.extend(req.env.iter().cloned());
+        set_var(&mut env, "SHELL", &shell_text);
+        if let Ok(tz) = std::env::var("TZ") {
+            set_var(&mut env, "TZ", &tz);
+        }
+        if let (Some(_), Some(params)) = (tty, &req.pty) {
+            set_var(&mut env, "TERM", &params.term);
+        }
+        if let Some(sock) = &e.auth_sock {
+            set_var(&mut env, "SSH_AUTH_SOCK", sock);
+        }
+        set_all(&mut env, &e.user);
+        let mut over = Vec::new();
+        set_all(&mut over, &e.admin);
+        set_all(&mut over, &e.connection);
+        if let (Some(t), Some(_)) = (tty, &req.pty) {
+            set_var(&mut over, "SSH_TTY", &t.to_string_lossy());
+        }
+        if let Some(orig) = &e.original_command {
+            set_var(&mut over, "SSH_ORIGINAL_COMMAND", orig);
+        }
         ExecPlan {
             program: shell,
             argv0,
             args,
             env,
+            env_over_pam: over,
             cwd: if home_ok {
                 user.home.clone()
             } else {
@@ -181,13 +250,21 @@ impl ExecPlan {
         }
     }
 
-    /// Put `extra` variables (PAM's) under the plan's own: later entries win, and
-    /// the SSH_* and login variables rsshd sets must not be overridden by modules.
-    pub fn with_env_under(mut self, extra: Vec<(String, String)>) -> ExecPlan {
-        let mut env = extra;
-        env.append(&mut self.env);
-        self.env = env;
+    /// Add PAM's variables where sshd puts them: over the client's, the login
+    /// ones and the user's own, under SetEnv and the connection's (SSH_*), and
+    /// never SSH_AUTH_INFO* or SSH_CONNECTION*.
+    pub fn with_env_under(mut self, pam: Vec<(String, String)>) -> ExecPlan {
+        for (k, v) in pam.iter().filter(|(k, _)| pam_may_set(k)) {
+            set_var(&mut self.env, k, v);
+        }
         self
+    }
+
+    /// The environment the program gets.
+    pub fn final_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        set_all(&mut env, &self.env_over_pam);
+        env
     }
 
     /// How to start the plan (see `launch`): no copy of the daemon, and the same
@@ -195,7 +272,7 @@ impl ExecPlan {
     pub fn launch(&self) -> Result<Launch, HostError> {
         let mut argv = vec![self.argv0.clone()];
         argv.extend(self.args.iter().cloned());
-        let mut l = Launch::new(&self.program, &argv, &self.env)?
+        let mut l = Launch::new(&self.program, &argv, &self.final_env())?
             .cwd(&self.cwd)?
             .nofile(SESSION_NOFILE.get().copied());
         if self.switch {
@@ -322,5 +399,113 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
                 master: None,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn get<'a>(env: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        env.iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn request(pam: bool) -> SpawnRequest {
+        SpawnRequest {
+            user: super::super::UserInfo {
+                name: "alice".into(),
+                uid: 1000,
+                gid: 1000,
+                home: "/home/alice".into(),
+                shell: "/bin/bash".into(),
+                group_names: vec![],
+                gids: vec![],
+            },
+            command: Some("true".into()),
+            pty: Some(PtyParams {
+                term: "xterm".into(),
+                cols: 80,
+                rows: 24,
+                pix_width: 0,
+                pix_height: 0,
+                modes: vec![],
+            }),
+            env: SessionEnv {
+                client: kv(&[
+                    ("PATH", "/evil"),
+                    ("SSH_ORIGINAL_COMMAND", "evil"),
+                    ("SSH_TTY", "/dev/evil"),
+                    ("USER", "root"),
+                    ("LANG", "C.UTF-8"),
+                    ("TERM", "evil"),
+                ]),
+                auth_sock: Some("/tmp/agent".into()),
+                user: kv(&[("FROM_KEY", "1"), ("SSH_CONNECTION", "user")]),
+                admin: kv(&[("SET", "admin"), ("FROM_KEY", "admin")]),
+                connection: kv(&[("SSH_CONNECTION", "1.2.3.4 5 6.7.8.9 22")]),
+                original_command: Some("ls".into()),
+            },
+            pam: pam.then(|| PamSession {
+                service: "sshd".into(),
+                rhost: "h".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_client_never_overrides_the_servers_variables() {
+        let plan = ExecPlan::for_request(&request(false), Some(Path::new("/dev/pts/7")));
+        let env = plan.final_env();
+        for (name, want) in [
+            ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/games"),
+            ("SSH_ORIGINAL_COMMAND", "ls"),
+            ("SSH_TTY", "/dev/pts/7"),
+            ("USER", "alice"),
+            ("TERM", "xterm"),
+            ("LANG", "C.UTF-8"),
+            ("MAIL", "/var/mail/alice"),
+            ("SSH_AUTH_SOCK", "/tmp/agent"),
+            ("SET", "admin"),
+            // SetEnv is later than the key's environment=, as in sshd.
+            ("FROM_KEY", "admin"),
+            ("SSH_CONNECTION", "1.2.3.4 5 6.7.8.9 22"),
+        ] {
+            assert_eq!(get(&env, name), vec![want], "{name} in {env:?}");
+        }
+        // The client's variables come first, as sshd lists them.
+        assert_eq!(env[0].0, "PATH");
+    }
+
+    #[test]
+    fn pam_goes_between_the_users_variables_and_setenv() {
+        let plan = ExecPlan::for_request(&request(true), None).with_env_under(kv(&[
+            ("FROM_KEY", "pam"),
+            ("LANG", "pam"),
+            ("SET", "pam"),
+            ("SSH_CONNECTION", "pam"),
+            ("SSH_AUTH_INFO_0", "pam"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ]));
+        let env = plan.final_env();
+        assert_eq!(get(&env, "LANG"), vec!["pam"]);
+        assert_eq!(get(&env, "XDG_RUNTIME_DIR"), vec!["/run/user/1000"]);
+        assert_eq!(get(&env, "SET"), vec!["admin"]);
+        assert_eq!(get(&env, "SSH_CONNECTION"), vec!["1.2.3.4 5 6.7.8.9 22"]);
+        assert!(get(&env, "SSH_AUTH_INFO_0").is_empty());
+        // No terminal: the server sets no TERM and no SSH_TTY, so what the
+        // client sent (and AcceptEnv admitted) stays, as with sshd.
+        assert_eq!(get(&env, "SSH_TTY"), vec!["/dev/evil"]);
+        assert_eq!(get(&env, "TERM"), vec!["evil"]);
+        // With PAM, MAIL is pam_mail's business.
+        assert!(get(&env, "MAIL").is_empty());
     }
 }

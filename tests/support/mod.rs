@@ -86,8 +86,10 @@ pub fn have(program: &str) -> bool {
 
 /// A private directory for one test's keys and configs. Under the target dir when
 /// no directory above it is group- or world-writable (StrictModes would refuse keys
-/// there, as sshd does: a clone under /tmp is the usual case), else under
-/// `$HOME/.cache/rsshd-tests`.
+/// there, as sshd does: a clone under /tmp is the usual case) and every one lets
+/// others through (key files are read with the user's identity, as sshd does, so
+/// the test users must reach them: a clone under /root is the usual case); else,
+/// as root, under `/var/lib/rsshd-tests`, or `$HOME/.cache/rsshd-tests`.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = tests_base().join(format!("{tag}-{}-{n}", std::process::id()));
@@ -99,21 +101,30 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn tests_base() -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let safe = target.ancestors().skip(1).all(|d| {
-        std::fs::metadata(d)
-            .map(|m| m.mode() & 0o022 == 0)
-            .unwrap_or(false)
-    });
-    if safe {
+    let usable = |base: &Path| {
+        base.ancestors().all(|d| {
+            std::fs::metadata(d)
+                .map(|m| m.mode() & 0o022 == 0 && m.mode() & 0o001 != 0)
+                .unwrap_or(false)
+        })
+    };
+    if usable(&target) {
         return target;
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    let base = home.join(".cache/rsshd-tests");
+    let base = if is_root() {
+        PathBuf::from("/var/lib/rsshd-tests")
+    } else {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
+        home.join(".cache/rsshd-tests")
+    };
     std::fs::create_dir_all(&base).expect("create test base");
+    if is_root() {
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     base
 }
 

@@ -96,6 +96,7 @@ impl ConnHandler {
         // otherwise stay for the connection's life (about 1 kB each).
         self.candidates = HashMap::new();
         self.progress = None;
+        self.keys = KeyState::default();
         (Auth::Accept, true)
     }
 
@@ -282,6 +283,9 @@ impl ConnHandler {
                         ctx.daemon_uid,
                     )
                     .err();
+                    if let Some(Refusal::InvalidPattern(k, p)) = &r {
+                        tracing::error!("Invalid {k} pattern \"{p}\"");
+                    }
                     if let Some(r) = &r {
                         tracing::info!(
                             "User {user} from {} not allowed because {}",
@@ -304,9 +308,11 @@ impl ConnHandler {
         &self.candidates[user]
     }
 
-    /// Whether `key` may log `user` in: allowed user, publickey enabled, key listed
-    /// (with its `from=`), PermitRootLogin. Returns the key's options.
-    pub(super) fn check_key(
+    /// Whether `key` may log `user` in: allowed user, publickey enabled, key not
+    /// already used in this login, key listed (with its `from=`), PermitRootLogin.
+    /// Returns the key's options. The files are read once per (user, key): the
+    /// client's query and its signed request share the verdict.
+    pub(super) async fn check_key(
         &mut self,
         user: &str,
         key: &PublicKey,
@@ -316,43 +322,93 @@ impl ConnHandler {
             // ssh-rsa signatures are SHA-1; refuse them like OpenSSH >= 8.8.
             return None;
         }
+        if self.keys.already_used(key) {
+            // sshd's auth2_key_already_used: `publickey,publickey` needs two keys.
+            tracing::info!("refusing previously-used {} key", key_type_name(key));
+            return None;
+        }
+        if let Some(verdict) = self.keys.cached(user, key) {
+            return verdict;
+        }
+        let verdict = self.lookup_key(user, key).await?;
+        self.keys.remember(user, key, verdict.clone());
+        verdict
+    }
+
+    /// The uncached decision; the outer `None` means it could not be made (the
+    /// files could not be read in time) and must not be remembered.
+    async fn lookup_key(&mut self, user: &str, key: &PublicKey) -> Option<Option<KeyOptions>> {
         let remote_host = self.ctx.remote_host();
         let remote_ip = self.ctx.peer.ip();
         let peer_text = peer(&self.ctx.peer);
         let c = self.candidate(user);
         let (Some(info), None) = (&c.info, &c.refused) else {
-            return None;
+            return Some(None);
         };
         if !c.settings.pubkey_authentication {
-            return None;
+            return Some(None);
         }
-        let lookup = host::find_authorized_key(
-            info,
-            &c.settings.authorized_keys_file,
-            c.settings.strict_modes,
-            key,
-            &remote_host,
+        let settings = Arc::clone(&c.settings);
+        let query = host::KeyQuery {
+            user: info.clone(),
+            files: settings.authorized_keys_file.clone(),
+            strict_modes: settings.strict_modes,
+            key: key.clone(),
+            remote_host,
             remote_ip,
-        );
-        let options = match lookup {
-            KeyLookup::Found(found) => found.options,
-            KeyLookup::NotFound => return None,
-            KeyLookup::FromRejected { file, line } => {
+        };
+        let uid = info.uid;
+        let options = match host::find_authorized_key(query).await {
+            Ok(KeyLookup::Found(found)) => found.options,
+            // Logged where the line was judged, in sshd's words.
+            Ok(KeyLookup::NotFound | KeyLookup::FromRejected { .. }) => return Some(None),
+            Err(e) => {
                 tracing::info!(
-                    "Authentication tried for {user} with correct key but not from a permitted host ({peer_text}, {}:{line}).",
-                    file.display()
+                    "Could not read authorized keys of user {user} from {peer_text}: {e}; key refused"
                 );
                 return None;
             }
         };
-        if info.uid == 0 {
-            let forced = options.command.is_some() || c.settings.force_command.is_some();
-            if !access::root_key_login_allowed(&c.settings, forced) {
+        if uid == 0 {
+            let forced = options.command.is_some() || settings.force_command.is_some();
+            if !access::root_key_login_allowed(&settings, forced) {
                 tracing::info!("ROOT LOGIN REFUSED FROM {peer_text}");
-                return None;
+                return Some(None);
             }
         }
-        Some(options)
+        Some(Some(options))
+    }
+}
+
+/// A connection's publickey state.
+#[derive(Default)]
+pub(super) struct KeyState {
+    /// The last (user, key) looked up and its verdict: a client asks about a key
+    /// and then signs with it, and the files are read for the first only.
+    last: Option<(String, PublicKey, Option<KeyOptions>)>,
+    /// Keys that completed the publickey method in this connection.
+    used: Vec<PublicKey>,
+}
+
+impl KeyState {
+    fn cached(&self, user: &str, key: &PublicKey) -> Option<Option<KeyOptions>> {
+        self.last
+            .as_ref()
+            .filter(|(u, k, _)| u == user && k.key_data() == key.key_data())
+            .map(|(_, _, v)| v.clone())
+    }
+
+    fn remember(&mut self, user: &str, key: &PublicKey, verdict: Option<KeyOptions>) {
+        self.last = Some((user.to_string(), key.clone(), verdict));
+    }
+
+    fn already_used(&self, key: &PublicKey) -> bool {
+        self.used.iter().any(|k| k.key_data() == key.key_data())
+    }
+
+    /// `key` completed publickey: it may not complete it again.
+    pub(super) fn used(&mut self, key: &PublicKey) {
+        self.used.push(key.clone());
     }
 }
 

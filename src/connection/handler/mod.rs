@@ -6,7 +6,7 @@
 mod auth;
 mod start;
 
-use auth::{Candidate, FAIL_DELAY, KbdState, key_type_name};
+use auth::{Candidate, FAIL_DELAY, KbdState, KeyState, key_type_name};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,6 +64,8 @@ pub struct ConnHandler {
     kbd: Option<KbdState>,
     /// Failed password-style attempts, for sshd's MaxAuthTries log line.
     failures: u32,
+    /// Publickey verdicts and keys already used (see `auth::KeyState`).
+    keys: KeyState,
 }
 
 impl ConnHandler {
@@ -80,6 +82,7 @@ impl ConnHandler {
             key_options: None,
             kbd: None,
             failures: 0,
+            keys: KeyState::default(),
         }
     }
 }
@@ -137,7 +140,10 @@ impl Handler for ConnHandler {
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
-        match self.check_key(user, offer.public_key, offer.algorithm) {
+        match self
+            .check_key(user, offer.public_key, offer.algorithm)
+            .await
+        {
             Some(opts) => {
                 self.pending_key = Some((user.to_string(), opts));
                 Ok(Auth::Accept)
@@ -155,7 +161,7 @@ impl Handler for ConnHandler {
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
-        let Some(options) = self.check_key(user, key.public_key, key.algorithm) else {
+        let Some(options) = self.check_key(user, key.public_key, key.algorithm).await else {
             return Ok(Auth::reject());
         };
         self.pending_key = None;
@@ -167,6 +173,7 @@ impl Handler for ConnHandler {
                 return Ok(Auth::reject());
             }
         }
+        self.keys.used(key.public_key);
         let (auth, complete) = self.method_succeeded(user, "publickey", Some(options));
         tracing::info!(
             "{} publickey for {user} from {} ssh2: {} {}",
@@ -379,7 +386,7 @@ impl Handler for ConnHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.start(channel, None, false, session)
+        self.start(channel, None, false, session).await
     }
 
     async fn exec_request(
@@ -389,7 +396,7 @@ impl Handler for ConnHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data).into_owned();
-        self.start(channel, Some(command), false, session)
+        self.start(channel, Some(command), false, session).await
     }
 
     async fn subsystem_request(
@@ -399,6 +406,7 @@ impl Handler for ConnHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.start(channel, Some(name.to_string()), true, session)
+            .await
     }
 
     async fn window_change_request(

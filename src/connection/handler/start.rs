@@ -2,6 +2,7 @@
 //! environment, PAM, and the preamble an interactive login shows.
 
 use super::*;
+use crate::host::SessionEnv;
 
 impl ConnHandler {
     /// Environment every process of this connection gets from the connection itself.
@@ -23,15 +24,20 @@ impl ConnHandler {
 
     /// Start the process of a session channel: shell (`command` None), exec or
     /// subsystem, with forced commands applied. Replies success/failure on `session`
-    /// synchronously, because russh matches replies to requests by order.
-    pub(super) fn start(
+    /// before returning, because russh matches replies to requests by order.
+    pub(super) async fn start(
         &mut self,
         channel: ChannelId,
         requested: Option<String>,
         is_subsystem: bool,
         session: &mut Session,
     ) -> Result<(), ConnError> {
-        let ok = self.try_start(channel, requested, is_subsystem, session.handle());
+        let ok = match self.user_env(channel).await {
+            Some(user_env) => {
+                self.try_start(channel, requested, is_subsystem, session.handle(), user_env)
+            }
+            None => false,
+        };
         if ok {
             session.channel_success(channel)?;
         } else {
@@ -40,17 +46,45 @@ impl ConnHandler {
         Ok(())
     }
 
+    /// Under PermitUserEnvironment: the key's `environment=` options, then
+    /// `~/.ssh/environment` (read with the user's identity), names filtered by
+    /// the allow-list. `None` when the session must not start (a file over
+    /// sshd's line limit).
+    async fn user_env(&self, channel: ChannelId) -> Option<Vec<(String, String)>> {
+        let login = self.login.clone()?;
+        let allow = &login.settings.permit_user_environment;
+        if allow.is_empty() || self.channels.get(&channel).is_none_or(|c| c.started()) {
+            return Some(Vec::new());
+        }
+        let list = allow.join(",");
+        let mut env: Vec<(String, String)> = login
+            .key_options
+            .environment
+            .iter()
+            .filter(|(k, _)| crate::pattern::match_pattern_list(k, &list, false).is_positive())
+            .cloned()
+            .collect();
+        match host::user_environment(&login.user, allow).await {
+            Ok(file) => env.extend(file),
+            Err(e) => {
+                tracing::error!("{e}");
+                return None;
+            }
+        }
+        Some(env)
+    }
+
     pub(super) fn try_start(
         &mut self,
         channel: ChannelId,
         requested: Option<String>,
         is_subsystem: bool,
         handle: russh::server::Handle,
+        user_env: Vec<(String, String)>,
     ) -> bool {
         let Some(login) = self.login.clone() else {
             return false;
         };
-        let mut env = Vec::new();
         let Some(chan) = self.channels.get(&channel) else {
             return false;
         };
@@ -79,30 +113,16 @@ impl ConnHandler {
         } else {
             forced.clone().or_else(|| requested.clone())
         };
-        if forced.is_some()
-            && let Some(orig) = &requested
-        {
-            env.push(("SSH_ORIGINAL_COMMAND".to_string(), orig.clone()));
-        }
-        // Client-sent variables first, then the key's environment=, then SetEnv, then
-        // the connection's own: later entries win.
-        env.extend(chan.env.iter().cloned());
-        if !s.permit_user_environment.is_empty() {
-            for (k, v) in &login.key_options.environment {
-                let allowed = s
-                    .permit_user_environment
-                    .iter()
-                    .any(|p| crate::pattern::match_pattern(k, p));
-                if allowed {
-                    env.push((k.clone(), v.clone()));
-                }
-            }
-        }
-        env.extend(s.set_env.iter().cloned());
-        env.extend(self.connection_env());
-        if let Some(sock) = self.forwards.agent_socket() {
-            env.push(("SSH_AUTH_SOCK".into(), sock));
-        }
+        // Each origin separately: `ExecPlan` merges them in sshd's order, so the
+        // client's variables can never replace the server's (PATH, SSH_*).
+        let env = SessionEnv {
+            client: chan.env.clone(),
+            auth_sock: self.forwards.agent_socket(),
+            user: user_env,
+            admin: s.set_env.clone(),
+            connection: self.connection_env(),
+            original_command: forced.as_ref().and(requested.clone()),
+        };
         let is_shell = command.is_none();
         let kind = if is_subsystem {
             format!("session:subsystem:{}", requested.as_deref().unwrap_or(""))
