@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{Args, Pass};
 use crate::config::settings::*;
 use crate::config::time::parse_time;
-use crate::pattern::{match_pattern, parse_cidr};
+use crate::pattern::match_pattern;
 
 pub(super) fn kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{key} {value}");
@@ -157,14 +157,14 @@ pub(super) fn set_host_key(s: &mut Settings, a: &Args, p: &mut Pass) -> Result<(
 }
 
 /// `user` or `user@host` where a host part with `/` must be a valid network.
+/// `user@host` host parts are address lists: a malformed network (a prefix too long,
+/// bits set past the prefix, an empty entry) is refused at load, as sshd does, by the
+/// same parser the connection-time check uses.
 pub(super) fn check_user_pattern(p: &str) -> Result<(), String> {
-    if let Some((_, host)) = p.split_once('@') {
-        for h in host.split(',') {
-            let h = h.strip_prefix('!').unwrap_or(h);
-            if h.contains('/') && parse_cidr(h).is_none() {
-                return Err(format!("invalid pattern \"{p}\""));
-            }
-        }
+    if let Some((_, host)) = p.split_once('@')
+        && crate::pattern::match_address_list(std::net::IpAddr::from([0, 0, 0, 0]), host).is_err()
+    {
+        return Err(format!("invalid pattern \"{p}\""));
     }
     Ok(())
 }
@@ -435,16 +435,6 @@ pub(super) fn dump_user_env(s: &Settings, k: &str, o: &mut String) {
     } else {
         kv(o, k, v.join(","));
     }
-}
-
-/// sshd also reads `~/.ssh/environment` under `PermitUserEnvironment`; rsshd applies
-/// only authorized_keys `environment=` options (fewer variables, never more).
-pub(super) fn user_env_caveat(a: &Args) -> Option<String> {
-    (a.args.first().map(String::as_str) != Some("no")).then(|| {
-        "rsshd applies it to authorized_keys environment= options only; \
-         ~/.ssh/environment is not read"
-            .to_string()
-    })
 }
 
 pub(super) fn set_force_command(s: &mut Settings, a: &Args, _: &mut Pass) -> Result<(), String> {
