@@ -6,6 +6,7 @@ pub mod as_user;
 mod authorized_keys;
 mod lastlog;
 mod launch;
+mod listen_fds;
 pub mod pam;
 mod process;
 mod pty;
@@ -17,6 +18,7 @@ mod utmp;
 
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyOptions, expand_path, find_authorized_key};
 pub use lastlog::{LastLogin, last_login, record_lastlog};
+pub use listen_fds::take_listen_fds;
 pub use process::{ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
@@ -24,7 +26,10 @@ pub use spawn::{
 };
 pub use user_socket::{UserSocket, user_socket};
 pub use users::{UserInfo, current_user, lookup_user, running_as_root};
-pub use utmp::{LoginRecord, record_login, record_logout};
+pub use utmp::{
+    DEFAULT_HOST_LEN as DEFAULT_UTMP_HOST_LEN, LoginRecord, accounting_off_reason, record_login,
+    record_logout, set_host_len as set_utmp_host_len,
+};
 
 /// What went wrong at the boundary.
 #[derive(Debug, thiserror::Error)]
