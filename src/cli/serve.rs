@@ -254,9 +254,9 @@ fn has_key_line(path: &std::path::Path) -> bool {
     })
 }
 
-/// Each connection holds two descriptors (its socket and the duplicate used for a
-/// hard close) plus its sessions' PTYs and pipes; the usual soft limit of 1024 would
-/// cap rsshd near 500 connections, so take what the hard limit allows.
+/// Each connection holds its socket plus its sessions' PTYs and pipes; the usual
+/// soft limit of 1024 would cap rsshd well below the connections it is built for,
+/// so take what the hard limit allows.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
