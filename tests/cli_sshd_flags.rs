@@ -315,6 +315,25 @@ fn debug_mode_shows_kex_auth_and_channels() {
     ] {
         assert!(log.contains(&line), "missing {line:?} in\n{log}");
     }
+    // A key that is not authorized: named, as in sshd's VERBOSE line.
+    let stranger = keygen(&s.dir, "stranger");
+    let o = Command::new("ssh")
+        .args(ssh_base_args(port, &stranger))
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let failed = format!("debug1: Failed publickey for {user} from 127.0.0.1 port ");
+    assert!(d.wait_log(&failed, Duration::from_secs(5)), "{}", d.log());
+    assert!(
+        d.log()
+            .contains("debug1: userauth: request failed (failures 1)"),
+        "{}",
+        d.log()
+    );
+    let log = d.log();
     for secret in ["PrivateKey", "signing with key", "> msg type"] {
         assert!(!log.contains(secret), "{secret:?} in\n{log}");
     }
