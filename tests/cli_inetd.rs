@@ -240,15 +240,16 @@ fn socket_activation_uses_the_passed_listener() {
     let d = socket_activated(&listener, &["-D", "-e", "-f", s.config.to_str().unwrap()]);
     drop(listener);
     assert_eq!(d.port(), port, "{}", d.log());
-    // The config's own `ListenAddress 127.0.0.1` / `Port 0` was not bound as well.
+    let out = s.ssh_port(port, "echo $SSH_CONNECTION");
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), d.log());
+    // The config's own `ListenAddress 127.0.0.1` / `Port 0` was not bound as well
+    // (it would have been announced before the login above).
     assert_eq!(
         d.log().matches("Server listening on").count(),
         1,
         "{}",
         d.log()
     );
-    let out = s.ssh_port(port, "echo $SSH_CONNECTION");
-    assert!(out.status.success(), "{}\n{}", text(&out.stderr), d.log());
     assert!(
         text(&out.stdout)
             .trim_end()

@@ -214,10 +214,14 @@ fn pid_file_follows_the_daemon() {
     assert_eq!(std::fs::read_to_string(&b).unwrap(), "1\n");
     std::fs::remove_file(&b).unwrap();
 
-    // sshd writes none in debug mode.
+    // sshd writes none in debug mode. Once rsshd answers, it is past the point
+    // where the file would have been written.
     let d = daemon(&s, &["-d"]);
-    d.port();
-    std::thread::sleep(Duration::from_millis(300));
+    let port = d.port();
+    let mut banner = [0u8; 8];
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Read::read_exact(&mut conn, &mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
     assert!(!b.exists());
 }
 
@@ -367,7 +371,6 @@ fn scp_and_sftp_work_on_built_in_defaults() {
     let (d, _state) = quick_start(&["-o", &keys]);
     let port = d.port();
     assert!(d.wait_log("connect with: ssh -p ", Duration::from_secs(5)));
-    assert!(!d.log().contains("has no authorized keys"), "{}", d.log());
     let user = current_user();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let local = s.dir.join("local.bin");
@@ -425,6 +428,9 @@ fn scp_and_sftp_work_on_built_in_defaults() {
         );
     }
     assert_eq!(std::fs::read(&down).unwrap(), data);
+    // The user has a key: no hint about missing ones (checked last, long after
+    // the start printed its hints).
+    assert!(!d.log().contains("has no authorized keys"), "{}", d.log());
 }
 
 /// A first run where nobody can log in says why and what to do.
@@ -489,7 +495,12 @@ fn unprivileged_run_says_once_that_utmp_is_off() {
             .gid(user.gid.as_raw()),
     );
     let port = d.port();
-    assert!(d.log().contains("utmp accounting is off: "), "{}", d.log());
+    // Said right after the listening line.
+    assert!(
+        d.wait_log("utmp accounting is off: ", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
     let o = Command::new("ssh")
         .args(ssh_base_args(port, &s.client_key))
         .arg("-tt")
