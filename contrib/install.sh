@@ -1,7 +1,11 @@
 #!/bin/sh
 # Install a built rsshd as a systemd service. Builds nothing: run
 # `cargo build --release` first. Safe to run again: it replaces the binary and the
-# unit, and never overwrites an existing /etc/rsshd/sshd_config.
+# units, and never overwrites an existing /etc/rsshd/sshd_config.
+#
+# Units: rsshd.service (the daemon; the usual choice), and rsshd.socket with
+# rsshd@.service (one `rsshd -i` per connection, like Debian's ssh.socket). Use one
+# or the other: both want port 22.
 #
 # DESTDIR=/some/dir installs under that root instead (for packaging or a dry run);
 # systemctl is not touched then.
@@ -10,7 +14,6 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 bin="$top/target/release/rsshd"
-unit="$here/rsshd.service"
 root=${DESTDIR:-}
 config="$root/etc/rsshd/sshd_config"
 
@@ -34,7 +37,9 @@ put() { # put SOURCE DEST MODE
 }
 
 put "$bin" "$root/usr/local/sbin/rsshd" 0755
-put "$unit" "$root/etc/systemd/system/rsshd.service" 0644
+for unit in rsshd.service rsshd.socket rsshd@.service; do
+    put "$here/$unit" "$root/etc/systemd/system/$unit" 0644
+done
 
 if [ -e "$config" ]; then
     echo "kept existing $config"
@@ -86,5 +91,6 @@ Next steps:
 $reload_note  1. Review $config (it listens on port 22 unless you change it).
   2. Check it:           /usr/local/sbin/rsshd -t -f /etc/rsshd/sshd_config
   3. Start it at boot:   systemctl enable --now rsshd
+     (or per connection: systemctl enable --now rsshd.socket, instead of rsshd)
   4. Watch it:           journalctl -u rsshd -f ; rsshd sessions
 NEXT

@@ -12,3 +12,5 @@ pub mod lifetime;
 pub mod log;
 pub mod paths;
 pub mod pattern;
+#[cfg(test)]
+mod testing;

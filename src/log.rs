@@ -3,58 +3,119 @@
 //! fail2ban, logwatch and people grep sshd's exact sentences, so every line that
 //! OpenSSH also logs is produced here, word for word, and nowhere else.
 
+mod russh_lines;
+
 use std::ffi::CString;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::prelude::*;
 
+use crate::config::LogLevel;
+
 /// Where to send log lines: stderr for `-D`/`-e`/`-d` and for the embedded-defaults
-/// quick start, syslog (and so journald) for a daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// quick start, a file for `-E` (appended, in stderr's format), syslog (and so
+/// journald) for a daemon.
+#[derive(Debug)]
 pub enum Sink {
     Stderr,
+    File(std::fs::File),
     Syslog,
+}
+
+/// Open `-E`'s file as sshd does: append, create with mode 0600.
+pub fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
 }
 
 static INIT: Once = Once::new();
 
-/// Install the global subscriber once; `debug` lowers the level as `sshd -d` does.
-pub fn init(sink: Sink, debug: bool) {
+/// Install the global subscriber once. `level` is sshd's LogLevel (from `-d`/`-q`
+/// or the config); `facility` is SyslogFacility, used by the syslog sink.
+pub fn init(sink: Sink, level: LogLevel, facility: &str) {
     INIT.call_once(|| {
-        let level = if debug { Level::DEBUG } else { Level::INFO };
-        let filter = tracing_subscriber::filter::Targets::new()
-            .with_target("rsshd", level)
-            .with_default(if debug { Level::INFO } else { Level::WARN });
-        match sink {
-            Sink::Stderr => {
-                let layer = tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_target(false)
-                    .with_level(false)
-                    .without_time()
-                    .with_filter(filter);
-                let _ = tracing_subscriber::registry().with(layer).try_init();
-            }
+        let filter = Targets::new()
+            .with_target("rsshd", own_level(level))
+            .with_default(library_level(level));
+        let out = match sink {
+            Sink::Stderr => Output::Stderr,
+            Sink::File(f) => Output::File(Mutex::new(f)),
             Sink::Syslog => {
                 let ident = c"rsshd";
                 // SAFETY: `ident` is a 'static C string, as openlog requires.
-                unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_AUTH) };
-                let _ = tracing_subscriber::registry()
-                    .with(SyslogLayer.with_filter(filter))
-                    .try_init();
+                unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, facility_code(facility)) };
+                Output::Syslog
             }
-        }
+        };
+        let _ = tracing_subscriber::registry()
+            .with(LineLayer { out }.with_filter(filter))
+            .try_init();
     });
 }
 
-/// Sends each event's message to syslog(3) with a priority from its level.
-struct SyslogLayer;
+/// rsshd's own lines: LogLevel as sshd reads it. VERBOSE has no level of its own
+/// here (rsshd logs what sshd logs at VERBOSE at INFO).
+fn own_level(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Quiet => LevelFilter::OFF,
+        LogLevel::Fatal | LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Info | LogLevel::Verbose => LevelFilter::INFO,
+        LogLevel::Debug1 | LogLevel::Debug2 | LogLevel::Debug3 => LevelFilter::DEBUG,
+    }
+}
+
+/// Libraries (russh) speak only for warnings, unless debugging: then their debug
+/// lines reach [`russh_lines`], which keeps the ones sshd's `-d` also shows.
+fn library_level(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Quiet => LevelFilter::OFF,
+        LogLevel::Fatal | LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Info | LogLevel::Verbose => LevelFilter::WARN,
+        LogLevel::Debug1 | LogLevel::Debug2 | LogLevel::Debug3 => LevelFilter::DEBUG,
+    }
+}
+
+/// syslog(3)'s facility for a SyslogFacility name (the config accepted only these).
+fn facility_code(name: &str) -> libc::c_int {
+    match name.to_ascii_uppercase().as_str() {
+        "DAEMON" => libc::LOG_DAEMON,
+        "USER" => libc::LOG_USER,
+        "AUTHPRIV" => libc::LOG_AUTHPRIV,
+        "LOCAL0" => libc::LOG_LOCAL0,
+        "LOCAL1" => libc::LOG_LOCAL1,
+        "LOCAL2" => libc::LOG_LOCAL2,
+        "LOCAL3" => libc::LOG_LOCAL3,
+        "LOCAL4" => libc::LOG_LOCAL4,
+        "LOCAL5" => libc::LOG_LOCAL5,
+        "LOCAL6" => libc::LOG_LOCAL6,
+        "LOCAL7" => libc::LOG_LOCAL7,
+        _ => libc::LOG_AUTH,
+    }
+}
+
+enum Output {
+    Stderr,
+    File(Mutex<std::fs::File>),
+    Syslog,
+}
+
+/// Writes each event's message as one line, with sshd's level word in front where
+/// sshd has one (`error: `, `debug1: `).
+struct LineLayer {
+    out: Output,
+}
 
 struct MessageText(String);
 
@@ -71,22 +132,59 @@ impl Visit for MessageText {
     }
 }
 
-impl<S: Subscriber> Layer<S> for SyslogLayer {
+impl<S: Subscriber> Layer<S> for LineLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut text = MessageText(String::new());
         event.record(&mut text);
-        let priority = match *event.metadata().level() {
-            Level::ERROR => libc::LOG_ERR,
-            Level::WARN => libc::LOG_WARNING,
-            Level::INFO => libc::LOG_INFO,
-            _ => libc::LOG_DEBUG,
+        let level = *event.metadata().level();
+        let lines = if event.metadata().target().starts_with("rsshd") || level <= Level::INFO {
+            vec![text.0]
+        } else {
+            // A library's debug line: only the few sshd's -d also shows, reworded;
+            // the rest (per-packet traces, key material in Debug form) stays out.
+            russh_lines::rewrite(&text.0)
         };
-        let Ok(msg) = CString::new(text.0.replace('\0', "")) else {
-            return;
+        for line in lines {
+            self.write(level, &line);
+        }
+    }
+}
+
+impl LineLayer {
+    fn write(&self, level: Level, msg: &str) {
+        let word = match level {
+            Level::ERROR => "error: ",
+            Level::DEBUG | Level::TRACE => "debug1: ",
+            _ => "",
         };
-        // SAFETY: both pointers are valid NUL-terminated strings; "%s" keeps the
-        // message from being read as a format.
-        unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+        let prefix = if msg.starts_with(word) { "" } else { word };
+        match &self.out {
+            Output::Stderr => {
+                let _ = writeln!(std::io::stderr().lock(), "{prefix}{msg}");
+            }
+            Output::File(f) => {
+                // One write per line, so concurrent lines never interleave in an
+                // O_APPEND file.
+                let line = format!("{prefix}{msg}\n");
+                if let Ok(mut f) = f.lock() {
+                    let _ = f.write_all(line.as_bytes());
+                }
+            }
+            Output::Syslog => {
+                let priority = match level {
+                    Level::ERROR => libc::LOG_ERR,
+                    Level::WARN => libc::LOG_WARNING,
+                    Level::INFO => libc::LOG_INFO,
+                    _ => libc::LOG_DEBUG,
+                };
+                let Ok(msg) = CString::new(format!("{prefix}{msg}").replace('\0', "")) else {
+                    return;
+                };
+                // SAFETY: both pointers are valid NUL-terminated strings; "%s" keeps
+                // the message from being read as a format.
+                unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+            }
+        }
     }
 }
 
@@ -95,8 +193,12 @@ pub fn peer(addr: &SocketAddr) -> String {
     format!("{} port {}", display_ip(addr), addr.port())
 }
 
-/// An address as sshd prints it.
+/// An address as sshd prints it. The unspecified address stands for sshd's
+/// `UNKNOWN` (a connection on pipes; see `connection::ConnContext`).
 pub fn display_ip(addr: &SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        return "UNKNOWN".into();
+    }
     match addr.ip() {
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -139,5 +241,18 @@ mod tests {
     fn peers_read_like_sshd() {
         let a: SocketAddr = "[::ffff:127.0.0.1]:51234".parse().unwrap();
         assert_eq!(peer(&a), "127.0.0.1 port 51234");
+        let unknown: SocketAddr = "0.0.0.0:65535".parse().unwrap();
+        assert_eq!(peer(&unknown), "UNKNOWN port 65535");
+    }
+
+    #[test]
+    fn levels_follow_sshd_log_level() {
+        assert_eq!(own_level(LogLevel::Quiet), LevelFilter::OFF);
+        assert_eq!(own_level(LogLevel::Info), LevelFilter::INFO);
+        assert_eq!(own_level(LogLevel::Debug3), LevelFilter::DEBUG);
+        assert_eq!(library_level(LogLevel::Info), LevelFilter::WARN);
+        assert_eq!(library_level(LogLevel::Quiet), LevelFilter::OFF);
+        assert_eq!(facility_code("local3"), libc::LOG_LOCAL3);
+        assert_eq!(facility_code("AUTH"), libc::LOG_AUTH);
     }
 }

@@ -632,7 +632,10 @@ fn match_user_gets_its_own_idle_timeout() {
     let mut c_other = other.as_ref().map(|u| ssh_tt(&srv, &u.name, &[]));
     let t_other = c_other.as_mut().map(|c| mark(c, &srv).0);
     if other.is_none() {
-        eprintln!("note: no second user (needs root and user rsshd-test); checking only {me}");
+        // Visible, and a failure in CI: the other user's half must run there.
+        skip(&format!(
+            "second half: no second user (needs root and user rsshd-test); checking only {me}"
+        ));
     }
 
     let mut c = ssh_tt(&srv, &me, &[]);

@@ -35,12 +35,15 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 const CMDLINE: &str = "command-line";
 
 /// rsshd's built-in configuration when no file exists (SPEC section 1): safe to start
-/// anywhere, loopback only, on an unprivileged port.
+/// anywhere, loopback only, on an unprivileged port; `sftp` (and so modern `scp`)
+/// works; no PID file (a quick start is a foreground process).
 const EMBEDDED: &str = "\
 ListenAddress 127.0.0.1
 Port 2222
 IdleTimeout 15m
 IdleWarning 1m
+Subsystem sftp internal-sftp
+PidFile none
 ";
 
 /// A connection as `Match` sees it (`-C user=..,host=..,addr=..,laddr=..,lport=..`).

@@ -146,6 +146,15 @@ pub struct Settings {
     pub control_socket: Option<PathBuf>,
 }
 
+/// Where the daemon writes its PID when the config does not say: `/run/rsshd.pid`
+/// as root, as sshd writes `/run/sshd.pid` by default; nowhere otherwise (an
+/// unprivileged run cannot write /run). The embedded defaults say `PidFile none`.
+fn default_pid_file() -> Option<PathBuf> {
+    nix::unistd::geteuid()
+        .is_root()
+        .then(|| PathBuf::from("/run/rsshd.pid"))
+}
+
 impl Default for Settings {
     /// OpenSSH 9.2's built-in defaults (`fill_default_server_options`), so that a config
     /// file written for sshd means the same here. `host_key` and `control_socket`
@@ -165,7 +174,7 @@ impl Default for Settings {
             ],
             address_family: "any".to_string(),
             host_key: Vec::new(),
-            pid_file: None,
+            pid_file: default_pid_file(),
             login_grace_time: Duration::from_secs(120),
             max_startups: (10, 30, 100),
             tcp_keep_alive: true,

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use russh::ChannelId;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::admin::{Control, Facts, Registry, registry::Entry};
@@ -28,9 +27,14 @@ use crate::lifetime::{Action, Driver, Ending, Event, Events, Policy};
 use crate::log::{human_duration, peer};
 use handler::{ConnHandler, Login};
 use session::HANGUP_GRACE;
-use stream::StampedStream;
+use stream::{StampedStream, Transport};
 
 /// Fixed facts about a connection, shared by its handler and tasks.
+///
+/// An unspecified address (`0.0.0.0`) with port 65535 is sshd's `UNKNOWN`: a
+/// connection on pipes (`-i` under a ProxyCommand) has no addresses, and no accepted
+/// TCP connection can have that one. It prints as `UNKNOWN` (see
+/// [`crate::log::display_ip`]) and matches no `Match Address`/`LocalAddress`.
 pub struct ConnContext {
     pub peer: SocketAddr,
     pub local: SocketAddr,
@@ -51,8 +55,8 @@ impl ConnContext {
         ConnSpec {
             user: user.map(str::to_string),
             host: Some(self.remote_host()),
-            addr: Some(self.peer.ip()),
-            laddr: Some(self.local.ip()),
+            addr: Some(self.peer.ip()).filter(|a| !a.is_unspecified()),
+            laddr: Some(self.local.ip()).filter(|a| !a.is_unspecified()),
             lport: Some(self.local.port()),
             groups,
         }
@@ -145,15 +149,38 @@ const PROBE_NAME: &str = "keepalive@rsshd";
 /// How long SSH_MSG_DISCONNECT may take to leave before the socket is cut.
 const DISCONNECT_FLUSH: Duration = Duration::from_secs(2);
 
-/// Serve one accepted connection to its end. `on_auth` is called once when it
+/// How a connection ended, as `sshd -i` reports it in its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Someone logged in (exit 0).
+    LoggedIn,
+    /// LoginGraceTime ran out first (exit 1, sshd's signal death).
+    GraceExpired,
+    /// Protocol error or a close before authentication (exit 255).
+    Failed,
+}
+
+impl Served {
+    /// The exit status `sshd -i` has for the same ending.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Served::LoggedIn => 0,
+            Served::GraceExpired => 1,
+            Served::Failed => 255,
+        }
+    }
+}
+
+/// Serve one connection to its end. `on_auth` is called once when it
 /// authenticates (the daemon uses it to free its MaxStartups slot).
 pub async fn serve(
-    stream: TcpStream,
+    stream: impl Into<Transport>,
     ctx: ConnContext,
     server_config: Arc<russh::server::Config>,
     registry: Arc<Registry>,
     on_auth: impl FnOnce() + Send + 'static,
-) {
+) -> Served {
+    let stream = stream.into();
     let ctx = Arc::new(ctx);
     let (registration, mut control) = registry.register(ctx.peer);
     let (mut driver, events) = Driver::new(Policy::from_settings(&ctx.pre_auth));
@@ -162,7 +189,7 @@ pub async fn serve(
         Arc::clone(&registration.entry),
     ));
     let started = Instant::now();
-    let _ = stream.set_nodelay(true);
+    stream.set_nodelay();
     let (stream, cutter) = StampedStream::new(stream, Arc::clone(&events.received));
     let handler = ConnHandler::new(Arc::clone(&ctx), Arc::clone(&shared));
     let cut = || cutter.cut();
@@ -189,12 +216,12 @@ pub async fn serve(
         Ok(Err(e)) => {
             tracing::debug!("connection from {} failed: {e}", peer(&ctx.peer));
             cut();
-            return;
+            return Served::Failed;
         }
         Err(_) => {
             tracing::info!("Timeout before authentication for {}", peer(&ctx.peer));
             cut();
-            return;
+            return Served::GraceExpired;
         }
     };
     let handle = running.handle();
@@ -321,6 +348,11 @@ pub async fn serve(
         hangups.spawn(async move { k.hang_up(HANGUP_GRACE).await });
     }
     while hangups.join_next().await.is_some() {}
+    match (shared.login(), &ending) {
+        (Some(_), _) => Served::LoggedIn,
+        (None, Some(Ending::LoginGrace)) => Served::GraceExpired,
+        (None, _) => Served::Failed,
+    }
 }
 
 /// One line on each of the connection's terminals, on a line of its own.

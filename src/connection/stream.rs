@@ -1,30 +1,145 @@
-//! The client socket as russh sees it, stamping every read so that liveness ("did
-//! the client send anything?") costs one atomic store per read, and able to be cut
-//! from outside while russh's task owns it.
+//! The client connection as russh sees it, stamping every read so that liveness
+//! ("did the client send anything?") costs one atomic store per read, and able to be
+//! cut from outside while russh's task owns it.
+//!
+//! A connection is normally an accepted TCP socket. In inetd mode (`-i`) it is
+//! whatever the launcher put on standard input and output: the same socket on both
+//! (systemd `Accept=yes`, inetd), or two pipes (`ProxyCommand rsshd -i`).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::unix::pipe;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::lifetime::Stamp;
 
+/// What carries one SSH connection.
+pub enum Transport {
+    Tcp(TcpStream),
+    /// Separate descriptors to read from and write to (pipes, or a socket that is
+    /// not an internet one): no socket options and no shutdown apply.
+    Fds(FdPair),
+}
+
+impl From<TcpStream> for Transport {
+    fn from(s: TcpStream) -> Self {
+        Transport::Tcp(s)
+    }
+}
+
+impl From<FdPair> for Transport {
+    fn from(p: FdPair) -> Self {
+        Transport::Fds(p)
+    }
+}
+
+impl Transport {
+    /// Small packets (keystrokes) leave at once; a no-op without a TCP socket.
+    pub fn set_nodelay(&self) {
+        if let Transport::Tcp(s) = self {
+            let _ = s.set_nodelay(true);
+        }
+    }
+}
+
+/// A read descriptor and a write descriptor: pipes or (non-internet) stream
+/// sockets, driven by tokio's reactor; anything else (a terminal, a file) through
+/// tokio's blocking-thread file I/O, as sshd reads and writes whatever it is given.
+pub struct FdPair {
+    read: ReadHalf,
+    write: WriteHalf,
+}
+
+enum ReadHalf {
+    Pipe(pipe::Receiver),
+    Socket(UnixStream),
+    File(tokio::fs::File),
+}
+
+enum WriteHalf {
+    Pipe(pipe::Sender),
+    Socket(UnixStream),
+    File(tokio::fs::File),
+}
+
+/// What a descriptor is, for [`FdPair::new`].
+fn kind(fd: &OwnedFd) -> io::Result<nix::sys::stat::SFlag> {
+    let st = nix::sys::stat::fstat(fd)?;
+    Ok(nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT)
+}
+
+impl FdPair {
+    /// Takes both descriptors (pipes and sockets are made non-blocking). Needs a
+    /// tokio runtime.
+    pub fn new(read: OwnedFd, write: OwnedFd) -> io::Result<Self> {
+        use nix::sys::stat::SFlag;
+        let read = match kind(&read)? {
+            SFlag::S_IFIFO => ReadHalf::Pipe(pipe::Receiver::from_owned_fd(read)?),
+            SFlag::S_IFSOCK => ReadHalf::Socket(unix_stream(read)?),
+            _ => ReadHalf::File(tokio::fs::File::from_std(read.into())),
+        };
+        let write = match kind(&write)? {
+            SFlag::S_IFIFO => WriteHalf::Pipe(pipe::Sender::from_owned_fd(write)?),
+            SFlag::S_IFSOCK => WriteHalf::Socket(unix_stream(write)?),
+            _ => WriteHalf::File(tokio::fs::File::from_std(write.into())),
+        };
+        Ok(FdPair { read, write })
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.read {
+            ReadHalf::Pipe(p) => Pin::new(p).poll_read(cx, buf),
+            ReadHalf::Socket(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::File(f) => Pin::new(f).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.write {
+            WriteHalf::Pipe(p) => Pin::new(p).poll_write(cx, data),
+            WriteHalf::Socket(s) => Pin::new(s).poll_write(cx, data),
+            WriteHalf::File(f) => Pin::new(f).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.write {
+            WriteHalf::Pipe(p) => Pin::new(p).poll_flush(cx),
+            WriteHalf::Socket(s) => Pin::new(s).poll_flush(cx),
+            // tokio's file buffers one write on a blocking thread; flushing waits
+            // for it.
+            WriteHalf::File(f) => Pin::new(f).poll_flush(cx),
+        }
+    }
+}
+
+/// Any stream socket works through tokio's Unix stream type: it only reads and
+/// writes (a socketpair, or an AF_UNIX socket from systemd `Accept=yes`).
+fn unix_stream(fd: OwnedFd) -> io::Result<UnixStream> {
+    let s = std::os::unix::net::UnixStream::from(fd);
+    s.set_nonblocking(true)?;
+    UnixStream::from_std(s)
+}
+
 pub struct StampedStream {
-    inner: TcpStream,
+    inner: Transport,
     received: Arc<Stamp>,
     cutter: Arc<Cutter>,
 }
 
 impl StampedStream {
     /// The stream and the means to shut it down from another task.
-    pub fn new(inner: TcpStream, received: Arc<Stamp>) -> (Self, Arc<Cutter>) {
-        let cutter = Arc::new(Cutter {
-            fd: Mutex::new(Some(inner.as_raw_fd())),
-        });
+    pub fn new(inner: Transport, received: Arc<Stamp>) -> (Self, Arc<Cutter>) {
+        let fd = match &inner {
+            Transport::Tcp(s) => Some(s.as_raw_fd()),
+            Transport::Fds(_) => None,
+        };
+        let cutter = Arc::new(Cutter { fd: Mutex::new(fd) });
         let stream = StampedStream {
             inner,
             received,
@@ -48,8 +163,11 @@ impl Drop for StampedStream {
 /// stopped reading. It borrows the descriptor instead of holding a duplicate, so a
 /// connection costs one descriptor, not two: at 10,000 connections that is the
 /// difference between fitting under a 20,000 limit and not.
+///
+/// Pipes cannot be shut down; an inetd-mode connection on pipes ends when its
+/// process exits, right after the connection task returns.
 pub struct Cutter {
-    /// The stream's descriptor while the stream exists. The lock is taken only
+    /// The stream's socket while the stream exists. The lock is taken only
     /// when cutting and when the stream is dropped, never per packet.
     fd: Mutex<Option<RawFd>>,
 }
@@ -72,7 +190,10 @@ impl AsyncRead for StampedStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let r = match &mut this.inner {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Fds(p) => p.poll_read(cx, buf),
+        };
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.received.touch();
         }
@@ -86,22 +207,46 @@ impl AsyncWrite for StampedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        match &mut self.get_mut().inner {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Fds(p) => p.poll_write(cx, buf),
+        }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        match &mut self.get_mut().inner {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Fds(p) => p.poll_flush(cx),
+        }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        match &mut self.get_mut().inner {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            // Flush; the peer sees end-of-file when the process exits and the
+            // descriptors close.
+            Transport::Fds(p) => p.poll_flush(cx),
+        }
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        match &mut self.get_mut().inner {
+            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Fds(p) => {
+                // One slice at a time; the pipe path is a single connection.
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &**b);
+                p.poll_write(cx, first)
+            }
+        }
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Transport::Tcp(s) => s.is_write_vectored(),
+            Transport::Fds(_) => false,
+        }
     }
 }

@@ -1,8 +1,11 @@
 //! The daemon: loads config and host keys, binds listeners, accepts connections
 //! under `MaxStartups`, and turns signals into server actions.
 
+pub mod activation;
 pub mod hostkeys;
+pub mod inetd;
 pub mod listener;
+pub mod pidfile;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -210,7 +213,15 @@ pub fn prepare(
         }
     };
     let mut listeners = Vec::new();
-    for addr in listener::addresses(config.global())? {
+    // Sockets from the service manager (socket activation) replace binding.
+    let activated = activation::take_listeners()?;
+    let addrs = if activated.is_empty() {
+        listener::addresses(config.global())?
+    } else {
+        Vec::new()
+    };
+    listeners.extend(activated);
+    for addr in addrs {
         match listener::bind(addr) {
             Ok(l) => {
                 // Port 0 asks the kernel for a free port; report the one it chose.
@@ -334,6 +345,7 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                                         protocol,
                                     };
                                 }
+                                pidfile::reloaded(config.global().pid_file.as_deref());
                                 // Unlike sshd, live sessions follow the new lifetime rules.
                                 registry.broadcast(|| Control::Reload(Arc::clone(&config)));
                                 tracing::info!(

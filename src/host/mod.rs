@@ -7,6 +7,7 @@ mod authorized_keys;
 mod key_options;
 mod lastlog;
 mod launch;
+mod listen_fds;
 pub mod pam;
 mod process;
 mod pty;
@@ -21,6 +22,7 @@ mod utmp;
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
 pub use key_options::KeyOptions;
 pub use lastlog::{LastLogin, last_login, record_lastlog};
+pub use listen_fds::take_listen_fds;
 pub use process::{ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
@@ -29,7 +31,10 @@ pub use spawn::{
 pub use user_env::{UserEnvError, user_environment};
 pub use user_socket::{UserSocket, user_socket};
 pub use users::{UserInfo, current_user, lookup_user, running_as_root};
-pub use utmp::{LoginRecord, record_login, record_logout};
+pub use utmp::{
+    DEFAULT_HOST_LEN as DEFAULT_UTMP_HOST_LEN, LoginRecord, accounting_off_reason, record_login,
+    record_logout, set_host_len as set_utmp_host_len,
+};
 
 /// What went wrong at the boundary.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,6 +41,59 @@ fn lock() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// sshd's default `-u`: HOST_NAME_MAX + 1.
+pub const DEFAULT_HOST_LEN: usize = 65;
+
+/// `-u len`: a remote host name longer than this goes into utmp as the address
+/// instead; 0 means always the address.
+static HOST_LEN: AtomicUsize = AtomicUsize::new(DEFAULT_HOST_LEN);
+
+/// Set `-u len` for the records written from now on.
+pub fn set_host_len(len: usize) {
+    HOST_LEN.store(len, Ordering::Relaxed);
+}
+
+/// The host text for the records: the name, unless `-u` says it does not fit
+/// (sshd's `session_get_remote_name_or_ip`).
+fn host_field(rec: &LoginRecord) -> String {
+    let len = HOST_LEN.load(Ordering::Relaxed);
+    if len == 0 || rec.host.len() > len {
+        match rec.addr.to_canonical() {
+            addr if addr.is_unspecified() => "UNKNOWN".to_string(),
+            addr => addr.to_string(),
+        }
+    } else {
+        rec.host.clone()
+    }
+}
+
+/// Why login accounting is off for this process, if it is: said once at start, so
+/// that a user who cannot write the system's utmp (anyone but root, usually) gets
+/// one line instead of an error per login.
+pub fn accounting_off_reason() -> Option<String> {
+    off_reason(Path::new(UTMP_PATH))
+}
+
+fn off_reason(utmp: &Path) -> Option<String> {
+    if !utmp.exists() {
+        return Some(format!("{} does not exist", utmp.display()));
+    }
+    match nix::unistd::access(utmp, nix::unistd::AccessFlags::W_OK) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "{} is not writable by uid {} ({e})",
+            utmp.display(),
+            nix::unistd::geteuid()
+        )),
+    }
+}
+
+/// Whether this process may write `path` (checked per record: cheap, and it keeps
+/// an unprivileged run from failing on every login).
+fn writable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
 /// One PTY login, as plain data so it can cross a privilege boundary later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginRecord {
@@ -54,8 +108,9 @@ pub struct LoginRecord {
 }
 
 /// Records a login in utmp (so `w`/`who` list it) and wtmp (so `last` does).
-/// A missing file is not an error: accounting is off where the system has none
-/// (Debian 13 has no utmp).
+/// A missing or unwritable file is not an error: accounting is off where the system
+/// has none (Debian 13 has no utmp) or we may not write it (see
+/// [`accounting_off_reason`]).
 pub fn record_login(rec: &LoginRecord) -> Result<(), HostError> {
     record_login_in(Path::new(UTMP_PATH), Path::new(WTMP_PATH), rec)
 }
@@ -70,7 +125,7 @@ pub fn record_logout(tty: &Path, pid: i32) -> Result<(), HostError> {
 fn record_login_in(utmp: &Path, wtmp: &Path, rec: &LoginRecord) -> Result<(), HostError> {
     let mut ut = base_entry(libc::USER_PROCESS, &rec.tty, rec.pid)?;
     copy_field(&mut ut.ut_user, rec.user.as_bytes());
-    copy_field(&mut ut.ut_host, rec.host.as_bytes());
+    copy_field(&mut ut.ut_host, host_field(rec).as_bytes());
     ut.ut_addr_v6 = addr_words(rec.addr);
     write_both(utmp, wtmp, &ut)
 }
@@ -152,12 +207,12 @@ fn addr_words(addr: IpAddr) -> [i32; 4] {
 /// accurate; the first error is reported.
 fn write_both(utmp: &Path, wtmp: &Path, ut: &libc::utmpx) -> Result<(), HostError> {
     let _guard = lock();
-    let utmp_result = if utmp.exists() {
+    let utmp_result = if utmp.exists() && writable(utmp) {
         put_utmp(utmp, ut)
     } else {
         Ok(())
     };
-    let wtmp_result = if wtmp.exists() {
+    let wtmp_result = if wtmp.exists() && writable(wtmp) {
         append_wtmp(wtmp, ut)
     } else {
         Ok(())
@@ -419,7 +474,46 @@ mod tests {
         record_login_in(utmp, wtmp, &rec).unwrap();
         let e = read_utmp(utmp)[0];
         assert!(e.ut_user.iter().all(|&c| c == b'u' as c_char));
-        assert!(e.ut_host.iter().all(|&c| c == b'h' as c_char));
+        // Longer than `-u` allows (sshd's default 65): the address instead.
+        assert_eq!(text(&e.ut_host), "192.0.2.7");
+    }
+
+    /// `-u`: a host name longer than the limit, or any with `-u0`, is recorded
+    /// as the address.
+    #[test]
+    fn host_length_limit_records_the_address() {
+        let files = temp_files("host-len");
+        let (utmp, wtmp) = (&files.utmp, &files.wtmp);
+        let mut rec = alice("/dev/pts/8", 1);
+        rec.host = "a-rather-long-name.example.org".into();
+        let host_of = |rec: &LoginRecord| {
+            record_login_in(utmp, wtmp, rec).unwrap();
+            let e = read_utmp(utmp)
+                .into_iter()
+                .find(|e| text(&e.ut_line) == "pts/8")
+                .unwrap();
+            text(&e.ut_host)
+        };
+        // One test changes the process-wide value, and restores it.
+        set_host_len(10);
+        let short = host_of(&rec);
+        set_host_len(0);
+        rec.host = "h".into();
+        let zero = host_of(&rec);
+        set_host_len(DEFAULT_HOST_LEN);
+        let default = host_of(&rec);
+        assert_eq!(short, "192.0.2.7", "longer than -u 10: the address");
+        assert_eq!(zero, "192.0.2.7", "-u0: always the address");
+        assert_eq!(default, "h");
+    }
+
+    #[test]
+    fn accounting_off_is_explained() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/utmp-test");
+        let reason = off_reason(&dir.join("absent.utmp")).unwrap();
+        assert!(reason.contains("does not exist"), "{reason}");
+        let files = temp_files("writable");
+        assert_eq!(off_reason(&files.utmp), None);
     }
 
     fn run(cmd: &str, args: &[&Path]) -> Option<String> {
@@ -427,7 +521,7 @@ mod tests {
             Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into()),
             Ok(out) => panic!("{cmd} failed: {}", String::from_utf8_lossy(&out.stderr)),
             Err(e) => {
-                eprintln!("skipping {cmd} check: {e}");
+                crate::testing::skip(&format!("{cmd} cannot run: {e}"));
                 None
             }
         }
@@ -473,11 +567,11 @@ mod tests {
     #[test]
     fn system_who_sees_login_and_logout() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: writing the system utmp needs root");
+            crate::testing::skip("writing the system utmp needs root");
             return;
         }
         if !Path::new(UTMP_PATH).exists() {
-            eprintln!("skipping: {UTMP_PATH} does not exist on this system");
+            crate::testing::skip(&format!("{UTMP_PATH} does not exist (.ci/run creates it)"));
             return;
         }
         // `who` without a file argument drops entries whose pid is dead, so use ours.

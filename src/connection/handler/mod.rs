@@ -148,7 +148,16 @@ impl Handler for ConnHandler {
                 self.pending_key = Some((user.to_string(), opts));
                 Ok(Auth::Accept)
             }
-            None => Ok(Auth::reject()),
+            None => {
+                // sshd's VERBOSE line, so `-d` names the key that was refused.
+                tracing::debug!(
+                    "Failed publickey for {user} from {} ssh2: {} {}",
+                    peer(&self.ctx.peer),
+                    key_type_name(offer.public_key),
+                    offer.public_key.fingerprint(HashAlg::Sha256)
+                );
+                Ok(Auth::reject())
+            }
         }
     }
 
