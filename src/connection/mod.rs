@@ -4,8 +4,10 @@
 
 pub mod access;
 pub mod agent;
+mod flow;
 pub mod forward;
 pub mod handler;
+mod limits;
 pub mod methods;
 pub mod pump;
 pub mod session;
