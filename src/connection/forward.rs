@@ -1,6 +1,7 @@
 //! Port forwarding: `direct-tcpip` channels (`ssh -L`, `ssh -D`), `tcpip-forward`
-//! listeners with their `forwarded-tcpip` channels (`ssh -R`), and the agent. The
-//! bytes of every forwarded channel go through [`super::pump`].
+//! listeners with their `forwarded-tcpip` channels (`ssh -R`, sockets and accept
+//! loop in [`super::remote`]), and the agent. The bytes of every forwarded channel
+//! go through [`super::pump`].
 //!
 //! Sockets are the user's: created with the user's identity by the privileged
 //! boundary ([`host::user_tcp_socket`]), as sshd creates them in the user's own
@@ -17,7 +18,8 @@ use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::ConnShared;
@@ -25,6 +27,7 @@ use super::agent::AgentSocket;
 use super::handler::Login;
 use super::limits::{CHANNELS_MAX, FORWARDS_MAX, FdLease, Limit, refused};
 use super::pump::{Hold, Tunnels, pump};
+use super::remote::{accept_loop, bind_all};
 use super::session::BacklogCounter;
 use crate::config::{Forwarding, GatewayPorts, Settings};
 use crate::host::as_user::Creds;
@@ -132,52 +135,6 @@ async fn bind_addrs(gateway: GatewayPorts, host: &str) -> Vec<IpAddr> {
                     .unwrap_or_default(),
             },
         },
-    }
-}
-
-/// One listening socket, created as the user, with SO_REUSEADDR like sshd's, and
-/// IPv6 kept to IPv6 so both families can share a port.
-async fn listen_on(creds: &Creds, addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let fd = host::user_tcp_socket(creds, addr.is_ipv6())
-        .await
-        .map_err(std::io::Error::other)?;
-    let socket = socket2::Socket::from(fd);
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    TcpListener::from_std(socket.into())
-}
-
-/// Bind every address on one port (the first bind picks it when `port` is 0); the
-/// later addresses are best effort, as a host may lack IPv6.
-async fn bind_all(
-    creds: &Creds,
-    addrs: &[IpAddr],
-    port: u16,
-) -> std::io::Result<(Vec<TcpListener>, u16)> {
-    let mut port = port;
-    let mut out = Vec::new();
-    let mut first_err = None;
-    for ip in addrs {
-        match listen_on(creds, SocketAddr::new(*ip, port)).await {
-            Ok(l) => {
-                if port == 0 {
-                    port = l.local_addr()?.port();
-                }
-                out.push(l);
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match (out.is_empty(), first_err) {
-        (true, Some(e)) => Err(e),
-        (true, None) => Err(std::io::Error::other("no address to bind")),
-        _ => Ok((out, port)),
     }
 }
 
@@ -400,7 +357,7 @@ impl Forwards {
                     l,
                     handle.clone(),
                     self.tunnels.clone(),
-                    (login.user.uid, login.user.name.clone()),
+                    login.user.clone(),
                     host.to_string(),
                     bound,
                 ))
@@ -470,49 +427,6 @@ pub(crate) fn hold(tunnels: &Tunnels, uid: u32, user: &str, what: &str) -> Optio
             refused!(notices, Limit::Fds, "refused {what} for {}: {e}", who());
             None
         }
-    }
-}
-
-/// Accept on a `-R` listener: each connection gets its own `forwarded-tcpip` channel.
-async fn accept_loop(
-    listener: TcpListener,
-    handle: Handle,
-    tunnels: Tunnels,
-    (uid, user): (u32, String),
-    host: String,
-    port: u32,
-) {
-    loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors and the like: wait instead of spinning.
-                tracing::debug!("accept on forwarded port {port}: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        // Past a limit the connection is closed at once, as if nobody listened.
-        let Some(hold) = hold(&tunnels, uid, &user, "forwarded connection") else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let tunnels = tunnels.clone();
-        let host = host.clone();
-        tokio::spawn(async move {
-            let opened = handle
-                .channel_open_forwarded_tcpip(
-                    host,
-                    port,
-                    crate::log::display_ip(&from),
-                    u32::from(from.port()),
-                )
-                .await;
-            tunnels
-                .serve_opened(opened, "forwarded-tcpip", stream, hold)
-                .await;
-        });
     }
 }
 

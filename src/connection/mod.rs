@@ -10,6 +10,7 @@ pub mod handler;
 mod limits;
 pub mod methods;
 pub mod pump;
+mod remote;
 pub mod session;
 pub mod stream;
 

@@ -22,7 +22,9 @@ pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionProcess, SpawnRequest, spawn,
 };
-pub use user_socket::{UserSocket, remove_user_socket, user_socket, user_tcp_socket};
+pub use user_socket::{
+    UserListener, UserSocket, remove_user_socket, user_accept, user_socket, user_tcp_socket,
+};
 pub use users::{UserInfo, current_user, lookup_user, running_as_root};
 pub use utmp::{LoginRecord, record_login, record_logout};
 

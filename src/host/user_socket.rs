@@ -2,12 +2,14 @@
 //! (`as_user`), as sshd creates them in the user's own post-authentication
 //! process:
 //!
-//! - TCP sockets for `-L`/`-D`/`-W` connections and `-R` listeners. The kernel
+//! - TCP sockets for `-L`/`-D`/`-W` connections, `-R` listeners and the
+//!   connections accepted on them. The kernel
 //!   records a socket's owner from the creating thread's filesystem uid when it
 //!   is created (what `ss -e` shows as `uid:`, what `iptables -m owner
 //!   --uid-owner` and nft `skuid` match), so egress rules and accounting written
 //!   for the user apply to their tunnels. The daemon then connects, binds and
-//!   listens on the descriptor as usual.
+//!   listens on the descriptor as usual; only accept must itself run as the
+//!   user, since an accepted socket is its accepting thread's.
 //! - The agent-forwarding socket, in a fresh private directory: mkdtemp and bind
 //!   as the user make both the user's from birth, with no chown afterwards and no
 //!   moment at which root owns a path in /tmp that the user will use.
@@ -15,10 +17,14 @@
 //! Plain data in, a descriptor or paths out: each call can become a request to a
 //! privileged monitor that passes the descriptor back over SCM_RIGHTS.
 
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
 
 use super::HostError;
 use super::as_user::{Creds, as_user};
@@ -70,6 +76,80 @@ pub async fn user_tcp_socket(creds: &Creds, ipv6: bool) -> Result<OwnedFd, HostE
         what: "socket".into(),
         source: e,
     })
+}
+
+/// Accept up to `max` of the connections waiting on `listener` with the user's
+/// identity: the kernel makes an accepted socket the accepting thread's, not the
+/// listener's, so a connection to a user's `-R` port is the user's only if the
+/// user accepts it (as in sshd, where the user's process does). `listener` is a
+/// non-blocking TCP listener (the caller passes a duplicate it can spare); an
+/// empty list means nothing was waiting. The sockets are non-blocking and
+/// close-on-exec.
+pub async fn user_accept(
+    creds: &Creds,
+    listener: OwnedFd,
+    max: usize,
+) -> Result<Vec<(OwnedFd, SocketAddr)>, HostError> {
+    let listener = Arc::new(std::net::TcpListener::from(listener));
+    as_user_waiting(creds, move || accept_some(&listener, max))
+        .await?
+        .map_err(HostError::Io)
+}
+
+/// A `-R` listener of the user's, waiting for connections to accept as the user.
+pub struct UserListener {
+    fd: AsyncFd<OwnedFd>,
+    creds: Creds,
+}
+
+impl UserListener {
+    /// Wait on `listener` (non-blocking, listening) for `creds`'s connections.
+    pub fn new(listener: OwnedFd, creds: Creds) -> Result<Self, HostError> {
+        // SAFETY: we own `listener` outright and nothing else registers or closes it.
+        let fd = unsafe { AsyncFd::register(listener) }
+            .map_err(|e| HostError::Io(std::io::Error::other(e.to_string())))?;
+        Ok(UserListener { fd, creds })
+    }
+
+    /// The next connections, at most `max` (see [`user_accept`]).
+    pub async fn accept(&self, max: usize) -> Result<Vec<(OwnedFd, SocketAddr)>, HostError> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            // The user's thread gets a duplicate, so a late one never accepts on a
+            // descriptor number that was reused after this listener closed.
+            let dup = ready.get_ref().get_ref().try_clone()?;
+            let got = user_accept(&self.creds, dup, max).await?;
+            if got.len() < max {
+                ready.clear_ready();
+            }
+            if !got.is_empty() {
+                return Ok(got);
+            }
+        }
+    }
+}
+
+/// Runs as the user.
+fn accept_some(
+    listener: &std::net::TcpListener,
+    max: usize,
+) -> std::io::Result<Vec<(OwnedFd, SocketAddr)>> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match listener.accept() {
+            Ok((stream, from)) => {
+                stream.set_nonblocking(true)?;
+                out.push((OwnedFd::from(stream), from));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // The client gave up while waiting; the next may not have.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if out.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
 }
 
 /// The agent socket, its private directory (remove it with
