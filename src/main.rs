@@ -242,7 +242,8 @@ fn run_admin(
 
 /// Each connection holds two descriptors (its socket and the duplicate used for a
 /// hard close) plus its sessions' PTYs and pipes; the usual soft limit of 1024 would
-/// cap rsshd near 500 connections, so take what the hard limit allows.
+/// cap rsshd near 500 connections, so take what the hard limit allows. One user may
+/// have a quarter of it held for them (`connection::limits`).
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)

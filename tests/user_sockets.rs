@@ -3,7 +3,9 @@
 //! rules (`iptables -m owner --uid-owner`, nft `skuid`) and per-user accounting
 //! apply to tunnels. The kernel's record of a socket's owner is what `ss -e`
 //! prints as `uid:` (only when it is not root); each test reads it for sockets of
-//! the rsshd process while `rsshd-test` tunnels through a real rsshd.
+//! the rsshd process while `rsshd-test` tunnels through a real rsshd; and an nft
+//! `meta skuid` egress rule for the user (the same credential `iptables -m owner
+//! --uid-owner` matches) stops their tunnel and not root's own connection.
 
 mod support;
 
@@ -198,4 +200,89 @@ fn a_root_login_keeps_root_sockets() {
     let lines = sockets_of(srv.pid(), |_, peer| peer == target);
     assert_eq!(lines.len(), 1, "rsshd's socket to {target}: {lines:?}");
     assert!(!lines[0].contains(" uid:"), "{}", lines[0]);
+}
+
+/// A private nft table with one output rule, removed when dropped; it touches no
+/// other table, and matches one port only.
+struct NftTable(String);
+
+impl NftTable {
+    /// Reset every TCP connection that `uid` opens to `port` on this host.
+    fn reject(uid: u32, port: u16) -> NftTable {
+        let name = format!("rsshd_test_{}_{port}", std::process::id());
+        let run = |args: &[&str]| {
+            let out = Command::new("nft").args(args).output().expect("nft");
+            assert!(
+                out.status.success(),
+                "nft {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["add", "table", "inet", &name]);
+        let table = NftTable(name.clone());
+        run(&[
+            "add",
+            "chain",
+            "inet",
+            &name,
+            "out",
+            "{ type filter hook output priority 0; policy accept; }",
+        ]);
+        let rule = format!("tcp dport {port} meta skuid {uid} reject with tcp reset");
+        let mut args = vec!["add", "rule", "inet", &name, "out"];
+        args.extend(rule.split(' '));
+        run(&args);
+        table
+    }
+}
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn an_egress_rule_for_the_user_stops_their_tunnel_and_not_root() {
+    if skip_unless_ready() || skip_without(&["nft"]) {
+        return;
+    }
+    let srv = Server::start("");
+    let echo = echo_server();
+    let _rule = NftTable::reject(uid_of(TEST_USER), echo);
+    // Root (this test) still reaches the port: the rule is the user's only.
+    let mut direct = TcpStream::connect(("127.0.0.1", echo)).expect("root's connection");
+    direct.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    direct.write_all(b"ping\n").expect("write");
+    let mut back = [0u8; 5];
+    direct.read_exact(&mut back).expect("root's echo");
+    // The user's tunnel to it is refused by the kernel, as sshd's would be.
+    let local = free_port();
+    let spec = format!("{local}:127.0.0.1:{echo}");
+    let tunnel = Tunnel::open(&srv, TEST_USER, &["-L", &spec]);
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut s = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", local)) {
+            break s;
+        }
+        assert!(Instant::now() < end, "ssh -L never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let _ = s.write_all(b"ping\n");
+    let mut buf = [0u8; 5];
+    let got = s.read(&mut buf);
+    assert!(
+        matches!(got, Ok(0) | Err(_)),
+        "the user's tunnel went through an egress rule for the user: {got:?}"
+    );
+    let failed = format!("connect_to 127.0.0.1 port {echo}: failed");
+    assert!(
+        srv.wait_log(&failed, Duration::from_secs(10)),
+        "log:\n{}",
+        srv.log()
+    );
+    drop(tunnel);
 }
