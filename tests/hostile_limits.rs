@@ -374,3 +374,46 @@ fn a_client_ignoring_the_window_is_disconnected_and_memory_stays_flat() {
     assert_other_user_logs_in(&srv);
     flood.finish();
 }
+
+#[test]
+fn many_connections_of_one_user_cannot_queue_without_bound() {
+    if skip_unless_ready() {
+        return;
+    }
+    let srv = Server::start("");
+    let pid = srv.pid();
+    let mut other = OtherSession::open(&srv);
+    let before = rss_kib(pid);
+    // 48 connections x 10 sessions that never read: 2 MiB of window each at
+    // open, 960 MiB in all, more with the top-ups a lone channel gets.
+    let flood = Flood::start(&srv, "queue", TEST_USER, &[48, 10]);
+    let r = flood.next("queued", &srv, Duration::from_secs(300));
+    // What the client sent may still sit in socket buffers, read at the pace of
+    // a throttled connection: watch until the daemon stops growing.
+    let mut peak = rss_kib(pid);
+    let mut still = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    while still < 5 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = rss_kib(pid);
+        if now > peak + 2048 {
+            still = 0;
+        } else {
+            still += 1;
+        }
+        peak = peak.max(now);
+    }
+    let grown = peak.saturating_sub(before);
+    eprintln!("queue flood: {r}; daemon RSS {before} KiB -> +{grown} KiB at the peak");
+    // The daemon holds at most 256 MiB for one user (src/connection/limits.rs),
+    // plus what the allocator keeps of what it freed.
+    assert!(grown < 384 * 1024, "the daemon grew by {grown} KiB");
+    assert!(
+        srv.log().contains("MiB of data queued for this user"),
+        "no connection was ended:\n{}",
+        tail(&srv.log())
+    );
+    other.echo("after the queue flood", &srv);
+    assert_other_user_logs_in(&srv);
+    flood.finish();
+}

@@ -218,11 +218,59 @@ def mode_window(port, user, key, total_mib):
     t.close()
 
 
+def mode_queue(port, user, key, conns, sessions):
+    """Many connections of one user, each with sessions that never start a
+    program, filling every window the server grants (and no more). The server
+    paces a throttled connection, so each connection has a thread of its own."""
+    held = []
+    sent = [0]
+    lock = threading.Lock()
+    chunk = b"q" * (32768 - 64)  # the most paramiko puts in one packet here
+
+    channels = []  # paramiko closes a channel nobody refers to
+
+    def fill(t):
+        for _ in range(sessions):
+            try:
+                chan = t.open_session()
+            except Exception:
+                return
+            with lock:
+                channels.append(chan)
+            chan.settimeout(1)
+            while True:
+                try:
+                    n = chan.send(chunk)
+                except Exception:  # window spent (timeout) or connection ended
+                    break
+                with lock:
+                    sent[0] += n
+                if n < len(chunk):  # the window is spent; a throttled one trickles
+                    break
+
+    # One login at a time: MaxStartups drops a crowd of unauthenticated ones.
+    for _ in range(conns):
+        held.append(connect(port, user, key))
+    threads = [threading.Thread(target=fill, args=(t,), daemon=True) for t in held]
+    for th in threads:
+        th.start()
+    end = time.time() + 150
+    for th in threads:
+        th.join(max(0.0, end - time.time()))
+    time.sleep(1)
+    say(phase="queued", sent=sent[0], conns=len(held),
+        ended=sum(1 for t in held if not t.is_active()),
+        unfinished=sum(1 for th in threads if th.is_alive()))
+    wait_for_test()
+    for t in held:
+        t.close()
+
+
 def main():
     mode, port, user, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     args = [int(a) for a in sys.argv[5:]]
     {"env": mode_env, "forward": mode_forward, "channels": mode_channels,
-     "window": mode_window}[mode](port, user, key, *args)
+     "window": mode_window, "queue": mode_queue}[mode](port, user, key, *args)
 
 
 if __name__ == "__main__":

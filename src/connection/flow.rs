@@ -9,32 +9,56 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use super::limits::CONN_QUEUED_HIGH;
+use super::limits::{CONN_QUEUED_HIGH, USER_QUEUED_HIGH, USER_QUEUED_MAX, user_queue};
 use super::session::WINDOW_NORMAL;
 
-/// Client bytes queued for all the consumers of one connection.
+/// Client bytes queued for all the consumers of one connection, also counted
+/// for its user across all their connections.
 #[derive(Debug, Default)]
 pub(crate) struct ConnQueue {
     bytes: AtomicUsize,
+    user: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl ConnQueue {
+    /// Count for `uid` too; called before the connection's first channel opens.
+    pub(crate) fn bind_user(&self, uid: u32) {
+        self.user.get_or_init(|| user_queue(uid));
+    }
+
     pub(crate) fn add(&self, n: usize) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(u) = self.user.get() {
+            u.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn sub(&self, n: usize) {
         self.bytes.fetch_sub(n, Ordering::Relaxed);
+        if let Some(u) = self.user.get() {
+            u.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn get(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Bytes queued for this connection's user on all their connections.
+    pub(crate) fn user_bytes(&self) -> usize {
+        self.user.get().map_or(0, |u| u.load(Ordering::Relaxed))
+    }
+
     /// Whether no channel of the connection should get more window now.
     pub(crate) fn throttled(&self) -> bool {
-        self.get() > CONN_QUEUED_HIGH
+        self.get() > CONN_QUEUED_HIGH || self.user_bytes() > USER_QUEUED_HIGH
+    }
+
+    /// Whether the user has more queued than the daemon holds for one user.
+    pub(crate) fn over_user_max(&self) -> bool {
+        self.user_bytes() > USER_QUEUED_MAX
     }
 }
 
@@ -153,5 +177,29 @@ mod tests {
         q.sub(2);
         assert!(!q.throttled());
         assert_eq!(q.get(), CONN_QUEUED_HIGH - 1);
+    }
+
+    #[test]
+    fn a_users_connections_share_one_count() {
+        // A uid no test user has; each connection stays at its own mark.
+        let conns: Vec<ConnQueue> = (0..5).map(|_| ConnQueue::default()).collect();
+        for c in &conns {
+            c.bind_user(3_900_100);
+        }
+        for c in &conns[..4] {
+            c.add(CONN_QUEUED_HIGH);
+        }
+        assert_eq!(4 * CONN_QUEUED_HIGH, USER_QUEUED_HIGH);
+        assert!(conns.iter().all(|c| !c.throttled()));
+        conns[4].add(1);
+        assert!(conns.iter().all(|c| c.throttled()), "the user is over");
+        assert!(!conns[0].over_user_max());
+        conns[4].add(USER_QUEUED_MAX);
+        assert!(conns[0].over_user_max());
+        conns[4].sub(USER_QUEUED_MAX + 1);
+        for c in &conns[..4] {
+            c.sub(CONN_QUEUED_HIGH);
+        }
+        assert_eq!(conns[0].user_bytes(), 0);
     }
 }

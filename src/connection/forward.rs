@@ -410,6 +410,7 @@ impl Forwards {
 /// A place among the connection's channels and one of the user's descriptors for
 /// a new forwarded channel (`what` names it in the log), or the refusal logged.
 pub(crate) fn hold(tunnels: &Tunnels, uid: u32, user: &str, what: &str) -> Option<Hold> {
+    tunnels.conn.bind_user(uid);
     let notices = &tunnels.notices;
     let who = || format!("user {user} from {}", peer(&tunnels.peer));
     let Some(slot) = tunnels.slots.take() else {

@@ -44,6 +44,31 @@ pub(crate) const CHANNELS_MAX: usize = 128;
 /// many slow channels queues at most this plus the windows already granted.
 pub(crate) const CONN_QUEUED_HIGH: usize = 16 * 1024 * 1024;
 
+/// Client bytes all of one user's connections may have queued before every
+/// channel of theirs stops getting more window: four connections' worth.
+pub(crate) const USER_QUEUED_HIGH: usize = 4 * CONN_QUEUED_HIGH;
+
+/// Client bytes all of one user's connections may have queued at all; the
+/// connection that sends past it is ended. Windows, once granted, cannot be taken
+/// back, and each new channel starts with 2 MiB of them, so without this a user
+/// could open connection after connection, each with `MaxSessions` sessions that
+/// never read, and have the daemon hold 2 MiB per channel without end. A client
+/// that respects its windows gets here only with more than a hundred channels
+/// whose consumers all stopped reading; the daemon then holds at most this for
+/// the user, and a sixteenth of 4 GiB is what one user may take from a small host.
+pub(crate) const USER_QUEUED_MAX: usize = 256 * 1024 * 1024;
+
+/// The queued-bytes counter all connections of `uid` share.
+pub(crate) fn user_queue(uid: u32) -> Arc<AtomicUsize> {
+    static QUEUES: OnceLock<Mutex<HashMap<u32, Arc<AtomicUsize>>>> = OnceLock::new();
+    let mut map = QUEUES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // One entry per user who ever opened a channel: as many as there are users.
+    Arc::clone(map.entry(uid).or_default())
+}
+
 /// Descriptors the daemon holds for a session with a PTY: the master, and while
 /// it starts the slave (then the pidfd that waits for the process instead).
 pub(crate) const FDS_PTY_SESSION: usize = 2;

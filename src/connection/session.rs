@@ -34,8 +34,8 @@ pub const BACKLOG_HIGH: usize = 1024 * 1024;
 pub const WINDOW_NORMAL: u32 = 2 * 1024 * 1024;
 pub const WINDOW_THROTTLED: u32 = 2;
 
-/// The window target to give russh after a top-up on a channel with this backlog
-/// (or, for a channel without one, on a connection with this queue).
+/// The window target to give russh after a top-up on a channel, by whether the
+/// channel (or its connection) is throttled.
 pub(crate) fn window_target(throttled: bool) -> u32 {
     if throttled {
         WINDOW_THROTTLED

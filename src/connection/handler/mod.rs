@@ -86,9 +86,7 @@ impl ConnHandler {
             credits: super::flow::Credits::default(),
         }
     }
-}
 
-impl ConnHandler {
     /// Check a packet of `len` bytes on `channel` against the window the client
     /// was granted; past OpenSSH's grace, disconnect as sshd does (channels.c).
     /// True if the connection is being ended.
@@ -121,6 +119,26 @@ impl ConnHandler {
             .unwrap_or_default();
         tracing::info!("Disconnecting {user}{}: {text}", peer(&self.ctx.peer));
         session.disconnect(russh::Disconnect::ProtocolError, &text, "")?;
+        Ok(true)
+    }
+
+    /// End the connection if its user has more client data queued, on all their
+    /// connections, than the daemon holds for one user (`limits::USER_QUEUED_MAX`).
+    fn user_overrun(&mut self, session: &mut Session) -> Result<bool, ConnError> {
+        if !self.forwards.tunnels().conn.over_user_max() {
+            return Ok(false);
+        }
+        let text = format!(
+            "more than {} MiB of data queued for this user",
+            super::limits::USER_QUEUED_MAX >> 20
+        );
+        let user = self
+            .login
+            .as_ref()
+            .map(|l| format!("user {} ", l.user.name))
+            .unwrap_or_default();
+        tracing::info!("Disconnecting {user}{}: {text}", peer(&self.ctx.peer));
+        session.disconnect(russh::Disconnect::ByApplication, &text, "")?;
         Ok(true)
     }
 
@@ -168,7 +186,7 @@ impl Handler for ConnHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.window_overrun(channel, data.len(), session)? {
+        if self.window_overrun(channel, data.len(), session)? || self.user_overrun(session)? {
             return Ok(());
         }
         // The data itself went to the channel's reader; here we only pace a
@@ -370,6 +388,9 @@ impl Handler for ConnHandler {
             return Ok(());
         }
         let tunnels = self.forwards.tunnels();
+        if let Some(l) = &self.login {
+            tunnels.conn.bind_user(l.user.uid);
+        }
         let Some(slot) = tunnels.slots.take() else {
             refused!(
                 tunnels.notices,
