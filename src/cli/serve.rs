@@ -255,7 +255,8 @@ fn has_key_line(path: &std::path::Path) -> bool {
 
 /// Each connection holds its socket plus its sessions' PTYs and pipes; the usual
 /// soft limit of 1024 would cap rsshd well below the connections it is built for,
-/// so take what the hard limit allows.
+/// so take what the hard limit allows. One user may have a quarter of it held for
+/// them (`connection::limits`).
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)

@@ -2,8 +2,11 @@
 //! `SSH_AUTH_SOCK`; each connection to it becomes an `auth-agent@openssh.com`
 //! channel to the client's agent.
 //!
-//! The socket and its private directory come from the privileged boundary
-//! ([`crate::host::user_socket`]); the directory goes when the connection ends.
+//! The socket and its private directory are made, and removed when the connection
+//! ends, with the user's identity by the privileged boundary
+//! ([`crate::host::user_socket`]). The listener holds one of the user's
+//! descriptors and each agent connection another, with a place among the
+//! connection's channels ([`super::limits`]).
 
 use std::path::{Path, PathBuf};
 
@@ -11,33 +14,53 @@ use russh::server::Handle;
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
-use super::forward::Tunnels;
+use super::forward::hold;
+use super::limits::FdLease;
+use super::pump::Tunnels;
 use crate::host::UserInfo;
+use crate::host::as_user::Creds;
 
 /// The forwarded agent of one connection; dropping it closes and removes the socket.
 pub struct AgentSocket {
+    creds: Creds,
     dir: PathBuf,
     path: PathBuf,
     task: JoinHandle<()>,
+    _fds: FdLease,
 }
 
 impl AgentSocket {
     /// Create the directory and socket for `user` and start accepting on it.
-    pub fn start(user: &UserInfo, handle: Handle, tunnels: Tunnels) -> std::io::Result<Self> {
-        let made = crate::host::user_socket(user, &format!("agent.{}", std::process::id()))
+    pub(crate) async fn start(
+        user: &UserInfo,
+        handle: Handle,
+        tunnels: Tunnels,
+    ) -> std::io::Result<Self> {
+        let fds = FdLease::take(user.uid, 1).map_err(std::io::Error::other)?;
+        let creds = Creds::from(user);
+        let made = crate::host::user_socket(&creds, &format!("agent.{}", std::process::id()))
+            .await
             .map_err(std::io::Error::other)?;
         let listener = match UnixListener::from_std(made.listener) {
             Ok(l) => l,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&made.dir);
+                let _ = crate::host::remove_user_socket(&creds, made.dir).await;
                 return Err(e);
             }
         };
-        let task = tokio::spawn(accept_loop(listener, handle, tunnels, user.uid));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            handle,
+            tunnels,
+            user.uid,
+            user.name.clone(),
+        ));
         Ok(AgentSocket {
+            creds,
             dir: made.dir,
             path: made.path,
             task,
+            _fds: fds,
         })
     }
 
@@ -49,13 +72,29 @@ impl AgentSocket {
 impl Drop for AgentSocket {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let (creds, dir) = (self.creds.clone(), std::mem::take(&mut self.dir));
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = crate::host::remove_user_socket(&creds, dir.clone()).await {
+                        tracing::debug!("agent socket {}: not removed: {e}", dir.display());
+                    }
+                });
+            }
+            Err(_) => tracing::debug!("agent socket {}: left behind", dir.display()),
+        }
     }
 }
 
 /// Accept agent clients; like sshd, only the user (or root) may use the socket even
 /// if its permissions were loosened.
-async fn accept_loop(listener: UnixListener, handle: Handle, tunnels: Tunnels, uid: u32) {
+async fn accept_loop(
+    listener: UnixListener,
+    handle: Handle,
+    tunnels: Tunnels,
+    uid: u32,
+    user: String,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -76,12 +115,15 @@ async fn accept_loop(listener: UnixListener, handle: Handle, tunnels: Tunnels, u
                 continue;
             }
         }
+        let Some(hold) = hold(&tunnels, uid, &user, "agent connection") else {
+            continue;
+        };
         let handle = handle.clone();
         let tunnels = tunnels.clone();
         tokio::spawn(async move {
             let opened = handle.channel_open_agent().await;
             tunnels
-                .serve_opened(opened, "agent-connection", stream)
+                .serve_opened(opened, "agent-connection", stream, hold)
                 .await;
         });
     }

@@ -1,41 +1,41 @@
 //! Port forwarding: `direct-tcpip` channels (`ssh -L`, `ssh -D`), `tcpip-forward`
-//! listeners with their `forwarded-tcpip` channels (`ssh -R`), and the byte pump that
-//! every forwarded channel, agent ones included, shares.
+//! listeners with their `forwarded-tcpip` channels (`ssh -R`, sockets and accept
+//! loop in [`super::remote`]), and the agent. The bytes of every forwarded channel
+//! go through [`super::pump`].
 //!
-//! Flow control is the one session channels use (see [`super::session`]): russh's
-//! loop must never wait on a slow socket, or the data flowing the other way through
-//! the same connection stops too, and an echoing peer deadlocks. So client data is
-//! always drained into a queue whose size is counted in a [`BacklogCounter`], and the
-//! handler throttles the window of a channel whose backlog is high. Data towards the
-//! client goes through a fixed buffer and russh's window-aware writer.
+//! Sockets are the user's: created with the user's identity by the privileged
+//! boundary ([`host::user_tcp_socket`]), as sshd creates them in the user's own
+//! process, so owner-matching firewall rules apply to tunnels. Each holds a share
+//! of the user's descriptors and a place among the connection's channels
+//! ([`super::limits`]); a request past either is refused and logged.
 //!
 //! Listeners are not channels: a connection holding only `-R` listeners is unused
 //! for `UnusedConnectionTimeout`, as in OpenSSH.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::ConnShared;
 use super::agent::AgentSocket;
 use super::handler::Login;
-use super::session::{BacklogCounter, Input};
+use super::limits::{CHANNELS_MAX, FORWARDS_MAX, FdLease, Limit, refused};
+use super::pump::{Hold, Tunnels, pump};
+use super::remote::{accept_loop, bind_all};
+use super::session::BacklogCounter;
 use crate::config::{Forwarding, GatewayPorts, Settings};
-use crate::host::KeyOptions;
-use crate::lifetime::ChannelStamps;
+use crate::host::as_user::Creds;
+use crate::host::{self, KeyOptions};
+use crate::log::peer;
 
 /// How long a `direct-tcpip` target may take to accept before the open fails.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Backlog counters of the connection's forwarded channels, for the window throttle.
-type Backlogs = Arc<Mutex<HashMap<ChannelId, Arc<BacklogCounter>>>>;
 
 /// Why a forwarding request is refused; decides the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,197 +138,64 @@ async fn bind_addrs(gateway: GatewayPorts, host: &str) -> Vec<IpAddr> {
     }
 }
 
-/// One listening socket, with SO_REUSEADDR like sshd's, and IPv6 kept to IPv6 so
-/// both families can share a port.
-fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
-}
-
-/// Bind every address on one port (the first bind picks it when `port` is 0); the
-/// later addresses are best effort, as a host may lack IPv6.
-fn bind_all(addrs: &[IpAddr], port: u16) -> std::io::Result<(Vec<TcpListener>, u16)> {
-    let mut port = port;
-    let mut out = Vec::new();
-    let mut first_err = None;
-    for ip in addrs {
-        match listen_on(SocketAddr::new(*ip, port)) {
-            Ok(l) => {
-                if port == 0 {
-                    port = l.local_addr()?.port();
-                }
-                out.push(l);
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
+/// Connect to `host:port` from a socket of the user's, trying each address the
+/// name resolves to in turn.
+async fn connect_as(creds: &Creds, host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let attempt = async {
+            let fd = host::user_tcp_socket(creds, addr.is_ipv6())
+                .await
+                .map_err(std::io::Error::other)?;
+            TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
+                .connect(addr)
+                .await
+        };
+        match attempt.await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
         }
     }
-    match (out.is_empty(), first_err) {
-        (true, Some(e)) => Err(e),
-        (true, None) => Err(std::io::Error::other("no address to bind")),
-        _ => Ok((out, port)),
-    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
-/// What a forwarded channel's task needs from its connection.
-#[derive(Clone)]
-pub struct Tunnels {
-    shared: Arc<ConnShared>,
-    backlogs: Backlogs,
+/// The `-R` listeners of one forward: its accept loops and their descriptors.
+struct Listening {
+    tasks: Vec<JoinHandle<()>>,
+    _fds: FdLease,
 }
 
-impl Tunnels {
-    /// Announce a confirmed channel to the lifetime engine (so `ChannelTimeout`
-    /// applies and it can be closed by number) and give it a backlog counter.
-    fn register(&self, id: ChannelId, kind: &str) -> Registration {
-        let n = u32::from(id);
-        let stamps = self.shared.events.channel_opened(n, kind);
-        if let Ok(mut c) = self.shared.channels.lock() {
-            c.insert(n, (id, false));
-        }
-        let backlog = Arc::new(BacklogCounter::default());
-        if let Ok(mut b) = self.backlogs.lock() {
-            b.insert(id, Arc::clone(&backlog));
-        }
-        Registration {
-            id,
-            backlogs: Arc::clone(&self.backlogs),
-            stamps,
-            backlog,
-        }
-    }
-
-    /// Pump an accepted socket through a channel the server opens (forwarded-tcpip
-    /// or agent), once the client confirms it.
-    pub async fn serve_opened<S>(
-        &self,
-        opened: Result<Channel<Msg>, russh::Error>,
-        kind: &str,
-        stream: S,
-    ) where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        match opened {
-            Ok(channel) => {
-                let reg = self.register(channel.id(), kind);
-                pump(channel, stream, reg).await;
-            }
-            Err(e) => tracing::debug!("{kind} channel not opened: {e}"),
-        }
-    }
-}
-
-/// A forwarded channel's entry in the connection's tables, withdrawn when its pump
-/// ends. The engine hears of the close from the handler's `channel_close`.
-struct Registration {
-    id: ChannelId,
-    backlogs: Backlogs,
-    stamps: Arc<ChannelStamps>,
-    backlog: Arc<BacklogCounter>,
-}
-
-impl Drop for Registration {
+impl Drop for Listening {
     fn drop(&mut self) {
-        if let Ok(mut b) = self.backlogs.lock() {
-            b.remove(&self.id);
-        }
+        self.tasks.iter().for_each(JoinHandle::abort);
     }
-}
-
-/// Copy between a channel and a socket until both sides sent EOF, either side
-/// fails, or the client closes the channel (which drops the socket).
-async fn pump<S>(channel: Channel<Msg>, stream: S, reg: Registration)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (mut read, write) = channel.split();
-    let (sock_read, sock_write) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel();
-    // Never blocks on the socket: see the module docs.
-    let drain = super::pump::from_client(&mut read, &tx, &reg.stamps, &reg.backlog);
-    let copy = async {
-        tokio::try_join!(
-            to_socket(rx, sock_write, &reg.backlog),
-            to_client(sock_read, write.make_writer(), &reg.stamps),
-        )
-    };
-    tokio::select! {
-        _ = drain => {}
-        _ = copy => {
-            let _ = write.close().await;
-        }
-    }
-}
-
-/// Client data to the socket; the client's EOF shuts the socket's write side.
-async fn to_socket(
-    mut rx: mpsc::UnboundedReceiver<Input>,
-    mut sock: impl AsyncWrite + Unpin,
-    backlog: &BacklogCounter,
-) -> Result<(), std::io::Error> {
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            Input::Data(data) => {
-                let written = sock.write_all(&data).await;
-                backlog.sub(data.len());
-                written?;
-            }
-            Input::Eof => {
-                let _ = sock.shutdown().await;
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Socket data to the client through the window-aware writer; the socket's EOF
-/// becomes the channel's.
-async fn to_client(
-    sock: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    stamps: &ChannelStamps,
-) -> Result<(), std::io::Error> {
-    super::pump::to_client(sock, &mut to, stamps).await?;
-    to.shutdown().await
 }
 
 /// The forwarding state of one connection, owned by its handler: dropping it (the
 /// connection ended) closes every listener and removes the agent socket.
 pub struct Forwards {
     tunnels: Tunnels,
-    listeners: HashMap<(String, u32), Vec<JoinHandle<()>>>,
+    listeners: HashMap<(String, u32), Listening>,
     agent: Option<AgentSocket>,
 }
 
 impl Forwards {
-    pub fn new(shared: Arc<ConnShared>) -> Self {
+    pub fn new(shared: Arc<ConnShared>, peer: SocketAddr) -> Self {
         Forwards {
-            tunnels: Tunnels {
-                shared,
-                backlogs: Arc::default(),
-            },
+            tunnels: Tunnels::new(shared, peer),
             listeners: HashMap::new(),
             agent: None,
         }
     }
 
+    /// The connection's channel places, queue and notices, shared with sessions.
+    pub(crate) fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
+    }
+
     /// The backlog of a forwarded channel, for the handler's window throttle.
     pub fn backlog(&self, id: ChannelId) -> Option<Arc<BacklogCounter>> {
-        self.tunnels
-            .backlogs
-            .lock()
-            .ok()
-            .and_then(|b| b.get(&id).cloned())
+        self.tunnels.backlog(id)
     }
 
     /// Handle a `direct-tcpip` open: refuse it at once, or connect in a task (russh's
@@ -375,13 +242,18 @@ impl Forwards {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return;
         };
+        let Some(hold) = self.hold(login, "local port forward") else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return;
+        };
         tracing::debug!(
             "direct-tcpip from {originator} port {originator_port} to {host} port {port}"
         );
         let tunnels = self.tunnels.clone();
         let host = host.to_string();
+        let creds = Creds::from(&login.user);
         tokio::spawn(async move {
-            let connect = TcpStream::connect((host.as_str(), port16));
+            let connect = connect_as(&creds, &host, port16);
             let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -396,10 +268,16 @@ impl Forwards {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let reg = tunnels.register(channel.id(), "direct-tcpip");
+            let reg = tunnels.register(channel.id(), "direct-tcpip", hold);
             reply.accept().await;
             pump(channel, stream, reg).await;
         });
+    }
+
+    /// A place for one more channel and one descriptor of the user's, or the
+    /// refusal logged.
+    fn hold(&self, login: &Login, what: &str) -> Option<Hold> {
+        hold(&self.tunnels, login.user.uid, &login.user.name, what)
     }
 
     /// Handle `tcpip-forward`: check, bind, and accept in a task; `port` 0 is
@@ -437,14 +315,39 @@ impl Forwards {
             }
             return false;
         }
+        let notices = &self.tunnels.notices;
+        let who = format!("user {} from {}", login.user.name, peer(&self.tunnels.peer));
+        if self.listeners.len() >= FORWARDS_MAX
+            && !self.listeners.contains_key(&(host.to_string(), requested))
+        {
+            refused!(
+                notices,
+                Limit::Forwards,
+                "refused remote port forward for {who}: listen {host} port {requested}: {FORWARDS_MAX} forwardings on this connection already"
+            );
+            return false;
+        }
         let addrs = bind_addrs(login.settings.gateway_ports, host).await;
-        let (listeners, bound) = match bind_all(&addrs, requested as u16) {
+        let mut fds = match FdLease::take(login.user.uid, addrs.len()) {
+            Ok(l) => l,
+            Err(e) => {
+                refused!(
+                    notices,
+                    Limit::Fds,
+                    "refused remote port forward for {who}: listen {host} port {requested}: {e}"
+                );
+                return false;
+            }
+        };
+        let creds = Creds::from(&login.user);
+        let (listeners, bound) = match bind_all(&creds, &addrs, requested as u16).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!("tcpip-forward listen {host} port {requested}: bind failed: {e}");
                 return false;
             }
         };
+        fds.shrink_to(listeners.len());
         let bound = u32::from(bound);
         tracing::debug!("tcpip-forward listen {host} port {bound}");
         let tasks = listeners
@@ -454,14 +357,14 @@ impl Forwards {
                     l,
                     handle.clone(),
                     self.tunnels.clone(),
+                    login.user.clone(),
                     host.to_string(),
                     bound,
                 ))
             })
             .collect();
-        if let Some(old) = self.listeners.insert((host.to_string(), bound), tasks) {
-            old.iter().for_each(JoinHandle::abort);
-        }
+        self.listeners
+            .insert((host.to_string(), bound), Listening { tasks, _fds: fds });
         *port = bound;
         true
     }
@@ -469,17 +372,11 @@ impl Forwards {
     /// Handle `cancel-tcpip-forward`: tunnels already open stay, as in OpenSSH.
     pub fn cancel(&mut self, host: &str, port: u32) -> bool {
         tracing::debug!("cancel-tcpip-forward {host} port {port}");
-        match self.listeners.remove(&(host.to_string(), port)) {
-            Some(tasks) => {
-                tasks.iter().for_each(JoinHandle::abort);
-                true
-            }
-            None => false,
-        }
+        self.listeners.remove(&(host.to_string(), port)).is_some()
     }
 
     /// Handle `auth-agent-req@openssh.com`.
-    pub fn start_agent(&mut self, login: Option<&Login>, handle: Handle) -> bool {
+    pub async fn start_agent(&mut self, login: Option<&Login>, handle: Handle) -> bool {
         let Some(login) = login else {
             return false;
         };
@@ -490,7 +387,7 @@ impl Forwards {
         if self.agent.is_some() {
             return true;
         }
-        match AgentSocket::start(&login.user, handle, self.tunnels.clone()) {
+        match AgentSocket::start(&login.user, handle, self.tunnels.clone()).await {
             Ok(a) => {
                 self.agent = Some(a);
                 true
@@ -510,49 +407,27 @@ impl Forwards {
     }
 }
 
-impl Drop for Forwards {
-    fn drop(&mut self) {
-        for tasks in self.listeners.values() {
-            tasks.iter().for_each(JoinHandle::abort);
+/// A place among the connection's channels and one of the user's descriptors for
+/// a new forwarded channel (`what` names it in the log), or the refusal logged.
+pub(crate) fn hold(tunnels: &Tunnels, uid: u32, user: &str, what: &str) -> Option<Hold> {
+    tunnels.conn.bind_user(uid);
+    let notices = &tunnels.notices;
+    let who = || format!("user {user} from {}", peer(&tunnels.peer));
+    let Some(slot) = tunnels.slots.take() else {
+        refused!(
+            notices,
+            Limit::Channels,
+            "refused {what} for {}: {CHANNELS_MAX} channels open on this connection",
+            who()
+        );
+        return None;
+    };
+    match FdLease::take(uid, 1) {
+        Ok(fds) => Some(Hold::new(slot, fds)),
+        Err(e) => {
+            refused!(notices, Limit::Fds, "refused {what} for {}: {e}", who());
+            None
         }
-    }
-}
-
-/// Accept on a `-R` listener: each connection gets its own `forwarded-tcpip` channel.
-async fn accept_loop(
-    listener: TcpListener,
-    handle: Handle,
-    tunnels: Tunnels,
-    host: String,
-    port: u32,
-) {
-    loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors and the like: wait instead of spinning.
-                tracing::debug!("accept on forwarded port {port}: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let tunnels = tunnels.clone();
-        let host = host.clone();
-        tokio::spawn(async move {
-            let opened = handle
-                .channel_open_forwarded_tcpip(
-                    host,
-                    port,
-                    crate::log::display_ip(&from),
-                    u32::from(from.port()),
-                )
-                .await;
-            tunnels
-                .serve_opened(opened, "forwarded-tcpip", stream)
-                .await;
-        });
     }
 }
 

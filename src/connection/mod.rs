@@ -4,10 +4,13 @@
 
 pub mod access;
 pub mod agent;
+mod flow;
 pub mod forward;
 pub mod handler;
+mod limits;
 pub mod methods;
 pub mod pump;
+mod remote;
 pub mod session;
 pub mod stream;
 

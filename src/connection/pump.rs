@@ -1,12 +1,197 @@
 //! Moving bytes between a channel and a process or socket, shared by session
-//! channels and tunnels.
+//! channels and tunnels; and the tables through which a forwarded channel (tunnel,
+//! `-R` connection, agent connection) is known to its connection while it runs.
+//!
+//! Flow control is the one session channels use (see [`super::session`]): russh's
+//! loop must never wait on a slow socket, or the data flowing the other way through
+//! the same connection stops too, and an echoing peer deadlocks. So client data is
+//! always drained into a queue whose size is counted in a [`BacklogCounter`], and the
+//! handler throttles the window of a channel whose backlog is high. Data towards the
+//! client goes through a fixed buffer and russh's window-aware writer.
 
-use russh::{ChannelMsg, ChannelReadHalf};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use russh::server::Msg;
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::ConnShared;
+use super::flow::ConnQueue;
+use super::limits::{ChannelSlot, ChannelSlots, FdLease, Notices};
 use super::session::{BacklogCounter, Input};
 use crate::lifetime::ChannelStamps;
+
+/// Backlog counters of the connection's forwarded channels, for the window throttle.
+type Backlogs = Arc<Mutex<HashMap<ChannelId, Arc<BacklogCounter>>>>;
+
+/// What a forwarded channel's task needs from its connection.
+#[derive(Clone)]
+pub struct Tunnels {
+    shared: Arc<ConnShared>,
+    backlogs: Backlogs,
+    /// Every channel's backlog also counts here.
+    pub(crate) conn: Arc<ConnQueue>,
+    /// The connection's open channels, sessions included.
+    pub(crate) slots: ChannelSlots,
+    /// Which refusals were logged already.
+    pub(crate) notices: Notices,
+    /// The client's address, for log lines.
+    pub(crate) peer: SocketAddr,
+}
+
+impl Tunnels {
+    pub(crate) fn new(shared: Arc<ConnShared>, peer: SocketAddr) -> Self {
+        Tunnels {
+            shared,
+            backlogs: Arc::default(),
+            conn: Arc::default(),
+            slots: ChannelSlots::default(),
+            notices: Notices::default(),
+            peer,
+        }
+    }
+
+    /// The backlog of a forwarded channel, for the handler's window throttle.
+    pub(crate) fn backlog(&self, id: ChannelId) -> Option<Arc<BacklogCounter>> {
+        self.backlogs.lock().ok().and_then(|b| b.get(&id).cloned())
+    }
+
+    /// Announce a confirmed channel to the lifetime engine (so `ChannelTimeout`
+    /// applies and it can be closed by number) and give it a backlog counter.
+    pub(crate) fn register(&self, id: ChannelId, kind: &str, hold: Hold) -> Registration {
+        let n = u32::from(id);
+        let stamps = self.shared.events.channel_opened(n, kind);
+        if let Ok(mut c) = self.shared.channels.lock() {
+            c.insert(n, (id, false));
+        }
+        let backlog = Arc::new(BacklogCounter::new(Arc::clone(&self.conn)));
+        if let Ok(mut b) = self.backlogs.lock() {
+            b.insert(id, Arc::clone(&backlog));
+        }
+        Registration {
+            id,
+            backlogs: Arc::clone(&self.backlogs),
+            stamps,
+            backlog,
+            _hold: hold,
+        }
+    }
+
+    /// Pump an accepted socket through a channel the server opens (forwarded-tcpip
+    /// or agent), once the client confirms it.
+    pub(crate) async fn serve_opened<S>(
+        &self,
+        opened: Result<Channel<Msg>, russh::Error>,
+        kind: &str,
+        stream: S,
+        hold: Hold,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        match opened {
+            Ok(channel) => {
+                let reg = self.register(channel.id(), kind, hold);
+                pump(channel, stream, reg).await;
+            }
+            Err(e) => tracing::debug!("{kind} channel not opened: {e}"),
+        }
+    }
+}
+
+/// What a forwarded channel holds for as long as it runs: its place among the
+/// connection's channels and its socket's share of the user's descriptors.
+pub(crate) struct Hold {
+    _slot: ChannelSlot,
+    _fds: FdLease,
+}
+
+impl Hold {
+    pub(crate) fn new(slot: ChannelSlot, fds: FdLease) -> Self {
+        Hold {
+            _slot: slot,
+            _fds: fds,
+        }
+    }
+}
+
+/// A forwarded channel's entry in the connection's tables, withdrawn when its pump
+/// ends. The engine hears of the close from the handler's `channel_close`.
+pub(crate) struct Registration {
+    id: ChannelId,
+    backlogs: Backlogs,
+    stamps: Arc<ChannelStamps>,
+    backlog: Arc<BacklogCounter>,
+    _hold: Hold,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.backlogs.lock() {
+            b.remove(&self.id);
+        }
+    }
+}
+
+/// Copy between a channel and a socket until both sides sent EOF, either side
+/// fails, or the client closes the channel (which drops the socket).
+pub(crate) async fn pump<S>(channel: Channel<Msg>, stream: S, reg: Registration)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut read, write) = channel.split();
+    let (sock_read, sock_write) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Never blocks on the socket: see the module docs.
+    let drain = from_client(&mut read, &tx, &reg.stamps, &reg.backlog);
+    let copy = async {
+        tokio::try_join!(
+            to_socket(rx, sock_write, &reg.backlog),
+            socket_to_client(sock_read, write.make_writer(), &reg.stamps),
+        )
+    };
+    tokio::select! {
+        _ = drain => {}
+        _ = copy => {
+            let _ = write.close().await;
+        }
+    }
+}
+
+/// Client data to the socket; the client's EOF shuts the socket's write side.
+async fn to_socket(
+    mut rx: mpsc::UnboundedReceiver<Input>,
+    mut sock: impl AsyncWrite + Unpin,
+    backlog: &BacklogCounter,
+) -> Result<(), std::io::Error> {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Input::Data(data) => {
+                let written = sock.write_all(&data).await;
+                backlog.sub(data.len());
+                written?;
+            }
+            Input::Eof => {
+                let _ = sock.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Socket data to the client through the window-aware writer; the socket's EOF
+/// becomes the channel's.
+async fn socket_to_client(
+    sock: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    stamps: &ChannelStamps,
+) -> Result<(), std::io::Error> {
+    to_client(sock, &mut to, stamps).await?;
+    to.shutdown().await
+}
 
 /// Drain a channel's messages until it closes: data and EOF go to the queue, whose
 /// size `backlog` counts. It never waits on the consumer, so russh's loop (which

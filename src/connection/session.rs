@@ -5,9 +5,10 @@
 //! reader that blocks russh's loop also blocks the output the process is waiting to
 //! send (a deadlock for `cat`). So the loop is never blocked: client data goes to an
 //! unbounded queue whose size is counted in `backlog`, and while a channel's backlog
-//! is over [`BACKLOG_HIGH`] the handler shrinks the window russh grants
-//! ([`window_target`]). Memory per channel stays bounded by the high-water mark plus
-//! the window already granted.
+//! is over [`BACKLOG_HIGH`], or its connection's over `limits::CONN_QUEUED_HIGH`,
+//! the handler shrinks the window russh grants ([`window_target`]). Memory per
+//! channel stays bounded by the high-water mark plus the window already granted,
+//! which the client must respect (`flow::Credits`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use russh::{ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::flow::ConnQueue;
+use super::limits::{ChannelSlot, FdLease};
 use crate::host::{
     ExitOutcome, LoginRecord, ProcessKiller, PtyParams, PtyResizer, SessionProcess, record_login,
     record_logout,
@@ -31,9 +34,10 @@ pub const BACKLOG_HIGH: usize = 1024 * 1024;
 pub const WINDOW_NORMAL: u32 = 2 * 1024 * 1024;
 pub const WINDOW_THROTTLED: u32 = 2;
 
-/// The window target to give russh after a top-up on a channel with this backlog.
-pub fn window_target(backlog: usize) -> u32 {
-    if backlog > BACKLOG_HIGH {
+/// The window target to give russh after a top-up on a channel, by whether the
+/// channel (or its connection) is throttled.
+pub(crate) fn window_target(throttled: bool) -> u32 {
+    if throttled {
         WINDOW_THROTTLED
     } else {
         WINDOW_NORMAL
@@ -46,14 +50,23 @@ pub fn window_target(backlog: usize) -> u32 {
 pub const THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Bytes of client input queued for a channel's process, with a wake-up for when
-/// the queue drains.
-#[derive(Debug, Default)]
+/// the queue drains. Every byte also counts in the connection's queue.
+#[derive(Debug)]
 pub struct BacklogCounter {
     bytes: std::sync::atomic::AtomicUsize,
     drained: tokio::sync::Notify,
+    conn: Arc<ConnQueue>,
 }
 
 impl BacklogCounter {
+    pub(crate) fn new(conn: Arc<ConnQueue>) -> Self {
+        BacklogCounter {
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
+            conn,
+        }
+    }
+
     pub fn get(&self) -> usize {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -61,26 +74,41 @@ impl BacklogCounter {
     pub(crate) fn add(&self, n: usize) {
         self.bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.conn.add(n);
     }
 
     pub(crate) fn sub(&self, n: usize) {
         let before = self
             .bytes
             .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-        if before > BACKLOG_HIGH {
+        let conn_throttled = self.conn.throttled();
+        self.conn.sub(n);
+        if before > BACKLOG_HIGH || conn_throttled {
             // Progress while throttled: let a paced loop go on at once.
             self.drained.notify_waiters();
         }
+    }
+
+    /// Whether this channel should get no more window for now.
+    pub(crate) fn throttled(&self) -> bool {
+        self.get() > BACKLOG_HIGH || self.conn.throttled()
     }
 
     /// Called for each data packet: while throttled, hold the caller until the
     /// process consumes some input or [`THROTTLE_PAUSE`] passes, so a stalled process
     /// costs a few packets a second and a draining one is not slowed down.
     pub async fn pace(&self) {
-        if self.get() > BACKLOG_HIGH {
+        if self.throttled() {
             let drained = self.drained.notified();
             let _ = tokio::time::timeout(THROTTLE_PAUSE, drained).await;
         }
+    }
+}
+
+impl Drop for BacklogCounter {
+    /// Input still queued when the channel goes is dropped with it.
+    fn drop(&mut self) {
+        self.conn.sub(self.get());
     }
 }
 
@@ -109,17 +137,27 @@ pub struct SessionChannel {
     killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
     /// Where this channel's input and output are stamped for the lifetime engine.
     pub stamps: Arc<ChannelStamps>,
+    /// Its place among the connection's open channels.
+    _slot: ChannelSlot,
+    /// The user's descriptors its process's PTY or pipes take, claimed before
+    /// they are created; held until the process ends.
+    pub(crate) fds: Option<FdLease>,
 }
 
 impl SessionChannel {
     /// Take over a freshly accepted channel; client data and EOF start flowing into
     /// the bounded input queue at once, and the close of the channel hangs up
     /// whatever process it ends up running.
-    pub fn open(channel: russh::Channel<Msg>, stamps: Arc<ChannelStamps>) -> Self {
+    pub(crate) fn open(
+        channel: russh::Channel<Msg>,
+        stamps: Arc<ChannelStamps>,
+        conn: &Arc<ConnQueue>,
+        slot: ChannelSlot,
+    ) -> Self {
         let (read, write) = channel.split();
         let (tx, rx) = mpsc::unbounded_channel();
         let killer = Arc::new(std::sync::Mutex::new(None));
-        let backlog = Backlog::default();
+        let backlog = Arc::new(BacklogCounter::new(Arc::clone(conn)));
         tokio::spawn(read_client(
             read,
             tx,
@@ -136,6 +174,8 @@ impl SessionChannel {
             resizer: None,
             killer,
             stamps,
+            _slot: slot,
+            fds: None,
         }
     }
 
@@ -174,6 +214,7 @@ impl SessionChannel {
         let has_pty = self.pty.take().is_some();
         self.env = Vec::new();
         let stamps = Arc::clone(&self.stamps);
+        let fds = self.fds.take();
         let io = process.take_io();
         tokio::spawn(feed_process(
             input,
@@ -253,6 +294,7 @@ impl SessionChannel {
                 let _ = write.eof().await;
                 let _ = write.close().await;
                 killer.hang_up(HANGUP_GRACE).await;
+                drop(fds);
             })
             .await;
         });

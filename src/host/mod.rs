@@ -29,7 +29,9 @@ pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,
 };
 pub use user_env::{UserEnvError, user_environment};
-pub use user_socket::{UserSocket, user_socket};
+pub use user_socket::{
+    UserListener, UserSocket, remove_user_socket, user_accept, user_socket, user_tcp_socket,
+};
 pub use users::{UserInfo, current_user, lookup_user, running_as_root};
 pub use utmp::{
     DEFAULT_HOST_LEN as DEFAULT_UTMP_HOST_LEN, LoginRecord, accounting_off_reason, record_login,

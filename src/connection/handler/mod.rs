@@ -19,6 +19,7 @@ use russh::server::{
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, Sig};
 
 use super::access::{self, Refusal};
+use super::limits::{CHANNELS_MAX, ENV_MAX_BYTES, ENV_MAX_VARS, Limit, refused};
 use super::methods;
 use super::session::{SessionChannel, signal_for};
 use super::{ConnContext, ConnShared};
@@ -66,12 +67,14 @@ pub struct ConnHandler {
     failures: u32,
     /// Publickey verdicts and keys already used (see `auth::KeyState`).
     keys: KeyState,
+    /// The window each channel has left, to catch a client that ignores it.
+    credits: super::flow::Credits,
 }
 
 impl ConnHandler {
     pub fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>) -> Self {
         ConnHandler {
-            forwards: super::forward::Forwards::new(Arc::clone(&shared)),
+            forwards: super::forward::Forwards::new(Arc::clone(&shared), ctx.peer),
             ctx,
             shared,
             candidates: HashMap::new(),
@@ -83,6 +86,86 @@ impl ConnHandler {
             kbd: None,
             failures: 0,
             keys: KeyState::default(),
+            credits: super::flow::Credits::default(),
+        }
+    }
+
+    /// Check a packet of `len` bytes on `channel` against the window the client
+    /// was granted; past OpenSSH's grace, disconnect as sshd does (channels.c).
+    /// True if the connection is being ended.
+    fn window_overrun(
+        &mut self,
+        channel: ChannelId,
+        len: usize,
+        session: &mut Session,
+    ) -> Result<bool, ConnError> {
+        let n = u32::from(channel);
+        let Err(o) = self.credits.received(n, len, session.window_size(&channel)) else {
+            return Ok(false);
+        };
+        refused!(
+            self.forwards.tunnels().notices,
+            Limit::Window,
+            "channel {n}: rcvd too much data {len}, win {}/{} (excess {})",
+            o.window,
+            super::session::WINDOW_NORMAL,
+            o.excess
+        );
+        if !o.fatal {
+            return Ok(false);
+        }
+        let text = format!("channel {n}: peer ignored channel window");
+        let user = self
+            .login
+            .as_ref()
+            .map(|l| format!("user {} ", l.user.name))
+            .unwrap_or_default();
+        tracing::info!("Disconnecting {user}{}: {text}", peer(&self.ctx.peer));
+        session.disconnect(russh::Disconnect::ProtocolError, &text, "")?;
+        Ok(true)
+    }
+
+    /// End the connection if its user has more client data queued, on all their
+    /// connections, than the daemon holds for one user (`limits::USER_QUEUED_MAX`).
+    fn user_overrun(&mut self, session: &mut Session) -> Result<bool, ConnError> {
+        if !self.forwards.tunnels().conn.over_user_max() {
+            return Ok(false);
+        }
+        let text = format!(
+            "more than {} MiB of data queued for this user",
+            super::limits::USER_QUEUED_MAX >> 20
+        );
+        let user = self
+            .login
+            .as_ref()
+            .map(|l| format!("user {} ", l.user.name))
+            .unwrap_or_default();
+        tracing::info!("Disconnecting {user}{}: {text}", peer(&self.ctx.peer));
+        session.disconnect(russh::Disconnect::ByApplication, &text, "")?;
+        Ok(true)
+    }
+
+    /// The user's descriptors a session's PTY or pipes will take, claimed before
+    /// they are created; `None` (logged) past the per-user cap.
+    fn session_fds(&self, login: &Login, pty: bool) -> Option<super::limits::FdLease> {
+        use super::limits::{FDS_PIPE_SESSION, FDS_PTY_SESSION, FdLease};
+        let n = if pty {
+            FDS_PTY_SESSION
+        } else {
+            FDS_PIPE_SESSION
+        };
+        match FdLease::take(login.user.uid, n) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                refused!(
+                    self.forwards.tunnels().notices,
+                    Limit::Fds,
+                    "session for user {} from {} not started: {e}",
+                    login.user.name,
+                    peer(&self.ctx.peer)
+                );
+                None
+            }
         }
     }
 }
@@ -91,21 +174,24 @@ impl Handler for ConnHandler {
     type Error = ConnError;
 
     fn adjust_window(&mut self, channel: ChannelId, _current: u32) -> u32 {
-        let backlog = self
+        let throttled = self
             .channels
             .get(&channel)
-            .map(|c| c.backlog.get())
-            .or_else(|| self.forwards.backlog(channel).map(|b| b.get()))
-            .unwrap_or(0);
-        super::session::window_target(backlog)
+            .map(|c| c.backlog.throttled())
+            .or_else(|| self.forwards.backlog(channel).map(|b| b.throttled()))
+            .unwrap_or_else(|| self.forwards.tunnels().conn.throttled());
+        super::session::window_target(throttled)
     }
 
     async fn data(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
-        _session: &mut Session,
+        data: &[u8],
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.window_overrun(channel, data.len(), session)? || self.user_overrun(session)? {
+            return Ok(());
+        }
         // The data itself went to the channel's reader; here we only pace a
         // throttled client (see `session::BacklogCounter::pace`).
         if let Some(c) = self.channels.get(&channel) {
@@ -114,6 +200,18 @@ impl Handler for ConnHandler {
         } else if let Some(backlog) = self.forwards.backlog(channel) {
             backlog.pace().await;
         }
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        _code: u32,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Nothing reads a client's extended data, but it uses the window too.
+        self.window_overrun(channel, data.len(), session)?;
         Ok(())
     }
 
@@ -290,13 +388,14 @@ impl Handler for ConnHandler {
             .as_ref()
             .map(|l| l.settings.max_sessions as usize)
             .unwrap_or(0);
+        let user = self
+            .login
+            .as_ref()
+            .map(|l| l.user.name.as_str())
+            .unwrap_or("unknown");
         if self.channels.len() >= max {
             tracing::info!(
-                "Refused session channel for user {} from {}: MaxSessions {max} reached",
-                self.login
-                    .as_ref()
-                    .map(|l| l.user.name.as_str())
-                    .unwrap_or("unknown"),
+                "Refused session channel for user {user} from {}: MaxSessions {max} reached",
                 peer(&self.ctx.peer)
             );
             reply
@@ -304,6 +403,21 @@ impl Handler for ConnHandler {
                 .await;
             return Ok(());
         }
+        let tunnels = self.forwards.tunnels();
+        if let Some(l) = &self.login {
+            tunnels.conn.bind_user(l.user.uid);
+        }
+        let Some(slot) = tunnels.slots.take() else {
+            refused!(
+                tunnels.notices,
+                Limit::Channels,
+                "Refused session channel for user {user} from {}: {CHANNELS_MAX} channels open on this connection",
+                peer(&self.ctx.peer)
+            );
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        let conn = Arc::clone(&tunnels.conn);
         let id = channel.id();
         let n = u32::from(id);
         let stamps = self.shared.events.channel_opened(n, "session");
@@ -311,7 +425,7 @@ impl Handler for ConnHandler {
             c.insert(n, (id, false));
         }
         self.channels
-            .insert(id, SessionChannel::open(channel, stamps));
+            .insert(id, SessionChannel::open(channel, stamps, &conn, slot));
         reply.accept().await;
         Ok(())
     }
@@ -322,6 +436,7 @@ impl Handler for ConnHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
+        self.credits.closed(u32::from(channel));
         let n = u32::from(channel);
         if let Ok(mut c) = self.shared.channels.lock() {
             c.remove(&n);
@@ -380,10 +495,32 @@ impl Handler for ConnHandler {
                 .iter()
                 .any(|p| crate::pattern::match_pattern(name, p))
         });
+        let notices = self.forwards.tunnels().notices.clone();
         match self.channels.get_mut(&channel) {
-            Some(chan) if accepted && !chan.started() => {
-                chan.env.push((name.to_string(), value.to_string()));
-                session.channel_success(channel)?;
+            Some(chan) if !chan.started() => {
+                // sshd's order: the count first, whatever the name.
+                let bytes: usize = chan.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+                if chan.env.len() >= ENV_MAX_VARS {
+                    refused!(
+                        notices,
+                        Limit::EnvCount,
+                        "Ignoring env request {name}: too many env vars"
+                    );
+                    session.channel_failure(channel)?;
+                } else if !accepted {
+                    tracing::debug!("Ignoring env request {name}: disallowed name");
+                    session.channel_failure(channel)?;
+                } else if bytes + name.len() + value.len() > ENV_MAX_BYTES {
+                    refused!(
+                        notices,
+                        Limit::EnvBytes,
+                        "Ignoring env request {name}: more than {ENV_MAX_BYTES} bytes of env vars"
+                    );
+                    session.channel_failure(channel)?;
+                } else {
+                    chan.env.push((name.to_string(), value.to_string()));
+                    session.channel_success(channel)?;
+                }
             }
             _ => session.channel_failure(channel)?,
         }
@@ -511,6 +648,7 @@ impl Handler for ConnHandler {
         let login = self.login.clone();
         Ok(self
             .forwards
-            .start_agent(login.as_deref(), session.handle()))
+            .start_agent(login.as_deref(), session.handle())
+            .await)
     }
 }

@@ -145,6 +145,9 @@ impl ConnHandler {
                 rhost: self.ctx.remote_host(),
             }),
         };
+        let Some(fds) = self.session_fds(&login, req.pty.is_some()) else {
+            return false;
+        };
         let process = match host::spawn(req) {
             Ok(p) => p,
             Err(e) => {
@@ -207,6 +210,7 @@ impl ConnHandler {
             pid,
         });
         if let Some(chan) = self.channels.get_mut(&channel) {
+            chan.fds = Some(fds);
             chan.start(process, handle, motd, login_record);
         }
         true
