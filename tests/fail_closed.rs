@@ -54,17 +54,27 @@ fn a_malformed_allow_users_host_part_denies() {
     let o = ok.ssh_run(&me, "echo in", b"");
     assert!(o.status.success(), "{}\n{}", out(&o), ok.log());
 
-    // A network with bits set past its prefix: sshd refuses it (addr_pton_cidr),
-    // so a list holding it cannot admit anyone. (A prefix length over 32 is
-    // already refused when the configuration is loaded.)
+    // A network with bits set past its prefix (or a prefix length over 32): sshd
+    // refuses it (addr_pton_cidr), and so does rsshd, when the configuration is
+    // loaded, so no daemon ever runs on a list that could admit the wrong client.
+    // (The check at connection time denies too: `pattern` unit tests.)
+    let dir = temp_dir("fail-closed");
+    let conf = dir.join("c.conf");
     let pattern = format!("{me}@*,!10.0.0.1/8");
-    let srv = Server::start(&format!("AllowUsers {pattern}"));
-    let o = srv.ssh_run(&me, "echo in", b"");
-    assert!(!o.status.success(), "got in: {}", out(&o));
-    let log = srv.log();
+    std::fs::write(&conf, format!("AllowUsers {pattern}\n")).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rsshd"))
+        .arg("-t")
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "-t accepted {pattern}: {err}");
     assert!(
-        log.contains(&format!("Invalid AllowUsers pattern \"{pattern}\"")),
-        "{log}"
+        err.contains(&format!(
+            "c.conf:1: AllowUsers: invalid pattern \"{pattern}\""
+        )),
+        "{err}"
     );
 }
 
