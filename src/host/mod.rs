@@ -16,6 +16,9 @@ mod users;
 mod utmp;
 
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyOptions, expand_path, find_authorized_key};
+/// The line and option parsers on their own, for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub use authorized_keys::{parse_line, parse_options};
 pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use process::{ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
