@@ -20,9 +20,14 @@ pub fn config(data: &[u8]) {
     let Ok((config, _warnings)) = Config::parse_str(&name.to_string_lossy(), &text, &[]) else {
         return;
     };
-    // `-T` prints values unquoted, as sshd does, so a value that needed quotes in the
-    // file (one with a blank in it) cannot read back; without quotes it must.
-    let exact = !text.contains(['"', '\'', '\\']);
+    // `-T` prints values unquoted, one per line, as sshd does, so a value that needed
+    // quotes in the file (one with a blank in it) cannot read back, nor can one that
+    // starts with `=` (read back as the separator); any other must.
+    let exact = !text.contains(['"', '\'', '\\'])
+        && !text
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[1] == b'=' && (w[0] == b'=' || is_ws(char::from(w[0]))));
     let global = dump(config.global());
     for spec in specs() {
         let resolved = dump(&config.resolve(&spec));
