@@ -183,6 +183,8 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         tracing::error!("Couldn't create pid file \"{}\": {e}", pid_file.display());
     }
     raise_fd_limit();
+    // After daemon(): the fork would not carry the thread over.
+    rsshd::host::memory::start_trimmer();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@ pub mod as_user;
 mod authorized_keys;
 mod lastlog;
 mod launch;
+pub mod memory;
 pub mod pam;
 mod process;
 mod pty;
