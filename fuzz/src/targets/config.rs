@@ -23,7 +23,9 @@ pub fn config(data: &[u8]) {
     // `-T` prints values unquoted, one per line, as sshd does, so a value that needed
     // quotes in the file (one with a blank in it) cannot read back, nor can one that
     // starts with `=` (read back as the separator); any other must.
-    let exact = !text.contains(['"', '\'', '\\'])
+    // A carriage return or form feed inside a line stays in its token, but one at the
+    // end of a printed line is trimmed as blank: leave those out too.
+    let exact = !text.contains(['"', '\'', '\\', '\r', '\x0c'])
         && !text
             .as_bytes()
             .windows(2)
