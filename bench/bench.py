@@ -299,6 +299,7 @@ def loadgen(srv, key, n, idle=None, ramp_limit=300):
     if idle:
         cmd += ["--expect-idle", str(idle)]
     base = pss_kb(srv.server_pids())
+    base_rss = rss_kb(srv.server_pids())
     c0 = cpu_seconds(srv)
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -320,9 +321,11 @@ def loadgen(srv, key, n, idle=None, ramp_limit=300):
             # from a large process pays for its size on every session.
             x = connection_cost(srv, key, 40, 8, wait=False)
             out.update(busy_cpu_ms_per_conn=x["ms_per_conn"], busy_conn_per_s=x["conn_per_s"])
+            out["rss_peak_kb"] = rss_kb(pids)
             p.stdin.close()
             done = json.loads(p.stdout.readline())
             out["held"] = done["held"]
+            out.update(rss_after_load(srv, base_rss))
         else:
             done = json.loads(p.stdout.readline())
             t2, c2 = time.time(), cpu_seconds(srv)
@@ -335,6 +338,37 @@ def loadgen(srv, key, n, idle=None, ramp_limit=300):
             p.wait()
     time.sleep(3)
     return out
+
+
+def rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def rss_after_load(srv, base_rss, seconds=60, step=5):
+    """Resident memory of the server's own processes for `seconds` after the load
+    generator closed its connections: does a burst leave the daemon fat? Also the
+    first moment it was back within 2x of its idle size."""
+    t0 = time.time()
+    samples, back = [], None
+    while True:
+        t = time.time() - t0
+        kb = rss_kb(srv.server_pids())
+        samples.append((round(t, 1), kb))
+        if back is None and kb <= 2 * base_rss:
+            back = t
+        if t >= seconds:
+            break
+        time.sleep(min(step, seconds - t))
+    return {"rss_idle_kb": base_rss, "rss_after_kb": samples[-1][1], "rss_after_s": seconds,
+            "rss_samples": samples, "rss_back_within_2x_s": back}
 
 
 def med(values):
@@ -502,6 +536,10 @@ def write_report(results):
         ("server PSS per held idle connection (kB)", "held", "pss_kb_per_conn", False, 1),
         ("server PSS, all held connections (MB)", "held", "pss_mb_total", False, 0),
         ("server CPU while holding them idle (% of one core)", "held", "held_cpu_pct", False, 2),
+        ("server RSS before the load, idle (MB)", "held", "rss_idle_mb", None, 1),
+        ("server RSS holding them (MB)", "held", "rss_peak_mb", None, 0),
+        ("server RSS 60 s after the load generator closed them (MB)", "held", "rss_after_mb", None, 1),
+        ("seconds until back within 2x of the idle RSS", "held", "rss_back_within_2x_s", None, 1),
         ("while holding them: server CPU per new `ssh host true`, 8 parallel (ms)", "held", "busy_cpu_ms_per_conn", False, 1),
         ("while holding them: new `ssh host true` per second", "held", "busy_conn_per_s", True, 1),
         (f"idle timer: connections ended, of {many}", "idle_end", "ended", True, 0),
@@ -519,6 +557,9 @@ def write_report(results):
         h = results.get(n, {}).get("held")
         if h and "pss_kb_total" in h:
             h["pss_mb_total"] = h["pss_kb_total"] / 1024
+        for k in ("rss_idle", "rss_peak", "rss_after"):
+            if h and f"{k}_kb" in h:
+                h[f"{k}_mb"] = h[f"{k}_kb"] / 1024
 
     def ratio(vals, higher):
         peers = [v[0] for n, v in vals.items() if n != "rsshd" and v is not None]
@@ -557,7 +598,9 @@ def write_report(results):
             f"`rsshd-loadgen` (bench/loadgen, russh's client, a second process) opens {many} "
             "connections, 8 handshakes at a time (4 for Dropbear, which drops a fifth unauthenticated "
             "connection from one address), each authenticated with an ed25519 key and opening no "
-            "channel. First they are held with no timeout while the server's memory and CPU are read; "
+            "channel. First they are held with no timeout while the server's memory and CPU are read, "
+            "then the load generator closes them and the resident size (VmRSS) of the server's own "
+            "processes is followed for 60 s; "
             f"then, on freshly started servers, each server's own idle timer ({idle} s) ends them: "
             f"rsshd `IdleTimeout {idle}s`, OpenSSH `UnusedConnectionTimeout {idle}s` (its timer for a "
             f"connection with no channel), Dropbear `-I {idle}`. A connection's deadline is the moment "

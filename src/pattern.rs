@@ -31,11 +31,13 @@ pub fn match_pattern(s: &str, pattern: &str) -> bool {
     let (mut si, mut pi) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            si += 1;
-            pi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // `*` first: a `*` in the subject must not match the pattern's `*` as a
+        // literal (found by fuzz/: "*" did not match "**").
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            si += 1;
             pi += 1;
         } else if let Some((sp, ss)) = star {
             pi = sp + 1;

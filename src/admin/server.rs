@@ -79,7 +79,7 @@ async fn handle(
     // Read the request even from a caller we refuse, so the refusal is an answer
     // and not a broken pipe.
     let mut line = String::new();
-    let mut reader = BufReader::new(read.take(64 * 1024));
+    let mut reader = BufReader::new(read.take(REQUEST_LIMIT as u64));
     reader.read_line(&mut line).await?;
     if caller != 0 && caller != daemon_uid {
         tracing::info!("control socket: refused caller uid {caller}");
@@ -89,20 +89,10 @@ async fn handle(
         )
         .await;
     }
-    let response = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Response::error(format!("bad request: {e}")),
-        Ok(r) if r.version != VERSION => Response::error(format!(
-            "protocol version {} not supported (daemon speaks {VERSION})",
-            r.version
-        )),
-        Ok(Request {
-            command: Command::List,
-            ..
-        }) => Response::ok(list(&registry).await),
-        Ok(Request {
-            command: Command::Kill { id, reason },
-            ..
-        }) => match registry.get(id) {
+    let response = match parse_request(&line) {
+        Err(text) => Response::error(text),
+        Ok(Command::List) => Response::ok(list(&registry).await),
+        Ok(Command::Kill { id, reason }) => match registry.get(id) {
             None => Response::error(format!("no session {id}")),
             Some(entry) => {
                 let reason = reason.unwrap_or_else(|| "session ended by the administrator".into());
@@ -113,6 +103,23 @@ async fn handle(
         },
     };
     reply(&mut write, &response).await
+}
+
+/// The most a request line may be; the rest of a longer one is never read.
+pub const REQUEST_LIMIT: usize = 64 * 1024;
+
+/// Decide what one request line asks for, or the error text it is answered with.
+/// Apart from the socket so that the fuzz target (fuzz/src/targets/control.rs) drives
+/// exactly what the daemon does.
+pub fn parse_request(line: &str) -> Result<Command, String> {
+    match serde_json::from_str::<Request>(line) {
+        Err(e) => Err(format!("bad request: {e}")),
+        Ok(r) if r.version != VERSION => Err(format!(
+            "protocol version {} not supported (daemon speaks {VERSION})",
+            r.version
+        )),
+        Ok(r) => Ok(r.command),
+    }
 }
 
 async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {

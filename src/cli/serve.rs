@@ -106,6 +106,8 @@ fn run_daemon(
         pidfile::start(settings.pid_file.as_deref());
     }
     raise_fd_limit();
+    // After daemon(): the fork would not carry the thread over.
+    rsshd::host::memory::start_trimmer();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

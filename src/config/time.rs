@@ -22,15 +22,18 @@ pub fn parse_time(s: &str) -> Option<Duration> {
         let mult = match rest.bytes().next() {
             None => 1,
             Some(c) => {
-                rest = &rest[1..];
-                match c.to_ascii_lowercase() {
+                let mult = match c.to_ascii_lowercase() {
                     b's' => 1,
                     b'm' => 60,
                     b'h' => 3600,
                     b'd' => 86_400,
                     b'w' => 604_800,
                     _ => return None,
-                }
+                };
+                // Only now is `c` known to be one ASCII byte: slicing past a
+                // multi-byte character would panic (found by fuzz/ on `6\u{e9}`).
+                rest = &rest[1..];
+                mult
             }
         };
         total = total.checked_add(n.checked_mul(mult)?)?;

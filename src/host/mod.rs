@@ -8,6 +8,7 @@ mod key_options;
 mod lastlog;
 mod launch;
 mod listen_fds;
+pub mod memory;
 pub mod pam;
 mod process;
 mod pty;
@@ -19,8 +20,13 @@ mod user_socket;
 mod users;
 mod utmp;
 
+/// The line and option parsers on their own, for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub use authorized_keys::parse_line;
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
 pub use key_options::KeyOptions;
+#[doc(hidden)]
+pub use key_options::parse_options;
 pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
 pub use process::{ProcessKiller, session_members};

@@ -1,0 +1,76 @@
+//! Giving memory back to the kernel after a burst of connections.
+//!
+//! glibc's malloc keeps freed memory in its arenas: after 10,000 connections opened
+//! and ended, the daemon stayed at its peak (553 MB resident against 9 MB idle) for
+//! good. `malloc_trim` returns the free pages of every arena; it frees nothing while
+//! the connections are live (that memory is in use), but after they end it does. A
+//! thread of its own looks every few seconds and trims only when the resident size is
+//! well above what is allocated, so a steady daemon never pays for it.
+
+use std::time::Duration;
+
+/// How often to look. Together with the settling rule below this bounds the time
+/// from the end of a burst to the trim (the goal: back within a minute).
+const PERIOD: Duration = Duration::from_secs(10);
+
+/// Resident memory this far above what malloc has handed out is worth a trim.
+const SLACK: usize = 16 << 20;
+
+/// Start the trimming thread (glibc only; other allocators have their own decay).
+pub fn start_trimmer() {
+    #[cfg(target_env = "gnu")]
+    {
+        let spawned = std::thread::Builder::new()
+            .name("rsshd-trim".into())
+            .spawn(trim_loop);
+        if let Err(e) = spawned {
+            tracing::debug!("memory trimmer not started: {e}");
+        }
+    }
+}
+
+#[cfg(target_env = "gnu")]
+fn trim_loop() {
+    // After a trim that gave back little (fragmentation that cannot be returned),
+    // wait for the resident size to grow again before the next one, so a daemon whose
+    // free memory cannot be returned does not trim every period for nothing.
+    let mut floor = 0usize;
+    loop {
+        std::thread::sleep(PERIOD);
+        let Some(resident) = resident_bytes() else {
+            continue;
+        };
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value;
+        // it locks each arena itself while it counts.
+        let info = unsafe { libc::mallinfo2() };
+        let in_use = info.uordblks.saturating_add(info.hblkhd);
+        if resident < floor || resident <= in_use.saturating_mul(2).saturating_add(SLACK) {
+            continue;
+        }
+        // SAFETY: malloc_trim takes a byte count and works under the arenas' own
+        // locks; it only returns free pages, so no live allocation is touched.
+        unsafe { libc::malloc_trim(0) };
+        let after = resident_bytes().unwrap_or(resident);
+        tracing::debug!(
+            "memory: resident {} MB -> {} MB after trim ({} MB allocated)",
+            resident >> 20,
+            after >> 20,
+            in_use >> 20
+        );
+        floor = if resident.saturating_sub(after) < SLACK {
+            after.saturating_add(SLACK)
+        } else {
+            0
+        };
+    }
+}
+
+/// The process's resident size, from /proc/self/statm (pages).
+#[cfg(target_env = "gnu")]
+fn resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(usize::try_from(page).unwrap_or(4096)))
+}
