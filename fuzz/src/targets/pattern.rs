@@ -80,7 +80,13 @@ pub fn pattern(data: &[u8]) {
         }
         let both = match_host_and_ip(&subject, ip, list);
         let by_host = match_pattern_list(&subject, list, true);
-        let by_ip = by_ip.unwrap_or(ListMatch::None);
+        // A malformed address list is an error for the combined match too: callers
+        // deny on it, never read it as "no match".
+        let Ok(by_ip) = by_ip else {
+            assert!(both.is_err(), "{list:?} is malformed but matched: {both:?}");
+            let _ = match_user(&subject, "client.example.com", ip, list);
+            continue;
+        };
         let expected = if by_ip == ListMatch::Negated || by_host == ListMatch::Negated {
             ListMatch::Negated
         } else if by_ip == ListMatch::Positive || by_host == ListMatch::Positive {
@@ -88,7 +94,11 @@ pub fn pattern(data: &[u8]) {
         } else {
             ListMatch::None
         };
-        assert_eq!(both, expected, "host {subject:?} / {ip} against {list:?}");
+        assert_eq!(
+            both,
+            Ok(expected),
+            "host {subject:?} / {ip} against {list:?}"
+        );
         let _ = match_user(&subject, "client.example.com", ip, list);
     }
 }
