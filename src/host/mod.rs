@@ -4,6 +4,8 @@
 
 pub mod as_user;
 mod authorized_keys;
+mod child;
+pub mod fds;
 mod lastlog;
 mod launch;
 pub mod pam;
@@ -17,7 +19,7 @@ mod utmp;
 
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyOptions, expand_path, find_authorized_key};
 pub use lastlog::{LastLogin, last_login, record_lastlog};
-pub use process::{ProcessKiller, session_members};
+pub use process::{HANGUP_GRACE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionProcess, SpawnRequest, spawn,
