@@ -38,7 +38,7 @@ pub struct Launch {
     cwd: Option<CString>,
     /// Descriptors to become the child's 0, 1 and 2.
     stdio: [RawFd; 3],
-    /// A descriptor to become the child's 3 (the PAM helper's control pipe).
+    /// A descriptor to become the child's 3 (the PAM helper's control socket).
     /// Every other descriptor is closed in the child, whatever its flags.
     pass: Option<RawFd>,
     /// Lead a new session: a user's program, so that its session id names
