@@ -30,12 +30,18 @@ const PYTHON: &str = "/usr/bin/python3";
 const DRIVER: &str = r#"
 import sys, threading, paramiko
 port, key, user, kind, arg, pty = sys.argv[1:7]
+lock = threading.Lock()
+def say(*words):
+    # One write per line: the reader thread prints too.
+    with lock:
+        sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+        sys.stdout.flush()
 handle = paramiko.Channel._handle_request
 def spy(self, m):
     at = m.packet.tell()
     if m.get_text() == "exit-signal":
         m.get_boolean()
-        print("signal", m.get_text(), flush=True)
+        say("signal", m.get_text())
     m.packet.seek(at)
     return handle(self, m)
 paramiko.Transport._channel_handler_table[paramiko.common.MSG_CHANNEL_REQUEST] = spy
@@ -60,9 +66,9 @@ def read():
         buf += d
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            print("out", line.decode(errors="replace").rstrip("\r"), flush=True)
+            say("out", line.decode(errors="replace").rstrip("\r"))
     ch.status_event.wait(30)
-    print("closed", ch.exit_status, flush=True)
+    say("closed", ch.exit_status)
 threading.Thread(target=read, daemon=True).start()
 for line in sys.stdin:
     words = line.split()
@@ -76,7 +82,7 @@ for line in sys.stdin:
         t._send_user_message(m)
     elif words[0] == "close":
         ch.close()
-    print("done", words[0], flush=True)
+    say("done", words[0])
 "#;
 
 struct Driver {
