@@ -55,10 +55,18 @@ fn inheritable_fds(pid: u32) -> Vec<String> {
         if fd < 3 {
             continue;
         }
-        // Gone between the listing and the read: it was closed, so fine.
+        // What it is, before and after its flags are read: a descriptor
+        // closed or replaced meanwhile is not this sample's to judge.
+        let link = || std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+        let Some(target) = link() else {
+            continue;
+        };
         let Ok(info) = std::fs::read_to_string(e.path()) else {
             continue;
         };
+        if link().as_ref() != Some(&target) {
+            continue;
+        }
         let flags = info
             .lines()
             .find_map(|l| l.strip_prefix("flags:"))
@@ -66,10 +74,7 @@ fn inheritable_fds(pid: u32) -> Vec<String> {
         if let Some(flags) = flags
             && flags & libc::O_CLOEXEC as u32 == 0
         {
-            let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            out.push(format!("fd {fd} -> {target}"));
+            out.push(format!("fd {fd} -> {}", target.display()));
         }
     }
     out
