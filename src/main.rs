@@ -6,6 +6,9 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything opens a descriptor: 0-2 open, and everything inherited
+    // from 3 up close-on-exec (kept open for systemd socket activation).
+    rsshd::host::fds::sanitize_at_start();
     // The PAM session helper is this same binary; it must not parse our flags.
     if std::env::args_os()
         .nth(1)

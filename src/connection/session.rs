@@ -116,7 +116,7 @@ type Backlog = Arc<BacklogCounter>;
 /// How long to keep reading a PTY after its shell exited, for output still in flight.
 const PTY_DRAIN: Duration = Duration::from_millis(300);
 /// Grace between SIGHUP and SIGKILL when a session is hung up.
-pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+pub const HANGUP_GRACE: Duration = crate::host::HANGUP_GRACE;
 
 /// What the reader task passes on from the client.
 #[derive(Debug)]
@@ -142,6 +142,9 @@ pub struct SessionChannel {
     /// The user's descriptors its process's PTY or pipes take, claimed before
     /// they are created; held until the process ends.
     pub(crate) fds: Option<FdLease>,
+    /// Why client signals are refused, as sshd words it: "forced-command" or
+    /// "subsystem" (set before the process starts).
+    pub signals_refused: Option<&'static str>,
 }
 
 impl SessionChannel {
@@ -176,6 +179,7 @@ impl SessionChannel {
             stamps,
             _slot: slot,
             fds: None,
+            signals_refused: None,
         }
     }
 
@@ -184,10 +188,28 @@ impl SessionChannel {
         self.write.is_none()
     }
 
-    /// Signal the process group, for the client's `signal` request.
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        if let Some(k) = self.killer.lock().ok().and_then(|k| k.clone()) {
-            k.signal(sig);
+    /// The client's `signal` request: the program's process group gets it, as
+    /// from sshd's killpg, with sshd's refusals and their log lines. Only while
+    /// the program runs: see `host::process` for why it cannot reach anyone else.
+    pub fn signal(&self, requested: &Sig) {
+        let name = sig_name(requested);
+        let Some(sig) = signal_for(requested) else {
+            tracing::error!("session_signal_req: unsupported signal \"{name}\"");
+            return;
+        };
+        let Some(killer) = self.killer.lock().ok().and_then(|k| k.clone()) else {
+            let id = self.write.as_ref().map(|w| u32::from(w.id())).unwrap_or(0);
+            tracing::error!("session_signal_req: no pid for session {id}");
+            return;
+        };
+        if let Some(kind) = self.signals_refused {
+            tracing::error!("session_signal_req: refusing to send signal {name} to {kind} session");
+            return;
+        }
+        if killer.signal(sig) {
+            tracing::debug!("session_signal_req: signal {name}");
+        } else {
+            tracing::debug!("session_signal_req: signal {name}: the program has ended");
         }
     }
 
@@ -293,7 +315,8 @@ impl SessionChannel {
                 }
                 let _ = write.eof().await;
                 let _ = write.close().await;
-                killer.hang_up(HANGUP_GRACE).await;
+                // Hang up what is left of the session, then reap its leader.
+                process.finish().await;
                 drop(fds);
             })
             .await;
@@ -369,30 +392,39 @@ async fn copy_out(
     let _ = to.flush().await;
 }
 
-/// Map a signal request to the signal sent to the session's process group.
+/// Map a signal request to the signal sent to the session's process group:
+/// the ones sshd's name2sig accepts, and no others.
 pub fn signal_for(sig: &Sig) -> Option<nix::sys::signal::Signal> {
     use nix::sys::signal::Signal;
     Some(match sig {
-        Sig::ABRT => Signal::SIGABRT,
-        Sig::ALRM => Signal::SIGALRM,
-        Sig::FPE => Signal::SIGFPE,
         Sig::HUP => Signal::SIGHUP,
-        Sig::ILL => Signal::SIGILL,
         Sig::INT => Signal::SIGINT,
         Sig::KILL => Signal::SIGKILL,
-        Sig::PIPE => Signal::SIGPIPE,
         Sig::QUIT => Signal::SIGQUIT,
-        Sig::SEGV => Signal::SIGSEGV,
         Sig::TERM => Signal::SIGTERM,
         Sig::USR1 => Signal::SIGUSR1,
-        Sig::Custom(name) => match name.as_str() {
-            "USR2" => Signal::SIGUSR2,
-            "CONT" => Signal::SIGCONT,
-            "STOP" => Signal::SIGSTOP,
-            "WINCH" => Signal::SIGWINCH,
-            _ => return None,
-        },
+        Sig::Custom(name) if name == "USR2" => Signal::SIGUSR2,
+        _ => return None,
     })
+}
+
+/// The signal's name as the client sent it (RFC 4254 section 6.10).
+fn sig_name(sig: &Sig) -> &str {
+    match sig {
+        Sig::ABRT => "ABRT",
+        Sig::ALRM => "ALRM",
+        Sig::FPE => "FPE",
+        Sig::HUP => "HUP",
+        Sig::ILL => "ILL",
+        Sig::INT => "INT",
+        Sig::KILL => "KILL",
+        Sig::PIPE => "PIPE",
+        Sig::QUIT => "QUIT",
+        Sig::SEGV => "SEGV",
+        Sig::TERM => "TERM",
+        Sig::USR1 => "USR1",
+        Sig::Custom(name) => name,
+    }
 }
 
 /// Shared list of every process the connection started, for the final hang-up.

@@ -15,15 +15,13 @@
 //! process's threads, and the child sees the daemon's thread list).
 
 use std::ffi::{CString, c_char, c_int, c_void};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use tokio::io::unix::AsyncFd;
-
 use super::HostError;
-use super::spawn::ExitOutcome;
+use super::child::Child;
 
 /// Identity for the child to assume before exec.
 pub struct Identity {
@@ -40,9 +38,16 @@ pub struct Launch {
     cwd: Option<CString>,
     /// Descriptors to become the child's 0, 1 and 2.
     stdio: [RawFd; 3],
-    /// Lead a new session (the daemon's children); the PAM helper's child stays
-    /// in the helper's session, whose hang-up must reach it.
+    /// A descriptor to become the child's 3 (the PAM helper's control socket).
+    /// Every other descriptor is closed in the child, whatever its flags.
+    pass: Option<RawFd>,
+    /// Lead a new session: a user's program, so that its session id names
+    /// exactly its processes.
     new_session: bool,
+    /// Lead a new process group in the caller's session (the PAM helper: out of
+    /// reach of the daemon's terminal, and never a session leader, so no
+    /// terminal a PAM module opens can become its controlling terminal).
+    new_group: bool,
     /// Make fd 0 (a PTY slave) the controlling terminal of the new session.
     controlling_tty: bool,
     identity: Option<Identity>,
@@ -56,7 +61,7 @@ struct Failure {
     step: AtomicI32,
 }
 
-const STEPS: [&str; 9] = [
+const STEPS: [&str; 11] = [
     "",
     "dup2",
     "setsid",
@@ -66,6 +71,8 @@ const STEPS: [&str; 9] = [
     "setuid",
     "root kept",
     "execve",
+    "close_range",
+    "setpgid",
 ];
 
 /// A NUL in a name, argument or variable cannot reach exec.
@@ -91,7 +98,9 @@ impl Launch {
                 .collect::<Result<_, _>>()?,
             cwd: None,
             stdio: [-1; 3],
+            pass: None,
             new_session: false,
+            new_group: false,
             controlling_tty: false,
             identity: None,
             nofile: None,
@@ -109,8 +118,20 @@ impl Launch {
         self
     }
 
+    /// Hand `fd` to the child as its descriptor 3. It must not be 0, 1 or 2
+    /// (the daemon keeps those open: see `fds::sanitize_at_start`).
+    pub fn pass(mut self, fd: RawFd) -> Launch {
+        self.pass = Some(fd);
+        self
+    }
+
     pub fn new_session(mut self) -> Launch {
         self.new_session = true;
+        self
+    }
+
+    pub fn new_group(mut self) -> Launch {
+        self.new_group = true;
         self
     }
 
@@ -259,21 +280,33 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 );
             }
         }
-        for (target, fd) in l.stdio.iter().enumerate() {
+        let passed = l.stdio.iter().copied().chain(l.pass);
+        for (target, fd) in passed.enumerate() {
             let target = target as RawFd;
-            if *fd < 0 {
+            if fd < 0 {
                 continue;
             }
-            if *fd == target {
+            if fd == target {
                 // dup2 onto itself keeps close-on-exec: clear it instead.
                 let flags = libc::fcntl(target, libc::F_GETFD);
                 libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(*fd, target) < 0 {
+            } else if libc::dup2(fd, target) < 0 {
                 fail(ctx, 1);
             }
         }
+        // Exactly the descriptors meant for the program, as sshd's closefrom:
+        // whatever else this process holds (another session's terminal, a
+        // descriptor a library opened without close-on-exec, glibc's wtmp one
+        // while another thread logs a login) stays behind.
+        let first = if l.pass.is_some() { 4 } else { 3 };
+        if close_from(first) != 0 {
+            fail(ctx, 9);
+        }
         if l.new_session && libc::setsid() < 0 {
             fail(ctx, 2);
+        }
+        if l.new_group && libc::setpgid(0, 0) < 0 {
+            fail(ctx, 10);
         }
         if l.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
             fail(ctx, 3);
@@ -313,118 +346,47 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     }
 }
 
-/// A started child, reaped through a pidfd so no SIGCHLD handling is needed.
-pub struct Child {
-    pid: i32,
-    reaped: bool,
-}
-
-impl Child {
-    fn new(pid: i32) -> Child {
-        Child { pid, reaped: false }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid as u32
-    }
-
-    /// Wait for the child to end, reaping it.
-    pub async fn wait(&mut self) -> Result<ExitOutcome, HostError> {
-        let outcome = match pidfd(self.pid) {
-            Some(fd) => {
-                // SAFETY: the AsyncFd owns the pidfd and deregisters it before
-                // closing it.
-                let fd = unsafe { AsyncFd::register(fd) }
-                    .map_err(|e| HostError::Io(std::io::Error::other(e.to_string())))?;
-                loop {
-                    let mut ready = fd.readable().await.map_err(HostError::Io)?;
-                    match reap(self.pid, true)? {
-                        Some(o) => break o,
-                        None => ready.clear_ready(),
-                    }
-                }
-            }
-            None => {
-                let pid = self.pid;
-                tokio::task::spawn_blocking(move || reap(pid, false))
-                    .await
-                    .map_err(|e| HostError::Io(std::io::Error::other(e)))??
-                    .unwrap_or(ExitOutcome::Code(255))
-            }
-        };
-        self.reaped = true;
-        Ok(outcome)
-    }
-}
-
-impl Child {
-    /// Wait for the child to end without a runtime (the PAM session helper).
-    pub fn wait_blocking(&mut self) -> Result<ExitOutcome, HostError> {
-        let outcome = reap(self.pid, false)?.unwrap_or(ExitOutcome::Code(255));
-        self.reaped = true;
-        Ok(outcome)
-    }
-}
-
-impl Drop for Child {
-    /// A child nobody waited for is still reaped, so it leaves no zombie.
-    fn drop(&mut self) {
-        if self.reaped {
-            return;
+/// Close every descriptor from `first` up, with system calls only (the child
+/// of `Launch::start`): close_range(2), or on kernels before 5.9 each number up
+/// to the descriptor limit. Returns 0 or -1 with errno set.
+fn close_from(first: RawFd) -> c_int {
+    // SAFETY: closing descriptors of this process; nothing here allocates.
+    unsafe {
+        let r = libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        );
+        if r == 0 {
+            return 0;
         }
-        let pid = self.pid;
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let _ = Child::new(pid).wait().await;
-                });
-            }
-            Err(_) => {
-                std::thread::spawn(move || reap(pid, false));
-            }
+        if *libc::__errno_location() != libc::ENOSYS {
+            return -1;
         }
-    }
-}
-
-fn pidfd(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// waitpid for `pid`; `None` if it is still running (only with `nohang`).
-fn reap(pid: i32, nohang: bool) -> Result<Option<ExitOutcome>, HostError> {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    let flags = nohang.then_some(WaitPidFlag::WNOHANG);
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(pid), flags) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(ExitOutcome::Code(code))),
-            Ok(WaitStatus::Signaled(_, sig, core_dumped)) => {
-                return Ok(Some(ExitOutcome::Signal {
-                    name: sig.as_str().trim_start_matches("SIG").to_string(),
-                    core_dumped,
-                }));
-            }
-            Ok(WaitStatus::StillAlive) => return Ok(None),
-            Ok(_) => continue,
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => {
-                return Err(HostError::Os {
-                    what: format!("waitpid {pid}"),
-                    source: e,
-                });
-            }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null::<libc::rlimit>(),
+            &mut lim as *mut libc::rlimit,
+        ) != 0
+        {
+            return -1;
         }
+        let top = lim.rlim_cur.min(i32::MAX as libc::rlim_t) as RawFd;
+        for fd in first..top {
+            libc::syscall(libc::SYS_close, fd);
+        }
+        0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::spawn::ExitOutcome;
     use std::io::Read;
 
     fn sh(script: &str) -> Launch {
@@ -477,6 +439,39 @@ mod tests {
         assert!(!out.contains("HOME="), "{out}");
         assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
         assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+    }
+
+    /// The child gets exactly 0, 1 and 2 (and 3 when passed), whatever else
+    /// this process holds without close-on-exec.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_child_starts_with_exactly_the_descriptors_meant_for_it() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let stray = nix::unistd::dup(&file).unwrap();
+        let (out, _) = run(sh("ls /proc/$$/fd; :")).await;
+        let fds: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fds, ["0", "1", "2"], "fd {} leaked", stray.as_raw_fd());
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (out, _) = run(sh("ls /proc/$$/fd; echo passed >&3").pass(w.as_raw_fd())).await;
+        drop(w);
+        let fds: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fds, ["0", "1", "2", "3"], "{out}");
+        let mut passed = String::new();
+        std::fs::File::from(r).read_to_string(&mut passed).unwrap();
+        assert_eq!(passed, "passed\n");
+    }
+
+    /// `exited` leaves the child a zombie, so its number stays taken until
+    /// `reap`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_end_is_seen_before_the_reap() {
+        let mut child = sh("exit 3").new_session().start().unwrap();
+        assert_eq!(child.exited().await.unwrap(), ExitOutcome::Code(3));
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.pid())).unwrap();
+        let state = stat.rsplit_once(')').unwrap().1.split_whitespace().next();
+        assert_eq!(state, Some("Z"), "{stat}");
+        assert_eq!(child.try_exited().unwrap(), Some(ExitOutcome::Code(3)));
+        assert_eq!(child.reap().unwrap(), ExitOutcome::Code(3));
+        assert!(!std::path::Path::new(&format!("/proc/{}", child.pid())).exists());
     }
 
     #[tokio::test]

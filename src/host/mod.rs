@@ -4,6 +4,8 @@
 
 pub mod as_user;
 mod authorized_keys;
+mod child;
+pub mod fds;
 mod key_options;
 mod lastlog;
 mod launch;
@@ -29,7 +31,7 @@ pub use key_options::KeyOptions;
 pub use key_options::parse_options;
 pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
-pub use process::{ProcessKiller, session_members};
+pub use process::{HANGUP_GRACE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,

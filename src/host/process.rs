@@ -1,69 +1,300 @@
-//! Ending every process of a session, including background jobs in other process
-//! groups of the same session, so nothing outlives its connection.
+//! Signals and hang-ups that reach a session's own processes and nothing else.
+//!
+//! rsshd signals as root, so a number that a session's process had must never
+//! lead a signal to a process that took the number over. Two kernel facts make
+//! that possible without a race:
+//!
+//! - A pid number stays taken while its process is alive or an unreaped zombie,
+//!   and while any process still uses it as its process group or session id.
+//!   A session's leader is our child (the daemon's, or the PAM helper's), so as
+//!   long as we have not reaped it, its number names only its own session and
+//!   process group: `killpg(leader)` and "every process whose session id is the
+//!   leader's" are safe exactly until the reap. [`ProcessKiller`] makes the reap
+//!   wait for any signalling in progress and refuses signals after it.
+//! - The other members of a session are found by number in /proc. Each is
+//!   pinned with a pidfd, then its session id is checked again: if the number
+//!   changed hands before the pin, the pinned process fails the check; if the
+//!   pinned process ends after the check, `pidfd_send_signal` reaches nobody.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-/// Signals a session's processes; cheap to clone into tasks.
-#[derive(Debug, Clone)]
-pub struct ProcessKiller {
-    /// The session leader's pid, which is also its session id and process group id.
-    leader: i32,
-    /// Set once the session is known to be empty. Nothing can join an empty
-    /// session, so later hang-ups (the channel's end, then the connection's) skip
-    /// the /proc scan, and never signal a newer session that reuses the number.
-    over: Arc<AtomicBool>,
+/// Grace between SIGHUP and SIGKILL when a session is hung up.
+pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+/// How often a hang-up looks whether the session is empty yet.
+const HANGUP_POLL: Duration = Duration::from_millis(50);
+
+/// A pidfd for `pid` (close-on-exec, as pidfd_open always makes it).
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, nix::Error> {
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-impl ProcessKiller {
-    pub fn new(leader: i32) -> Self {
-        ProcessKiller {
-            leader,
-            over: Arc::new(AtomicBool::new(false)),
-        }
+/// Signal the process `pidfd` refers to; it fails with ESRCH once that process
+/// is gone, whoever has its number by then.
+fn pidfd_send_signal(pidfd: &OwnedFd, sig: Signal) -> Result<(), nix::Error> {
+    // SAFETY: a valid pidfd, a valid signal, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(nix::Error::last());
     }
+    Ok(())
+}
 
-    /// Signal the leader's process group (a client's `signal` request).
-    pub fn signal(&self, sig: Signal) {
-        if self.leader > 0 {
-            let _ = killpg(Pid::from_raw(self.leader), sig);
-        }
-    }
-
-    /// SIGHUP (and SIGCONT, so stopped jobs see it) to every process of the
-    /// session; after `grace`, SIGKILL to whatever is left.
-    pub async fn hang_up(&self, grace: Duration) {
-        if self.leader <= 0 || self.over.load(Ordering::Acquire) {
-            return;
-        }
-        let members = session_members(self.leader);
-        if members.is_empty() {
-            self.over.store(true, Ordering::Release);
-            return;
-        }
-        for pid in &members {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGHUP);
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGCONT);
-        }
-        let end = tokio::time::Instant::now() + grace;
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let left = session_members(self.leader);
-            if left.is_empty() {
-                self.over.store(true, Ordering::Release);
-                return;
-            }
-            if tokio::time::Instant::now() >= end {
-                for pid in left {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+/// Send `sigs` to process `pid` if it is in session `sid`, pinned (see the
+/// module comment). The caller has not reaped the session's leader.
+fn signal_member(pid: i32, sid: i32, sigs: &[Signal]) {
+    let in_session = || nix::unistd::getsid(Some(Pid::from_raw(pid))) == Ok(Pid::from_raw(sid));
+    match pidfd_open(pid) {
+        Ok(pinned) => {
+            if in_session() {
+                for sig in sigs {
+                    let _ = pidfd_send_signal(&pinned, *sig);
                 }
-                return;
             }
         }
+        // Kernels before 5.3 have no pidfd_open: check and signal by number,
+        // which leaves the race this module exists to close.
+        Err(nix::Error::ENOSYS) => {
+            if in_session() {
+                for sig in sigs {
+                    let _ = kill(Pid::from_raw(pid), *sig);
+                }
+            }
+        }
+        // Gone already.
+        Err(_) => {}
+    }
+}
+
+/// Send `sigs` to every live process of session `sid`; returns how many there
+/// were. The caller has not reaped the session's leader (`sid` is its pid).
+pub(crate) fn signal_session(sid: i32, sigs: &[Signal]) -> usize {
+    let members = session_members(sid);
+    for pid in &members {
+        signal_member(*pid, sid, sigs);
+    }
+    members.len()
+}
+
+/// SIGHUP (and SIGCONT, so stopped jobs see it) to every process of session
+/// `sid`; after `grace`, SIGKILL to whatever is left. Blocking, for the PAM
+/// helper; the caller has not reaped the leader.
+pub(crate) fn hang_up_blocking(sid: i32, grace: Duration) {
+    if signal_session(sid, &[Signal::SIGHUP, Signal::SIGCONT]) == 0 {
+        return;
+    }
+    let end = std::time::Instant::now() + grace;
+    loop {
+        std::thread::sleep(HANGUP_POLL);
+        if session_members(sid).is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= end {
+            signal_session(sid, &[Signal::SIGKILL]);
+            return;
+        }
+    }
+}
+
+/// As [`hang_up_blocking`], on the runtime; true if the session was found empty.
+async fn hang_up_async(sid: i32, grace: Duration) -> bool {
+    if signal_session(sid, &[Signal::SIGHUP, Signal::SIGCONT]) == 0 {
+        return true;
+    }
+    let end = tokio::time::Instant::now() + grace;
+    loop {
+        tokio::time::sleep(HANGUP_POLL).await;
+        if session_members(sid).is_empty() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            signal_session(sid, &[Signal::SIGKILL]);
+            return false;
+        }
+    }
+}
+
+/// What the daemon knows of a session's leader.
+#[derive(Debug, Default)]
+struct State {
+    /// Its end was observed (it may still be an unreaped zombie).
+    exited: bool,
+    /// Reaped, or about to be: nothing may be signalled by its number any more.
+    reaped: bool,
+    /// Hang-ups in progress, which the reap waits for.
+    busy: u32,
+    /// The session was found empty: nothing can join an empty session, so later
+    /// hang-ups skip the /proc scan.
+    over: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The session leader: our child, whose pid is the session and group id.
+    leader: i32,
+    /// With `UsePAM yes` the leader is the PAM helper, which runs the user's
+    /// program in a session of its own and signals it itself: this is the
+    /// helper's control socket, and the helper is never signalled.
+    helper: Option<UnixStream>,
+    state: Mutex<State>,
+    changed: tokio::sync::Notify,
+}
+
+/// Signals a session's processes; cheap to clone into tasks.
+#[derive(Debug, Clone)]
+pub struct ProcessKiller(Arc<Shared>);
+
+/// Bytes of the helper's control protocol (daemon to helper): a signal number
+/// to send to the program's process group, or this to end the session.
+pub(crate) const HELPER_HANG_UP: u8 = 0;
+
+/// One command to a PAM helper, without waiting: the helper reads each at once,
+/// so a full socket means it is stuck, and a closed one that it is gone.
+fn tell_helper(control: &UnixStream, command: u8) -> bool {
+    use nix::sys::socket::{MsgFlags, send};
+    send(
+        control.as_raw_fd(),
+        &[command],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    ) == Ok(1)
+}
+
+/// How long to wait for a PAM helper to end its session after asking it to:
+/// its own hang-up takes up to [`HANGUP_GRACE`], then it closes the PAM session.
+const HELPER_SLACK: Duration = Duration::from_secs(5);
+
+impl ProcessKiller {
+    /// For a leader that is the daemon's child and leads the session itself.
+    pub(crate) fn session(leader: i32) -> Self {
+        Self::new(leader, None)
+    }
+
+    /// For a PAM helper reached through `control`.
+    pub(crate) fn helper(leader: i32, control: UnixStream) -> Self {
+        Self::new(leader, Some(control))
+    }
+
+    fn new(leader: i32, helper: Option<UnixStream>) -> Self {
+        ProcessKiller(Arc::new(Shared {
+            leader,
+            helper,
+            state: Mutex::new(State::default()),
+            changed: tokio::sync::Notify::new(),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent under every update, so a panic elsewhere
+        // does not make it unusable.
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Send `sig` to the program's process group (a client's `signal` request),
+    /// as sshd's killpg; false if the program has ended (sshd refuses then too).
+    pub fn signal(&self, sig: Signal) -> bool {
+        let state = self.state();
+        if state.exited || state.reaped || self.0.leader <= 0 {
+            return false;
+        }
+        match &self.0.helper {
+            Some(control) => tell_helper(control, sig as u8),
+            // Under the lock, so the reap cannot come between the check and this.
+            None => killpg(Pid::from_raw(self.0.leader), sig).is_ok(),
+        }
+    }
+
+    /// SIGHUP (and SIGCONT) to every process of the session; after `grace`,
+    /// SIGKILL to whatever is left. A PAM helper is asked to do this for its
+    /// session, and waited for; it is never signalled itself.
+    pub async fn hang_up(&self, grace: Duration) {
+        if let Some(control) = &self.0.helper {
+            if self.state().reaped {
+                return;
+            }
+            tell_helper(control, HELPER_HANG_UP);
+            let gone = self.until(|s| s.reaped);
+            let _ = tokio::time::timeout(grace + HELPER_SLACK, gone).await;
+            return;
+        }
+        {
+            let mut state = self.state();
+            if state.reaped || state.over || self.0.leader <= 0 {
+                return;
+            }
+            state.busy += 1;
+        }
+        let empty = hang_up_async(self.0.leader, grace).await;
+        let mut state = self.state();
+        state.busy -= 1;
+        state.over |= empty;
+        drop(state);
+        self.0.changed.notify_waiters();
+    }
+
+    /// Ask a PAM helper to end its session (hang up what is left, close the PAM
+    /// session, exit), without waiting.
+    pub(crate) fn end_helper(&self) {
+        if let Some(control) = &self.0.helper {
+            tell_helper(control, HELPER_HANG_UP);
+        }
+    }
+
+    /// Wait until `done` holds for the state.
+    async fn until(&self, done: impl Fn(&mut State) -> bool) {
+        loop {
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(&mut self.state()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// The leader has ended (it is not reaped yet): no more client signals.
+    pub(crate) fn exited(&self) {
+        self.state().exited = true;
+        self.0.changed.notify_waiters();
+    }
+
+    /// Wait for hang-ups in progress, then mark the leader reaped: the caller
+    /// reaps it next, and nothing is signalled by its number after this.
+    pub(crate) async fn begin_reap(&self) {
+        self.until(|s| {
+            if s.busy == 0 {
+                s.reaped = true;
+            }
+            s.reaped
+        })
+        .await;
+        self.0.changed.notify_waiters();
+    }
+
+    /// As [`ProcessKiller::begin_reap`] without a runtime: nothing else can be
+    /// signalling then.
+    pub(crate) fn begin_reap_now(&self) {
+        self.state().reaped = true;
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -104,4 +335,96 @@ pub fn session_members(sid: i32) -> Vec<i32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::launch::Launch;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+            .unwrap_or(false)
+    }
+
+    fn wait_gone(pid: i32) -> bool {
+        for _ in 0..200 {
+            if !alive(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// A process found by number is signalled only if, once pinned, it is in
+    /// the session.
+    #[test]
+    fn only_members_of_the_session_are_signalled() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id() as i32;
+        let ours = nix::unistd::getsid(None).unwrap().as_raw();
+        // Its number is no session's id but its own: not a member of `pid`.
+        signal_member(pid, pid, &[Signal::SIGKILL]);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            sleeper.try_wait().unwrap().is_none(),
+            "signalled outside the session"
+        );
+        signal_member(pid, ours, &[Signal::SIGKILL]);
+        let status = sleeper.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    /// The daemon's path: the leader's end is seen, the session's background
+    /// job is hung up while the leader is still unreaped, client signals are
+    /// refused from the end on, and the reap comes last.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_is_hung_up_before_its_leader_is_reaped() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let mut child = Launch::new(
+            Path::new("/bin/sh"),
+            &[
+                "sh".into(),
+                "-c".into(),
+                "sleep 100 >/dev/null 2>&1 & echo $!".into(),
+            ],
+            &[("PATH".into(), "/usr/bin:/bin".into())],
+        )
+        .unwrap()
+        .stdio([-1, w.as_raw_fd(), -1])
+        .new_session()
+        .start()
+        .unwrap();
+        drop(w);
+        let leader = child.pid() as i32;
+        let killer = ProcessKiller::session(leader);
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        let job: i32 = out.trim().parse().unwrap();
+        child.exited().await.unwrap();
+        killer.exited();
+        assert!(!killer.signal(Signal::SIGTERM), "a signal after the end");
+        assert!(alive(job));
+        assert_eq!(session_members(leader), vec![job]);
+        killer.hang_up(Duration::from_secs(2)).await;
+        assert!(wait_gone(job), "the background job survived the hang-up");
+        // The leader is still a zombie: its number is still taken.
+        assert!(Path::new(&format!("/proc/{leader}")).exists());
+        killer.begin_reap().await;
+        child.reap().unwrap();
+        assert!(!Path::new(&format!("/proc/{leader}")).exists());
+        // Nothing is signalled by the number after the reap.
+        killer.hang_up(Duration::from_secs(2)).await;
+        assert!(!killer.signal(Signal::SIGTERM));
+    }
 }

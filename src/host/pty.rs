@@ -2,7 +2,7 @@
 //! master, and resizing.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,9 +32,9 @@ pub struct Pty {
     pub name: PathBuf,
 }
 
-fn winsize(cols: u32, rows: u32, pw: u32, ph: u32) -> nix::pty::Winsize {
+fn winsize(cols: u32, rows: u32, pw: u32, ph: u32) -> libc::winsize {
     let clamp = |v: u32| v.min(u16::MAX as u32) as u16;
-    nix::pty::Winsize {
+    libc::winsize {
         ws_row: clamp(rows),
         ws_col: clamp(cols),
         ws_xpixel: clamp(pw),
@@ -43,36 +43,81 @@ fn winsize(cols: u32, rows: u32, pw: u32, ph: u32) -> nix::pty::Winsize {
 }
 
 /// Open a PTY with the requested size and terminal modes.
+///
+/// Both ends are close-on-exec from the system call that creates them: the
+/// daemon starts other users' programs on other threads at any moment, and a
+/// descriptor that is inheritable even briefly (openpty(3), then fcntl) reached
+/// one in three programs started meanwhile in a test of that window.
 pub fn open(params: &PtyParams) -> Result<Pty, HostError> {
+    use nix::fcntl::OFlag;
+    let os = |what: &str| {
+        let what = what.to_string();
+        move |source| HostError::Os { what, source }
+    };
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::fcntl::open("/dev/ptmx", flags, nix::sys::stat::Mode::empty())
+        .map_err(os("open /dev/ptmx"))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int through a valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(os("unlockpt")(nix::Error::last()));
+    }
+    let slave = open_peer(&master, flags)?;
+    let name = nix::unistd::ttyname(&slave).map_err(os("ttyname"))?;
     let ws = winsize(
         params.cols,
         params.rows,
         params.pix_width,
         params.pix_height,
     );
-    let pty = nix::pty::openpty(Some(&ws), None).map_err(|e| HostError::Os {
-        what: "openpty".into(),
-        source: e,
-    })?;
-    for fd in [&pty.master, &pty.slave] {
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(|e| HostError::Os {
-            what: "fcntl".into(),
-            source: e,
-        })?;
+    // SAFETY: TIOCSWINSZ reads a winsize through a valid pointer.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(os("TIOCSWINSZ")(nix::Error::last()));
     }
-    let name = nix::unistd::ttyname(&pty.slave).map_err(|e| HostError::Os {
-        what: "ttyname".into(),
-        source: e,
-    })?;
-    apply_modes(&pty.slave, &params.modes);
+    apply_modes(&slave, &params.modes);
     Ok(Pty {
-        master: pty.master,
-        slave: pty.slave,
+        master,
+        slave,
         name,
+    })
+}
+
+/// The slave end of `master`, opened with `flags`: through the master itself
+/// (TIOCGPTPEER, Linux 4.13), which also finds the right device in a container
+/// with its own devpts, else by the name the master reports.
+fn open_peer(master: &OwnedFd, flags: nix::fcntl::OFlag) -> Result<OwnedFd, HostError> {
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags.bits()) };
+    if fd >= 0 {
+        // SAFETY: a fresh descriptor that nothing else owns.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let err = nix::Error::last();
+    if !matches!(err, nix::Error::EINVAL | nix::Error::ENOTTY) {
+        return Err(HostError::Os {
+            what: "TIOCGPTPEER".into(),
+            source: err,
+        });
+    }
+    open_by_name(master, flags)
+}
+
+/// The slave end of `master` opened by its device name (kernels before 4.13).
+fn open_by_name(master: &OwnedFd, flags: nix::fcntl::OFlag) -> Result<OwnedFd, HostError> {
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes an unsigned int through a valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } != 0 {
+        return Err(HostError::Os {
+            what: "ptsname".into(),
+            source: nix::Error::last(),
+        });
+    }
+    let path = format!("/dev/pts/{n}");
+    nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty()).map_err(|source| {
+        HostError::Os {
+            what: format!("open {path}"),
+            source,
+        }
     })
 }
 
@@ -256,5 +301,89 @@ impl AsyncWrite for Master {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> PtyParams {
+        PtyParams {
+            term: "xterm".into(),
+            cols: 80,
+            rows: 24,
+            pix_width: 0,
+            pix_height: 0,
+            modes: vec![],
+        }
+    }
+
+    fn cloexec(fd: &OwnedFd) -> bool {
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+    }
+
+    #[test]
+    fn both_ends_are_close_on_exec() {
+        let pty = open(&params()).unwrap();
+        assert!(cloexec(&pty.master));
+        assert!(cloexec(&pty.slave));
+        assert!(pty.name.starts_with("/dev/pts/"), "{}", pty.name.display());
+    }
+
+    #[test]
+    fn the_slave_opened_by_name_is_the_same_terminal() {
+        let pty = open(&params()).unwrap();
+        let flags =
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC;
+        let by_name = open_by_name(&pty.master, flags).unwrap();
+        assert!(cloexec(&by_name));
+        assert_eq!(nix::unistd::ttyname(&by_name).unwrap(), pty.name);
+    }
+
+    /// A program started on another thread at any moment must not get a PTY: the
+    /// descriptors have to be close-on-exec from the system call that made them,
+    /// not from a fcntl after it. One thread opens PTYs in a loop while this one
+    /// starts shells that list what they inherited (with the flag set afterwards,
+    /// about one shell in three caught a PTY).
+    #[test]
+    fn no_program_started_meanwhile_inherits_a_pty() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let opener = {
+            let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    drop(open(&params()).unwrap());
+                    opened.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let mut caught = Vec::new();
+        for _ in 0..300 {
+            let out = std::process::Command::new("/bin/sh")
+                .args(["-c", "ls -l /proc/$$/fd; :"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("/dev/ptmx") || text.contains("/dev/pts/") {
+                caught.push(text);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        opener.join().unwrap();
+        assert!(
+            opened.load(Ordering::Relaxed) > 300,
+            "the opener hardly ran"
+        );
+        assert!(
+            caught.is_empty(),
+            "{} of 300 programs inherited a PTY:\n{}",
+            caught.len(),
+            caught.join("\n--\n")
+        );
     }
 }

@@ -3,11 +3,14 @@
 //! and login environment, nothing inherited from the daemon.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 
-use super::launch::{Child, Identity, Launch};
+use super::child::Child;
+use super::launch::{Identity, Launch};
 use super::process::ProcessKiller;
 use super::pty::{self, Master, PtyParams, PtyResizer};
 use super::{HostError, UserInfo};
@@ -89,8 +92,12 @@ pub enum ExitOutcome {
 
 /// A running session process.
 pub struct SessionProcess {
-    child: Child,
+    /// Until [`SessionProcess::finish`] reaps it.
+    child: Option<Child>,
     pid: u32,
+    killer: ProcessKiller,
+    /// With a PAM helper: where it reports how the user's program ended.
+    helper: Option<AsyncFd<UnixStream>>,
     tty: Option<PathBuf>,
     io: Option<ProcessIo>,
     master: Option<Master>,
@@ -119,13 +126,105 @@ impl SessionProcess {
     }
 
     pub fn killer(&self) -> ProcessKiller {
-        ProcessKiller::new(self.pid as i32)
+        self.killer.clone()
     }
 
-    /// Wait for the process to end (reaping it).
+    /// Wait for the user's program to end. Its session leader stays unreaped
+    /// until [`SessionProcess::finish`], so the hang-ups and signals sent until
+    /// then by the leader's number cannot reach anyone else.
     pub async fn wait(&mut self) -> Result<ExitOutcome, HostError> {
-        self.child.wait().await
+        let Some(child) = self.child.as_mut() else {
+            return Err(HostError::NotPermitted("session already finished".into()));
+        };
+        let reported = match &self.helper {
+            Some(h) => read_report(h).await,
+            None => None,
+        };
+        let outcome = match reported {
+            Some(o) => Ok(o),
+            None => child.exited().await,
+        };
+        self.killer.exited();
+        outcome
     }
+
+    /// End the session once the program has ended: hang up what is left of it
+    /// (background jobs), then reap the leader.
+    pub async fn finish(mut self) {
+        if let Some(child) = self.child.take() {
+            let ending = Ending {
+                child,
+                killer: self.killer.clone(),
+                helper: self.helper.is_some(),
+            };
+            ending.run().await;
+        }
+    }
+}
+
+impl Drop for SessionProcess {
+    /// A session nobody finished still ends the same way, off this thread.
+    fn drop(&mut self) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        let ending = Ending {
+            child,
+            killer: self.killer.clone(),
+            helper: self.helper.is_some(),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(ending.run());
+            }
+            // No runtime: nothing can be signalling; the child reaps itself.
+            Err(_) => ending.killer.begin_reap_now(),
+        }
+    }
+}
+
+/// The end of a session: its leader's last hang-up and reap, in that order.
+struct Ending {
+    child: Child,
+    killer: ProcessKiller,
+    helper: bool,
+}
+
+impl Ending {
+    async fn run(mut self) {
+        if self.helper {
+            // The helper hangs up its program's session, closes the PAM session
+            // and exits; it is not signalled.
+            self.killer.end_helper();
+            let _ = self.child.exited().await;
+            self.killer.exited();
+        } else {
+            let _ = self.child.exited().await;
+            self.killer.exited();
+            self.killer.hang_up(super::process::HANGUP_GRACE).await;
+        }
+        self.killer.begin_reap().await;
+        let _ = self.child.reap();
+    }
+}
+
+/// The PAM helper's report of how the program ended (see `pam::helper`);
+/// `None` if it closed the socket without one.
+async fn read_report(socket: &AsyncFd<UnixStream>) -> Option<ExitOutcome> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64];
+    while !buf.contains(&b'\n') && buf.len() < 256 {
+        let mut ready = socket.readable().await.ok()?;
+        match ready.try_io(|s| s.get_ref().read(&mut chunk)) {
+            Ok(Ok(0)) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => return None,
+            Err(_would_block) => {}
+        }
+    }
+    super::pam::parse_report(&String::from_utf8_lossy(&buf))
 }
 
 /// The `tty` group's gid, which owns users' terminals so `write`/`wall` work.
@@ -327,29 +426,62 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
         )?;
     }
     let plan = ExecPlan::for_request(&req, pty.as_ref().map(|p| p.name.as_path()));
+    // With PAM: the control socket's two ends (ours, the helper's).
+    let mut control = None;
     let launch = match &req.pam {
         None => plan.launch()?,
         Some(pam) => {
             // The PAM session lives in a helper (rsshd itself) that stays root,
-            // opens the session, runs the plan as the user, and closes the session
-            // when it ends.
+            // opens the session, runs the plan as the user in a session of its
+            // own, signals it on our request, and closes the PAM session after
+            // it. The helper is in no session of the user's, so neither the
+            // user nor a hang-up can signal it.
+            let (ours, theirs) = UnixStream::pair()?;
             let helper = super::pam::HelperRequest {
                 pam: pam.clone(),
                 user: user.name.clone(),
                 tty: pty.as_ref().map(|p| p.name.clone()),
                 plan,
+                control: true,
             };
-            Launch::new(
+            let l = Launch::new(
                 Path::new("/proc/self/exe"),
                 &["rsshd".to_string(), super::pam::HELPER_ARG.to_string()],
                 &[(super::pam::HELPER_ENV.to_string(), helper.encode()?)],
             )?
+            .pass(theirs.as_raw_fd())
+            .new_group();
+            control = Some((ours, theirs));
+            l
         }
+    };
+    let direct = control.is_none();
+    // The helper starts the program as a session leader itself.
+    let start = |l: Launch, tty: bool| match (direct, tty) {
+        (true, true) => l.controlling_tty().start(),
+        (true, false) => l.new_session().start(),
+        (false, _) => l.start(),
+    };
+    let control_of = |pid: i32| -> Result<(ProcessKiller, Option<AsyncFd<UnixStream>>), HostError> {
+        Ok(match control {
+            None => (ProcessKiller::session(pid), None),
+            Some((ours, theirs)) => {
+                drop(theirs);
+                ours.set_nonblocking(true)?;
+                // SAFETY: the AsyncFd owns this duplicate outright and
+                // deregisters it before closing it.
+                let reader = unsafe {
+                    AsyncFd::register_with_interest(ours.try_clone()?, Interest::READABLE)
+                }
+                .map_err(|e| HostError::Io(std::io::Error::other(e.to_string())))?;
+                (ProcessKiller::helper(pid, ours), Some(reader))
+            }
+        })
     };
     match pty {
         Some(p) => {
             let fd = p.slave.as_raw_fd();
-            let child = launch.stdio([fd; 3]).controlling_tty().start()?;
+            let child = start(launch.stdio([fd; 3]), true)?;
             // The child has its own copies; ours must go so EOF/EIO can happen.
             drop(p.slave);
             let m = Master::new(p.master)?;
@@ -358,9 +490,12 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
                 output: Box::new(m.clone()),
                 stderr: None,
             };
+            let (killer, helper) = control_of(child.pid() as i32)?;
             Ok(SessionProcess {
                 pid: child.pid(),
-                child,
+                child: Some(child),
+                killer,
+                helper,
                 tty: Some(p.name),
                 io: Some(io),
                 master: Some(m),
@@ -380,10 +515,8 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             // wake-ups; pages are only taken while data sits in it.
             let _ = nix::fcntl::fcntl(&in_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
             let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-            let child = launch
-                .stdio([in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()])
-                .new_session()
-                .start()?;
+            let stdio = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+            let child = start(launch.stdio(stdio), false)?;
             drop((in_r, out_w, err_w));
             use tokio::net::unix::pipe;
             let io = ProcessIo {
@@ -391,9 +524,12 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
                 output: Box::new(pipe::Receiver::from_owned_fd(out_r)?),
                 stderr: Some(Box::new(pipe::Receiver::from_owned_fd(err_r)?)),
             };
+            let (killer, helper) = control_of(child.pid() as i32)?;
             Ok(SessionProcess {
                 pid: child.pid(),
-                child,
+                child: Some(child),
+                killer,
+                helper,
                 tty: None,
                 io: Some(io),
                 master: None,

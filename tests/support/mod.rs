@@ -200,9 +200,20 @@ impl Server {
 
     /// Start rsshd on a config file written by the caller.
     pub fn spawn(dir: PathBuf, config: PathBuf, client_key: PathBuf) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rsshd"))
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rsshd"));
+        cmd.args(["-D", "-e", "-f"]).arg(&config);
+        Self::spawn_command(cmd, dir, config, client_key)
+    }
+
+    /// As [`Server::spawn`], with rsshd started by `cmd` (e.g. through a shell that
+    /// hands it an extra descriptor first); it must log to stderr (`-D -e`).
+    pub fn spawn_command(
+        mut cmd: Command,
+        dir: PathBuf,
+        config: PathBuf,
+        client_key: PathBuf,
+    ) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -21,7 +21,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, 
 use super::access::{self, Refusal};
 use super::limits::{CHANNELS_MAX, ENV_MAX_BYTES, ENV_MAX_VARS, Limit, refused};
 use super::methods;
-use super::session::{SessionChannel, signal_for};
+use super::session::SessionChannel;
 use super::{ConnContext, ConnShared};
 use crate::config::PermitRootLogin;
 use crate::config::Settings;
@@ -586,9 +586,7 @@ impl Handler for ConnHandler {
         if let Some(chan) = self.channels.get(&channel) {
             // A signal is the user acting: it counts as input (SPEC section 3).
             chan.stamps.input.touch();
-            if let Some(sig) = signal_for(&signal) {
-                chan.signal(sig);
-            }
+            chan.signal(&signal);
         }
         Ok(())
     }

@@ -211,6 +211,12 @@ impl ConnHandler {
         });
         if let Some(chan) = self.channels.get_mut(&channel) {
             chan.fds = Some(fds);
+            // As sshd: a client may not signal a forced command or a subsystem.
+            chan.signals_refused = match (forced.is_some(), is_subsystem) {
+                (true, _) => Some("forced-command"),
+                (false, true) => Some("subsystem"),
+                (false, false) => None,
+            };
             chan.start(process, handle, motd, login_record);
         }
         true

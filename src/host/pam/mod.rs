@@ -10,6 +10,7 @@ pub use auth::{
     AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation, account, authenticate,
 };
 pub use handle::{Conversation, Prompt};
+pub(crate) use helper::parse_report;
 pub use helper::{HELPER_ARG, HELPER_ENV, HelperRequest, helper_main};
 
 /// Whether libpam can be loaded here.
