@@ -56,6 +56,8 @@ pub enum StartError {
     HostKey(#[from] hostkeys::HostKeyError),
     #[error(transparent)]
     Listen(#[from] listener::ListenError),
+    #[error(transparent)]
+    Control(#[from] crate::admin::server::BindError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -181,8 +183,9 @@ pub struct Prepared {
     pub config: Config,
     pub listeners: Vec<std::net::TcpListener>,
     pub keys: Vec<PrivateKey>,
-    pub control: Option<std::os::unix::net::UnixListener>,
-    pub control_path: PathBuf,
+    /// The control socket, bound once here; `None` if it could not be set up for a
+    /// reason that does not stop the daemon (logged).
+    pub control: Option<crate::admin::server::ControlSocket>,
 }
 
 /// Load config and keys and bind listeners; logs each `Server listening on` line.
@@ -195,23 +198,23 @@ pub fn prepare(
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let paths = host_key_paths(config.global(), &extra_host_keys, true)?;
-    let keys = hostkeys::load(&paths)?;
+    // First, so that a start refused because another daemon owns the socket opens
+    // no port and touches no file.
     let control_path = config
         .global()
         .control_socket
         .clone()
         .unwrap_or_else(crate::admin::server::default_socket_path);
     let control = match crate::admin::server::bind(&control_path) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::error!(
-                "control socket {}: {e}; `rsshd sessions` will not work",
-                control_path.display()
-            );
+        Ok(c) => Some(c),
+        Err(e @ crate::admin::server::BindError::Io { .. }) => {
+            tracing::error!("{e}; `rsshd sessions` will not work");
             None
         }
+        Err(e) => return Err(e.into()),
     };
+    let paths = host_key_paths(config.global(), &extra_host_keys, true)?;
+    let keys = hostkeys::load(&paths)?;
     let mut listeners = Vec::new();
     for addr in listener::addresses(config.global())? {
         match listener::bind(addr) {
@@ -239,7 +242,6 @@ pub fn prepare(
         listeners,
         keys,
         control,
-        control_path,
     })
 }
 
@@ -252,25 +254,36 @@ struct Live {
 /// Run until SIGTERM/SIGINT. SIGHUP re-reads the config; a broken one is logged and
 /// the old one kept.
 pub async fn run(p: Prepared) -> Result<(), StartError> {
+    // Signals first: a SIGTERM that arrives while we start must still go through
+    // the orderly stop (and remove the control socket), not the default action.
+    let (action_tx, mut action_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, action) in [
+        (SignalKind::hangup(), Action::Reload),
+        (SignalKind::terminate(), Action::Stop),
+        (SignalKind::interrupt(), Action::Stop),
+    ] {
+        let mut s = signal(kind)?;
+        let tx = action_tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if tx.send(action).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let registry = Registry::new();
-    let socket_path = p
-        .config
-        .global()
-        .control_socket
-        .clone()
-        .unwrap_or_else(crate::admin::server::default_socket_path);
-    let control = match crate::admin::server::bind(&socket_path) {
-        Ok(l) => Some(tokio::spawn(crate::admin::server::serve(
-            l,
-            Arc::clone(&registry),
-        ))),
-        Err(e) => {
-            tracing::error!(
-                "control socket {}: {e}; `rsshd sessions` will not work",
-                socket_path.display()
-            );
-            None
-        }
+    // The guard removes the socket file when run() ends, however it ends, if the
+    // file is still the one we created.
+    let (control, _socket_file) = match p.control {
+        Some(c) => (
+            Some(tokio::spawn(crate::admin::server::serve(
+                c.listener,
+                Arc::clone(&registry),
+            ))),
+            Some(c.guard),
+        ),
+        None => (None, None),
     };
     let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
     let live = Arc::new(std::sync::RwLock::new(Live {
@@ -294,22 +307,6 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
         ));
     }
 
-    let (action_tx, mut action_rx) = tokio::sync::mpsc::unbounded_channel();
-    for (kind, action) in [
-        (SignalKind::hangup(), Action::Reload),
-        (SignalKind::terminate(), Action::Stop),
-        (SignalKind::interrupt(), Action::Stop),
-    ] {
-        let mut s = signal(kind)?;
-        let tx = action_tx.clone();
-        tokio::spawn(async move {
-            while s.recv().await.is_some() {
-                if tx.send(action).is_err() {
-                    break;
-                }
-            }
-        });
-    }
     notify(&[sd_notify::NotifyState::Ready]);
     while let Some(action) = action_rx.recv().await {
         match action {
@@ -370,7 +367,6 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
     if let Some(c) = control {
         c.abort();
     }
-    let _ = std::fs::remove_file(&socket_path);
     Ok(())
 }
 
