@@ -188,6 +188,8 @@ impl Handler for ConnHandler {
         };
         let outcome = if password.is_empty() && !params.allow_empty {
             AuthOutcome::Failed("empty password".into())
+        } else if password.len() > auth::MAX_PASSWORD_LEN {
+            AuthOutcome::Failed("password too long".into())
         } else {
             let conv = PasswordConversation::boxed(password);
             tokio::task::spawn_blocking(move || pam::authenticate(&params, conv))
