@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::persource;
 use super::settings::*;
 use super::time::{format_time, parse_time};
 use crate::pattern::{match_pattern, parse_cidr};
@@ -1154,6 +1155,69 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
             )
         },
     ),
+    // sshd 9.8's per-source limits (src/config/persource.rs has the parsing).
+    sup(
+        "PerSourceMaxStartups",
+        Word,
+        G,
+        First,
+        |s, a, _| {
+            s.per_source_max_startups = persource::parse_max_startups(a.one()?)?;
+            Ok(())
+        },
+        |s, k, o| {
+            kv(
+                o,
+                k,
+                persource::format_max_startups(s.per_source_max_startups),
+            )
+        },
+    ),
+    // Every occurrence overwrites, as in sshd (no "already set" check there).
+    sup(
+        "PerSourceNetBlockSize",
+        Word,
+        G,
+        Last,
+        |s, a, _| {
+            s.per_source_net_block_size = persource::parse_net_block_size(a.one()?)?;
+            Ok(())
+        },
+        |s, k, o| {
+            let (v4, v6) = s.per_source_net_block_size;
+            kv(o, k, format!("{v4}:{v6}"))
+        },
+    ),
+    // Each line is applied; each sub-option keeps its first value.
+    sup(
+        "PerSourcePenalties",
+        Words,
+        G,
+        Append,
+        |s, a, _| persource::apply_penalties(&mut s.per_source_penalties, a.all()?),
+        |s, k, o| kv(o, k, persource::format_penalties(&s.per_source_penalties)),
+    ),
+    sup(
+        "PerSourcePenaltyExemptList",
+        Word,
+        G,
+        First,
+        |s, a, _| {
+            let list = a.one()?;
+            persource::check_exempt_list(list)?;
+            s.per_source_penalty_exempt_list = Some(list.to_string());
+            Ok(())
+        },
+        |s, k, o| {
+            kv(
+                o,
+                k,
+                s.per_source_penalty_exempt_list
+                    .as_deref()
+                    .unwrap_or("none"),
+            )
+        },
+    ),
     sup(
         "PermitOpen",
         Words,
@@ -1333,10 +1397,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     unsup("ModuliFile", Word, G, None),
     unsup("PermitTunnel", Word, M, Some("no")),
     unsup("PermitUserRC", Flag, M, Some("no")),
-    unsup("PerSourceMaxStartups", Word, G, Some("none")),
-    unsup("PerSourceNetBlockSize", Word, G, None),
-    unsup("PerSourcePenalties", Words, G, None),
-    unsup("PerSourcePenaltyExemptList", Word, G, None),
     unsup("PubkeyAcceptedAlgorithms", Word, M, None),
     unsup("PubkeyAuthOptions", Words, M, Some("none")),
     unsup("RDomain", Word, M, Some("none")),

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod agent;
 pub mod forward;
+pub mod gate;
 pub mod handler;
 pub mod methods;
 pub mod pump;
@@ -38,6 +39,8 @@ pub struct ConnContext {
     /// Settings for this address before a user is known (Banner, LoginGraceTime).
     pub pre_auth: Settings,
     pub daemon_uid: u32,
+    /// The daemon's bound on unauthenticated connections at work (see `gate`).
+    pub preauth_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ConnContext {
@@ -79,10 +82,15 @@ pub struct ConnShared {
     pub channels: Mutex<HashMap<u32, (ChannelId, bool)>>,
     /// This connection's row in the daemon's registry.
     pub entry: Arc<Entry>,
+    /// The client tried an authentication method other than `none`
+    /// (PerSourcePenalties tells `authfail` from `noauth` by it).
+    attempted: std::sync::atomic::AtomicBool,
+    /// This connection's place at the pre-auth work gate.
+    gate: Option<Arc<gate::Ticket>>,
 }
 
 impl ConnShared {
-    fn new(events: Events, entry: Arc<Entry>) -> Self {
+    fn new(events: Events, entry: Arc<Entry>, gate: Option<Arc<gate::Ticket>>) -> Self {
         ConnShared {
             user: Mutex::new(None),
             login: watch::channel(None).0,
@@ -90,7 +98,15 @@ impl ConnShared {
             events,
             channels: Mutex::new(HashMap::new()),
             entry,
+            attempted: std::sync::atomic::AtomicBool::new(false),
+            gate,
         }
+    }
+
+    /// The client tried to authenticate with a real method.
+    pub fn attempted(&self) {
+        self.attempted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Update the registry's facts about this connection.
@@ -100,8 +116,13 @@ impl ConnShared {
         }
     }
 
-    /// Remember the user name last asked for, for the preauth close log line.
+    /// Remember the user name last asked for, for the preauth close log line. Every
+    /// authentication callback starts here, and may then wait (PAM, files): it
+    /// gives back the pre-auth work permit so that no one waits behind it.
     pub fn set_user(&self, user: &str) {
+        if let Some(g) = &self.gate {
+            g.release();
+        }
         if let Ok(mut u) = self.user.lock() {
             *u = Some(user.to_string());
         }
@@ -109,6 +130,9 @@ impl ConnShared {
 
     /// The login is complete: its policy replaces the pre-auth one.
     pub fn authenticated(&self, login: Arc<Login>) {
+        if let Some(g) = &self.gate {
+            g.open();
+        }
         self.events
             .send(Event::PolicyReplaced(Box::new(Policy::from_settings(
                 &login.settings,
@@ -145,6 +169,23 @@ const PROBE_NAME: &str = "keepalive@rsshd";
 /// How long SSH_MSG_DISCONNECT may take to leave before the socket is cut.
 const DISCONNECT_FLUSH: Duration = Duration::from_secs(2);
 
+/// How a connection ended as far as authentication goes, for PerSourcePenalties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreauthEnd {
+    /// It logged in (whatever happened after).
+    Authenticated,
+    /// The daemon ended it (shutdown, `rsshd kill`) before it logged in.
+    Stopped,
+    /// LoginGraceTime ran out.
+    GraceExceeded,
+    /// Its protocol task died from a panic.
+    Crashed,
+    /// It tried at least one method other than `none` and went away.
+    AuthFailed,
+    /// It went away without trying to authenticate.
+    NoAuth,
+}
+
 /// Serve one accepted connection to its end. `on_auth` is called once when it
 /// authenticates (the daemon uses it to free its MaxStartups slot).
 pub async fn serve(
@@ -153,17 +194,23 @@ pub async fn serve(
     server_config: Arc<russh::server::Config>,
     registry: Arc<Registry>,
     on_auth: impl FnOnce() + Send + 'static,
-) {
+) -> PreauthEnd {
     let ctx = Arc::new(ctx);
     let (registration, mut control) = registry.register(ctx.peer);
     let (mut driver, events) = Driver::new(Policy::from_settings(&ctx.pre_auth));
+    let ticket = ctx.preauth_gate.clone().map(gate::Ticket::new);
     let shared = Arc::new(ConnShared::new(
         events.clone(),
         Arc::clone(&registration.entry),
+        ticket.clone(),
     ));
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
     let (stream, cutter) = StampedStream::new(stream, Arc::clone(&events.received));
+    let stream = match ticket {
+        Some(t) => stream.gated(gate::Waiter::new(t)),
+        None => stream,
+    };
     let handler = ConnHandler::new(Arc::clone(&ctx), Arc::clone(&shared));
     let cut = || cutter.cut();
 
@@ -189,12 +236,12 @@ pub async fn serve(
         Ok(Err(e)) => {
             tracing::debug!("connection from {} failed: {e}", peer(&ctx.peer));
             cut();
-            return;
+            return PreauthEnd::NoAuth;
         }
         Err(_) => {
             tracing::info!("Timeout before authentication for {}", peer(&ctx.peer));
             cut();
-            return;
+            return PreauthEnd::GraceExceeded;
         }
     };
     let handle = running.handle();
@@ -203,9 +250,14 @@ pub async fn serve(
     let mut login_rx = shared.login.subscribe();
     let mut on_auth = Some(on_auth);
     let mut ending: Option<Ending> = None;
+    let mut crashed = false;
     loop {
         tokio::select! {
-            _ = &mut run => break,
+            r = &mut run => {
+                // russh reports its task's panic as a join error.
+                crashed = matches!(r, Err(handler::ConnError::Protocol(russh::Error::Join(_))));
+                break;
+            }
             changed = login_rx.changed(), if on_auth.is_some() => {
                 if changed.is_ok() && login_rx.borrow().is_some()
                     && let Some(f) = on_auth.take() { f(); }
@@ -311,6 +363,14 @@ pub async fn serve(
         }
         None => {}
     }
+    let end = match (&ending, shared.login().is_some()) {
+        (_, true) => PreauthEnd::Authenticated,
+        (Some(Ending::LoginGrace), _) => PreauthEnd::GraceExceeded,
+        (Some(Ending::Shutdown | Ending::Killed { .. }), _) => PreauthEnd::Stopped,
+        _ if crashed => PreauthEnd::Crashed,
+        _ if shared.attempted.load(std::sync::atomic::Ordering::Relaxed) => PreauthEnd::AuthFailed,
+        _ => PreauthEnd::NoAuth,
+    };
     let killers: Vec<ProcessKiller> = shared
         .processes
         .lock()
@@ -321,6 +381,7 @@ pub async fn serve(
         hangups.spawn(async move { k.hang_up(HANGUP_GRACE).await });
     }
     while hangups.join_next().await.is_some() {}
+    end
 }
 
 /// One line on each of the connection's terminals, on a line of its own.

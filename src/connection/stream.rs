@@ -17,6 +17,8 @@ pub struct StampedStream {
     inner: TcpStream,
     received: Arc<Stamp>,
     cutter: Arc<Cutter>,
+    /// Before login: the pre-auth work gate (see `gate`).
+    gate: Option<super::gate::Waiter>,
 }
 
 impl StampedStream {
@@ -29,8 +31,15 @@ impl StampedStream {
             inner,
             received,
             cutter: Arc::clone(&cutter),
+            gate: None,
         };
         (stream, cutter)
+    }
+
+    /// Hold this connection to the pre-auth work gate until its ticket opens.
+    pub fn gated(mut self, waiter: super::gate::Waiter) -> Self {
+        self.gate = Some(waiter);
+        self
     }
 }
 
@@ -71,12 +80,30 @@ impl AsyncRead for StampedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(g) = this.gate.as_mut().filter(|g| g.ticket().gated()) {
+            // russh is back for more: its work on what it had is done. Take a
+            // permit only once there is something to work on.
+            g.ticket().release();
+            std::task::ready!(this.inner.poll_read_ready(cx))?;
+            std::task::ready!(g.poll_enter(cx));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.received.touch();
+        match &r {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.received.touch(),
+            Poll::Pending => this.release_gate(),
+            _ => {}
         }
         r
+    }
+}
+
+impl StampedStream {
+    /// Waiting on the client is not work: let another connection have the permit.
+    fn release_gate(&self) {
+        if let Some(g) = &self.gate {
+            g.ticket().release();
+        }
     }
 }
 
@@ -86,20 +113,40 @@ impl AsyncWrite for StampedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if r.is_pending() {
+            this.release_gate();
+        }
+        r
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        if r.is_pending() {
+            this.release_gate();
+        }
+        r
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        if r.is_pending() {
+            this.release_gate();
+        }
+        r
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if r.is_pending() {
+            this.release_gate();
+        }
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

@@ -134,6 +134,7 @@ impl Handler for ConnHandler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.shared.attempted();
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
@@ -152,6 +153,7 @@ impl Handler for ConnHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.shared.attempted();
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
@@ -181,6 +183,7 @@ impl Handler for ConnHandler {
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let started = std::time::Instant::now();
         self.shared.set_user(user);
+        self.shared.attempted();
         let Some(params) = self.pam_params(user, "password") else {
             self.log_fail_without_pam(user, "password");
             tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
@@ -216,6 +219,7 @@ impl Handler for ConnHandler {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.shared.attempted();
         match response {
             None => {
                 let pam = self
