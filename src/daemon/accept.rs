@@ -96,8 +96,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let local = stream.local_addr().unwrap_or(peer);
-        if let Some(slot) = admit(&shared, &stream, peer, local) {
-            serve(&shared, stream, peer, local, slot);
+        match admit(&shared, &stream, peer, local) {
+            Some(slot) => serve(&shared, stream, peer, local, slot),
+            // A refused flood is accepted as fast as it comes (tokio lets one poll
+            // accept up to 128): let sessions' tasks run between refusals.
+            None => tokio::task::yield_now().await,
         }
     }
 }
