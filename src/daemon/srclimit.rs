@@ -11,7 +11,8 @@
 //! accepted.
 //!
 //! Unlike sshd, which re-executes itself on SIGHUP and so forgets every penalty,
-//! rsshd keeps the table across a reload and applies the new limits to it.
+//! rsshd keeps the table across a reload and applies the new limits to it (a new
+//! PerSourceNetBlockSize starts it over).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -222,19 +223,23 @@ impl SourceLimits {
         })
     }
 
-    /// New limits after a reload; penalties and counts already recorded stay.
+    /// New limits after a reload; penalties and counts already recorded stay,
+    /// unless the net block size changed.
     pub(crate) fn reconfigure(&self, limits: Limits) {
-        if let Ok(mut st) = self.state.lock()
-            && st.limits != limits
-        {
-            st.limits = limits;
-            // Counts were kept per source under the old mask; a new mask would
-            // make them meaningless, so start over rather than misattribute.
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if (st.limits.bits4, st.limits.bits6) != (limits.bits4, limits.bits6) {
+            // Counts and penalties are kept per source under the old mask, which
+            // would make them misattributed: start over.
             st.startups.clear();
-            for v4 in [true, false] {
-                let (t, max, _) = st.table(v4);
-                t.shrink_to(max);
-            }
+            st.v4 = Table::default();
+            st.v6 = Table::default();
+        }
+        st.limits = limits;
+        for v4 in [true, false] {
+            let (t, max, _) = st.table(v4);
+            t.shrink_to(max);
         }
     }
 
@@ -501,6 +506,22 @@ mod tests {
             None,
             "free again once expired"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_penalties_unless_sources_change_shape() {
+        let l = SourceLimits::new(limits(""));
+        let a = ip("192.0.2.7");
+        l.penalise(a, Offence::GraceExceeded);
+        l.reconfigure(limits("authfail:1m"));
+        assert!(l.refusal(a).is_some(), "kept across a reload");
+        let mut wider = limits("authfail:1m");
+        wider.bits4 = 24;
+        l.reconfigure(wider);
+        assert_eq!(l.refusal(a), None, "a new net block size starts over");
+        l.reconfigure(limits("no"));
+        l.penalise(a, Offence::GraceExceeded);
+        assert_eq!(l.refusal(a), None, "disabled by the reload");
     }
 
     #[tokio::test]
