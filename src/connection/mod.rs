@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod agent;
+mod channels;
 mod flow;
 pub mod forward;
 pub mod handler;
@@ -14,7 +15,6 @@ mod remote;
 pub mod session;
 pub mod stream;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,8 +82,8 @@ pub struct ConnShared {
     pub processes: Mutex<Vec<ProcessKiller>>,
     /// Lifetime events go here.
     pub events: Events,
-    /// Open session channels by number, and whether each has a PTY (for warnings).
-    pub channels: Mutex<HashMap<u32, (ChannelId, bool)>>,
+    /// The connection's open channels (see [`channels`]).
+    pub(crate) channels: channels::ChannelTable,
     /// This connection's row in the daemon's registry.
     pub entry: Arc<Entry>,
 }
@@ -95,7 +95,7 @@ impl ConnShared {
             login: watch::channel(None).0,
             processes: Mutex::new(Vec::new()),
             events,
-            channels: Mutex::new(HashMap::new()),
+            channels: channels::ChannelTable::default(),
             entry,
         }
     }
@@ -134,15 +134,7 @@ impl ConnShared {
     }
 
     fn pty_channels(&self) -> Vec<ChannelId> {
-        self.channels
-            .lock()
-            .map(|c| {
-                c.values()
-                    .filter(|(_, pty)| *pty)
-                    .map(|(id, _)| *id)
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.channels.ptys()
     }
 }
 
@@ -268,10 +260,11 @@ pub async fn serve(
                     Box::pin(write_to_ptys(&handle, &shared.pty_channels(), &text)).await;
                 }
                 Action::CloseChannel(n) => {
-                    let id = shared.channels.lock().ok().and_then(|c| c.get(&n).map(|(id, _)| *id));
-                    if let Some(id) = id {
+                    if let Some(id) = shared.channels.id(n) {
                         tracing::debug!("channel {n}: ChannelTimeout expired, closing");
                         let _ = Box::pin(handle.close(id)).await;
+                        // russh forgot it with our CLOSE: retire it here.
+                        shared.retire(n);
                     }
                 }
                 Action::Disconnect(e) => {

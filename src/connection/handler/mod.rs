@@ -145,6 +145,20 @@ impl ConnHandler {
         Ok(true)
     }
 
+    /// Drop what the handler keeps for channels retired since it last looked
+    /// (see `connection::channels`): their session state and window credit.
+    fn forget_retired(&mut self) {
+        let gone = self.shared.channels.take_retired();
+        if gone.is_empty() {
+            return;
+        }
+        self.channels
+            .retain(|id, _| !gone.contains(&u32::from(*id)));
+        for n in gone {
+            self.credits.closed(n);
+        }
+    }
+
     /// The user's descriptors a session's PTY or pipes will take, claimed before
     /// they are created; `None` (logged) past the per-user cap.
     fn session_fds(&self, login: &Login, pty: bool) -> Option<super::limits::FdLease> {
@@ -383,6 +397,8 @@ impl Handler for ConnHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Sessions we closed count no more (MaxSessions is about open ones).
+        self.forget_retired();
         let max = self
             .login
             .as_ref()
@@ -393,7 +409,7 @@ impl Handler for ConnHandler {
             .as_ref()
             .map(|l| l.user.name.as_str())
             .unwrap_or("unknown");
-        if self.channels.len() >= max {
+        if self.shared.channels.sessions() >= max {
             tracing::info!(
                 "Refused session channel for user {user} from {}: MaxSessions {max} reached",
                 peer(&self.ctx.peer)
@@ -421,11 +437,12 @@ impl Handler for ConnHandler {
         let id = channel.id();
         let n = u32::from(id);
         let stamps = self.shared.events.channel_opened(n, "session");
-        if let Ok(mut c) = self.shared.channels.lock() {
-            c.insert(n, (id, false));
-        }
-        self.channels
-            .insert(id, SessionChannel::open(channel, stamps, &conn, slot));
+        let retired = self.shared.channels.open(id, true, slot);
+        let shared = Arc::clone(&self.shared);
+        self.channels.insert(
+            id,
+            SessionChannel::open(channel, stamps, &conn, retired, shared),
+        );
         reply.accept().await;
         Ok(())
     }
@@ -435,13 +452,9 @@ impl Handler for ConnHandler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.remove(&channel);
-        self.credits.closed(u32::from(channel));
-        let n = u32::from(channel);
-        if let Ok(mut c) = self.shared.channels.lock() {
-            c.remove(&n);
-        }
-        self.shared.events.send(Event::ChannelClosed { channel: n });
+        // The client closed first; the same retiring as when we do.
+        self.shared.retire(u32::from(channel));
+        self.forget_retired();
         Ok(())
     }
 
@@ -470,11 +483,7 @@ impl Handler for ConnHandler {
                     pix_height,
                     modes: modes.iter().map(|(p, v)| (*p as u8, *v)).collect(),
                 });
-                if let Ok(mut c) = self.shared.channels.lock()
-                    && let Some(entry) = c.get_mut(&u32::from(channel))
-                {
-                    entry.1 = true;
-                }
+                self.shared.channels.set_pty(u32::from(channel));
                 session.channel_success(channel)?;
             }
             _ => session.channel_failure(channel)?,
@@ -565,14 +574,7 @@ impl Handler for ConnHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(chan) = self.channels.get_mut(&channel) {
-            if let Some(r) = &chan.resizer {
-                let _ = r.resize(col_width, row_height, pix_width, pix_height);
-            } else if let Some(p) = &mut chan.pty {
-                p.cols = col_width;
-                p.rows = row_height;
-                p.pix_width = pix_width;
-                p.pix_height = pix_height;
-            }
+            chan.resize(col_width, row_height, pix_width, pix_height);
         }
         Ok(())
     }
@@ -601,6 +603,7 @@ impl Handler for ConnHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.forget_retired();
         let login = self.login.clone();
         self.forwards
             .open_direct(
