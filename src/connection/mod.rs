@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod agent;
+mod banner;
 mod channels;
 mod flow;
 pub mod forward;
@@ -86,6 +87,10 @@ pub struct ConnShared {
     pub(crate) channels: channels::ChannelTable,
     /// This connection's row in the daemon's registry.
     pub entry: Arc<Entry>,
+    /// Notified by the handler when MaxAuthTries is reached (it has logged
+    /// sshd's lines): the connection task sends the DISCONNECT, which the
+    /// handler's authentication callbacks have no session to send with.
+    pub(crate) auth_exhausted: tokio::sync::Notify,
 }
 
 impl ConnShared {
@@ -97,6 +102,7 @@ impl ConnShared {
             events,
             channels: channels::ChannelTable::default(),
             entry,
+            auth_exhausted: tokio::sync::Notify::new(),
         }
     }
 
@@ -209,6 +215,14 @@ pub async fn serve(
     let running = match opened.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            if let Some(major) = cutter.refused_version() {
+                // sshd's two lines for an SSH-1 client (kex.c, then the fatal).
+                tracing::error!("Protocol major versions differ: 2 vs. {major}");
+                tracing::info!(
+                    "banner exchange: Connection from {}: could not read protocol version",
+                    peer(&ctx.peer)
+                );
+            }
             tracing::debug!("connection from {} failed: {e}", peer(&ctx.peer));
             cut();
             return Served::Failed;
@@ -225,9 +239,22 @@ pub async fn serve(
     let mut login_rx = shared.login.subscribe();
     let mut on_auth = Some(on_auth);
     let mut ending: Option<Ending> = None;
+    // Ended for too many authentication failures (already logged as sshd does).
+    let mut auth_exhausted = false;
     loop {
         tokio::select! {
             _ = &mut run => break,
+            _ = shared.auth_exhausted.notified(), if !auth_exhausted => {
+                auth_exhausted = true;
+                // sshd's auth_maxtries_exceeded: reason 2 and its words.
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ProtocolError,
+                        "Too many authentication failures".into(),
+                        String::new(),
+                    )
+                    .await;
+            }
             changed = login_rx.changed(), if on_auth.is_some() => {
                 if changed.is_ok() && login_rx.borrow().is_some()
                     && let Some(f) = on_auth.take() { f(); }
@@ -322,7 +349,7 @@ pub async fn serve(
                 human_duration(started.elapsed())
             );
         }
-        None if ending.is_none() => {
+        None if ending.is_none() && !auth_exhausted => {
             let user = shared.user.lock().ok().and_then(|u| u.clone());
             match user {
                 Some(u) => tracing::info!(

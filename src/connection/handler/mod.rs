@@ -63,8 +63,12 @@ pub struct ConnHandler {
     key_options: Option<KeyOptions>,
     /// A keyboard-interactive PAM conversation in flight.
     kbd: Option<KbdState>,
-    /// Failed password-style attempts, for sshd's MaxAuthTries log line.
+    /// Failed attempts as sshd counts them, against MaxAuthTries.
     failures: u32,
+    /// MaxAuthTries was reached: every further request fails.
+    exhausted: bool,
+    /// An authentication request was seen (sshd forgives only the first `none`).
+    auth_seen: bool,
     /// Publickey verdicts and keys already used (see `auth::KeyState`).
     keys: KeyState,
     /// The window each channel has left, to catch a client that ignores it.
@@ -85,6 +89,8 @@ impl ConnHandler {
             key_options: None,
             kbd: None,
             failures: 0,
+            exhausted: false,
+            auth_seen: false,
             keys: KeyState::default(),
             credits: super::flow::Credits::default(),
         }
@@ -240,6 +246,10 @@ impl Handler for ConnHandler {
         // Resolve (and log an invalid user) on the first request, as sshd does.
         self.candidate(user);
         self.shared.set_user(user);
+        // Only a first `none` is free (sshd's userauth_finish).
+        if std::mem::replace(&mut self.auth_seen, true) && !self.exhausted {
+            self.count_failure(user);
+        }
         Ok(Auth::reject())
     }
 
@@ -249,7 +259,12 @@ impl Handler for ConnHandler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.auth_seen = true;
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         if !self.method_ok(user, "publickey") {
+            self.count_failure(user);
             return Ok(Auth::reject());
         }
         match self
@@ -268,6 +283,8 @@ impl Handler for ConnHandler {
                     key_type_name(offer.public_key),
                     offer.public_key.fingerprint(HashAlg::Sha256)
                 );
+                // Each key refused is a failed attempt for sshd.
+                self.count_failure(user);
                 Ok(Auth::reject())
             }
         }
@@ -279,10 +296,15 @@ impl Handler for ConnHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         if !self.method_ok(user, "publickey") {
+            self.count_failure(user);
             return Ok(Auth::reject());
         }
         let Some(options) = self.check_key(user, key.public_key, key.algorithm).await else {
+            self.count_failure(user);
             return Ok(Auth::reject());
         };
         self.pending_key = None;
@@ -309,10 +331,14 @@ impl Handler for ConnHandler {
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let started = std::time::Instant::now();
         self.shared.set_user(user);
+        self.auth_seen = true;
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         let Some(params) = self.pam_params(user, "password") else {
             self.log_fail_without_pam(user, "password");
             tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-            return Ok(Auth::reject());
+            return Ok(self.failure(user));
         };
         let outcome = if password.is_empty() && !params.allow_empty {
             AuthOutcome::Failed("empty password".into())
@@ -332,7 +358,7 @@ impl Handler for ConnHandler {
             return Ok(auth);
         }
         tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-        Ok(Auth::reject())
+        Ok(self.failure(user))
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -342,6 +368,10 @@ impl Handler for ConnHandler {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.auth_seen = true;
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         match response {
             None => {
                 let pam = self
