@@ -4,6 +4,8 @@
 
 pub mod access;
 pub mod agent;
+mod banner;
+mod channels;
 mod flow;
 pub mod forward;
 pub mod gate;
@@ -15,7 +17,6 @@ mod remote;
 pub mod session;
 pub mod stream;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,8 +86,8 @@ pub struct ConnShared {
     pub processes: Mutex<Vec<ProcessKiller>>,
     /// Lifetime events go here.
     pub events: Events,
-    /// Open session channels by number, and whether each has a PTY (for warnings).
-    pub channels: Mutex<HashMap<u32, (ChannelId, bool)>>,
+    /// The connection's open channels (see [`channels`]).
+    pub(crate) channels: channels::ChannelTable,
     /// This connection's row in the daemon's registry.
     pub entry: Arc<Entry>,
     /// The client tried an authentication method other than `none`
@@ -94,6 +95,10 @@ pub struct ConnShared {
     attempted: std::sync::atomic::AtomicBool,
     /// This connection's place at the pre-auth work gate.
     gate: Option<Arc<gate::Ticket>>,
+    /// Notified by the handler when MaxAuthTries is reached (it has logged
+    /// sshd's lines): the connection task sends the DISCONNECT, which the
+    /// handler's authentication callbacks have no session to send with.
+    pub(crate) auth_exhausted: tokio::sync::Notify,
 }
 
 impl ConnShared {
@@ -103,10 +108,11 @@ impl ConnShared {
             login: watch::channel(None).0,
             processes: Mutex::new(Vec::new()),
             events,
-            channels: Mutex::new(HashMap::new()),
+            channels: channels::ChannelTable::default(),
             entry,
             attempted: std::sync::atomic::AtomicBool::new(false),
             gate,
+            auth_exhausted: tokio::sync::Notify::new(),
         }
     }
 
@@ -158,15 +164,7 @@ impl ConnShared {
     }
 
     fn pty_channels(&self) -> Vec<ChannelId> {
-        self.channels
-            .lock()
-            .map(|c| {
-                c.values()
-                    .filter(|(_, pty)| *pty)
-                    .map(|(id, _)| *id)
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.channels.ptys()
     }
 }
 
@@ -254,6 +252,14 @@ pub async fn serve(
     let running = match opened.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            if let Some(major) = cutter.refused_version() {
+                // sshd's two lines for an SSH-1 client (kex.c, then the fatal).
+                tracing::error!("Protocol major versions differ: 2 vs. {major}");
+                tracing::info!(
+                    "banner exchange: Connection from {}: could not read protocol version",
+                    peer(&ctx.peer)
+                );
+            }
             tracing::debug!("connection from {} failed: {e}", peer(&ctx.peer));
             cut();
             return PreauthEnd::NoAuth;
@@ -271,12 +277,25 @@ pub async fn serve(
     let mut on_auth = Some(on_auth);
     let mut ending: Option<Ending> = None;
     let mut crashed = false;
+    // Ended for too many authentication failures (already logged as sshd does).
+    let mut auth_exhausted = false;
     loop {
         tokio::select! {
             r = &mut run => {
                 // russh reports its task's panic as a join error.
                 crashed = matches!(r, Err(handler::ConnError::Protocol(russh::Error::Join(_))));
                 break;
+            }
+            _ = shared.auth_exhausted.notified(), if !auth_exhausted => {
+                auth_exhausted = true;
+                // sshd's auth_maxtries_exceeded: reason 2 and its words.
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ProtocolError,
+                        "Too many authentication failures".into(),
+                        String::new(),
+                    )
+                    .await;
             }
             changed = login_rx.changed(), if on_auth.is_some() => {
                 if changed.is_ok() && login_rx.borrow().is_some()
@@ -310,10 +329,11 @@ pub async fn serve(
                     Box::pin(write_to_ptys(&handle, &shared.pty_channels(), &text)).await;
                 }
                 Action::CloseChannel(n) => {
-                    let id = shared.channels.lock().ok().and_then(|c| c.get(&n).map(|(id, _)| *id));
-                    if let Some(id) = id {
+                    if let Some(id) = shared.channels.id(n) {
                         tracing::debug!("channel {n}: ChannelTimeout expired, closing");
                         let _ = Box::pin(handle.close(id)).await;
+                        // russh forgot it with our CLOSE: retire it here.
+                        shared.retire(n);
                     }
                 }
                 Action::Disconnect(e) => {
@@ -371,7 +391,7 @@ pub async fn serve(
                 human_duration(started.elapsed())
             );
         }
-        None if ending.is_none() => {
+        None if ending.is_none() && !auth_exhausted => {
             let user = shared.user.lock().ok().and_then(|u| u.clone());
             match user {
                 Some(u) => tracing::info!(

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::ConnShared;
+use super::channels::Retired;
 use super::flow::ConnQueue;
 use super::limits::{ChannelSlot, ChannelSlots, FdLease, Notices};
 use super::session::{BacklogCounter, Input};
@@ -60,13 +61,14 @@ impl Tunnels {
     }
 
     /// Announce a confirmed channel to the lifetime engine (so `ChannelTimeout`
-    /// applies and it can be closed by number) and give it a backlog counter.
+    /// applies and it can be closed by number), enter it in the connection's
+    /// table (which takes its place among the channels) and give it a backlog
+    /// counter.
     pub(crate) fn register(&self, id: ChannelId, kind: &str, hold: Hold) -> Registration {
         let n = u32::from(id);
         let stamps = self.shared.events.channel_opened(n, kind);
-        if let Ok(mut c) = self.shared.channels.lock() {
-            c.insert(n, (id, false));
-        }
+        let Hold { slot, fds } = hold;
+        let retired = self.shared.channels.open(id, false, slot);
         let backlog = Arc::new(BacklogCounter::new(Arc::clone(&self.conn)));
         if let Ok(mut b) = self.backlogs.lock() {
             b.insert(id, Arc::clone(&backlog));
@@ -74,9 +76,11 @@ impl Tunnels {
         Registration {
             id,
             backlogs: Arc::clone(&self.backlogs),
+            shared: Arc::clone(&self.shared),
+            retired: Some(retired),
             stamps,
             backlog,
-            _hold: hold,
+            _fds: fds,
         }
     }
 
@@ -104,27 +108,28 @@ impl Tunnels {
 /// What a forwarded channel holds for as long as it runs: its place among the
 /// connection's channels and its socket's share of the user's descriptors.
 pub(crate) struct Hold {
-    _slot: ChannelSlot,
-    _fds: FdLease,
+    slot: ChannelSlot,
+    fds: FdLease,
 }
 
 impl Hold {
     pub(crate) fn new(slot: ChannelSlot, fds: FdLease) -> Self {
-        Hold {
-            _slot: slot,
-            _fds: fds,
-        }
+        Hold { slot, fds }
     }
 }
 
 /// A forwarded channel's entry in the connection's tables, withdrawn when its pump
-/// ends. The engine hears of the close from the handler's `channel_close`.
+/// ends: the channel is retired then, whichever side closed it (see
+/// [`super::channels`]).
 pub(crate) struct Registration {
     id: ChannelId,
     backlogs: Backlogs,
+    shared: Arc<ConnShared>,
+    /// Fulfilled if the channel is retired while the pump runs (ChannelTimeout).
+    retired: Option<Retired>,
     stamps: Arc<ChannelStamps>,
     backlog: Arc<BacklogCounter>,
-    _hold: Hold,
+    _fds: FdLease,
 }
 
 impl Drop for Registration {
@@ -132,12 +137,14 @@ impl Drop for Registration {
         if let Ok(mut b) = self.backlogs.lock() {
             b.remove(&self.id);
         }
+        self.shared.retire(u32::from(self.id));
     }
 }
 
 /// Copy between a channel and a socket until both sides sent EOF, either side
-/// fails, or the client closes the channel (which drops the socket).
-pub(crate) async fn pump<S>(channel: Channel<Msg>, stream: S, reg: Registration)
+/// fails, the client closes the channel, or the channel is retired (both drop
+/// the socket).
+pub(crate) async fn pump<S>(channel: Channel<Msg>, stream: S, mut reg: Registration)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -152,11 +159,14 @@ where
             socket_to_client(sock_read, write.make_writer(), &reg.stamps),
         )
     };
+    let retired = reg.retired.take();
     tokio::select! {
         _ = drain => {}
         _ = copy => {
             let _ = write.close().await;
         }
+        // Closed by the lifetime engine: russh never ends our reader then.
+        _ = async { if let Some(r) = retired { let _ = r.await; } } => {}
     }
 }
 

@@ -19,8 +19,10 @@ use russh::{ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::ConnShared;
+use super::channels::Retired;
 use super::flow::ConnQueue;
-use super::limits::{ChannelSlot, FdLease};
+use super::limits::FdLease;
 use crate::host::{
     ExitOutcome, LoginRecord, ProcessKiller, PtyParams, PtyResizer, SessionProcess, record_login,
     record_logout,
@@ -133,12 +135,15 @@ pub struct SessionChannel {
     pub backlog: Backlog,
     pub pty: Option<PtyParams>,
     pub env: Vec<(String, String)>,
-    pub resizer: Option<PtyResizer>,
+    /// The terminal's size control while the program runs: shared with the
+    /// session's task, which lets go of it when the program ends so that nothing
+    /// the handler keeps holds the terminal open.
+    resizer: Arc<std::sync::Mutex<Option<PtyResizer>>>,
     killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
     /// Where this channel's input and output are stamped for the lifetime engine.
     pub stamps: Arc<ChannelStamps>,
-    /// Its place among the connection's open channels.
-    _slot: ChannelSlot,
+    /// The connection's state, to retire the channel when we close it.
+    shared: Arc<ConnShared>,
     /// The user's descriptors its process's PTY or pipes take, claimed before
     /// they are created; held until the process ends.
     pub(crate) fds: Option<FdLease>,
@@ -148,14 +153,16 @@ pub struct SessionChannel {
 }
 
 impl SessionChannel {
-    /// Take over a freshly accepted channel; client data and EOF start flowing into
-    /// the bounded input queue at once, and the close of the channel hangs up
-    /// whatever process it ends up running.
+    /// Take over a freshly accepted channel, entered in the connection's table
+    /// (`retired` is fulfilled when it leaves it); client data and EOF start
+    /// flowing into the input queue at once, and the close of the channel hangs
+    /// up whatever process it ends up running.
     pub(crate) fn open(
         channel: russh::Channel<Msg>,
         stamps: Arc<ChannelStamps>,
         conn: &Arc<ConnQueue>,
-        slot: ChannelSlot,
+        retired: Retired,
+        shared: Arc<ConnShared>,
     ) -> Self {
         let (read, write) = channel.split();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -167,6 +174,7 @@ impl SessionChannel {
             Arc::clone(&killer),
             Arc::clone(&stamps),
             Arc::clone(&backlog),
+            retired,
         ));
         SessionChannel {
             write: Some(write),
@@ -174,10 +182,10 @@ impl SessionChannel {
             backlog,
             pty: None,
             env: Vec::new(),
-            resizer: None,
+            resizer: Arc::default(),
             killer,
             stamps,
-            _slot: slot,
+            shared,
             fds: None,
             signals_refused: None,
         }
@@ -186,6 +194,19 @@ impl SessionChannel {
     /// Whether shell/exec/subsystem already ran (a second one is refused).
     pub fn started(&self) -> bool {
         self.write.is_none()
+    }
+
+    /// The client's window-change: the running program's terminal, or the PTY
+    /// still to be created.
+    pub fn resize(&mut self, cols: u32, rows: u32, pix_width: u32, pix_height: u32) {
+        if let Some(r) = self.resizer.lock().ok().as_deref().and_then(Option::as_ref) {
+            let _ = r.resize(cols, rows, pix_width, pix_height);
+        } else if let Some(p) = &mut self.pty {
+            p.cols = cols;
+            p.rows = rows;
+            p.pix_width = pix_width;
+            p.pix_height = pix_height;
+        }
     }
 
     /// The client's `signal` request: the program's process group gets it, as
@@ -226,7 +247,11 @@ impl SessionChannel {
         let (Some(write), Some(input)) = (self.write.take(), self.input.take()) else {
             return;
         };
-        self.resizer = process.resizer();
+        if let Ok(mut r) = self.resizer.lock() {
+            *r = process.resizer();
+        }
+        let resizer = Arc::clone(&self.resizer);
+        let shared = Arc::clone(&self.shared);
         let killer = process.killer();
         if let Ok(mut slot) = self.killer.lock() {
             *slot = Some(killer.clone());
@@ -272,6 +297,11 @@ impl SessionChannel {
             // Boxed: this task lives as long as the process, and only the wait
             // above needs to be in its state all that time.
             Box::pin(async move {
+                // The program is gone: no more resizing, and the terminal is not
+                // held open by the handler's copy of its master.
+                if let Ok(mut r) = resizer.lock() {
+                    r.take();
+                }
                 if let Some(rec) = login {
                     let _ = tokio::task::spawn_blocking(move || {
                         if let Err(e) = record_logout(&rec.tty, rec.pid) {
@@ -315,6 +345,10 @@ impl SessionChannel {
                 }
                 let _ = write.eof().await;
                 let _ = write.close().await;
+                // russh forgot the channel with our CLOSE and will drop the
+                // client's answer: retire it here (a no-op if the client closed
+                // it first).
+                shared.retire(u32::from(id));
                 // Hang up what is left of the session, then reap its leader.
                 process.finish().await;
                 drop(fds);
@@ -332,9 +366,19 @@ async fn read_client(
     killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
     stamps: Arc<ChannelStamps>,
     backlog: Backlog,
+    retired: Retired,
 ) {
-    super::pump::from_client(&mut read, &tx, &stamps, &backlog).await;
-    // The client closed the channel: its process goes with it.
+    tokio::select! {
+        _ = super::pump::from_client(&mut read, &tx, &stamps, &backlog) => {}
+        // We closed the channel (its program ended, or ChannelTimeout): russh
+        // keeps its end of this reader open for the connection's life, so the
+        // loop above would never end.
+        _ = retired => {}
+    }
+    // Let go of the reader and the input queue (the feeder ends with it).
+    drop(read);
+    drop(tx);
+    // The channel is closed: its process goes with it.
     let killer = killer.lock().ok().and_then(|k| k.clone());
     if let Some(killer) = killer {
         // Boxed so the hang-up's state is not part of the idle reader's.

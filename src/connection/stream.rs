@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -16,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::banner::{self, Verdict, Watch};
 use crate::lifetime::Stamp;
 
 /// What carries one SSH connection.
@@ -132,6 +134,11 @@ pub struct StampedStream {
     cutter: Arc<Cutter>,
     /// Before login: the pre-auth work gate (see `gate`).
     gate: Option<super::gate::Waiter>,
+    /// The client's identification line until it is judged (see [`banner`]).
+    banner: Option<Watch>,
+    /// Bytes of [`banner::REPLY`] written, once the client's line was refused;
+    /// reads then end the stream, so russh ends the connection.
+    refusing: Option<usize>,
 }
 
 impl StampedStream {
@@ -141,12 +148,17 @@ impl StampedStream {
             Transport::Tcp(s) => Some(s.as_raw_fd()),
             Transport::Fds(_) => None,
         };
-        let cutter = Arc::new(Cutter { fd: Mutex::new(fd) });
+        let cutter = Arc::new(Cutter {
+            fd: Mutex::new(fd),
+            refused: AtomicU32::new(0),
+        });
         let stream = StampedStream {
             inner,
             received,
             cutter: Arc::clone(&cutter),
             gate: None,
+            banner: Some(Watch::default()),
+            refusing: None,
         };
         (stream, cutter)
     }
@@ -155,6 +167,23 @@ impl StampedStream {
     pub fn gated(mut self, waiter: super::gate::Waiter) -> Self {
         self.gate = Some(waiter);
         self
+    }
+
+    /// Write sshd's answer to a client version we do not speak, then read as
+    /// end-of-file.
+    fn poll_refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(done) = self.refusing.filter(|d| *d < banner::REPLY.len()) {
+            let rest = &banner::REPLY[done..];
+            let r = self.inner.poll_write(cx, rest);
+            let n = match r {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 => n,
+                // The client is gone: nothing more to tell it.
+                Poll::Ready(_) => rest.len(),
+            };
+            self.refusing = Some(done + n);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -179,9 +208,17 @@ pub struct Cutter {
     /// The stream's socket while the stream exists. The lock is taken only
     /// when cutting and when the stream is dropped, never per packet.
     fd: Mutex<Option<RawFd>>,
+    /// The protocol major version of a client the stream refused before russh
+    /// saw its identification (0: none), for the connection's log.
+    refused: AtomicU32,
 }
 
 impl Cutter {
+    /// The major version the client announced if it was refused (see [`banner`]).
+    pub fn refused_version(&self) -> Option<u32> {
+        Some(self.refused.load(Ordering::Relaxed)).filter(|m| *m != 0)
+    }
+
     pub fn cut(&self) {
         if let Ok(fd) = self.fd.lock()
             && let Some(fd) = *fd
@@ -264,10 +301,29 @@ impl AsyncRead for StampedStream {
             std::task::ready!(this.inner.poll_read_ready(cx))?;
             std::task::ready!(g.poll_enter(cx));
         }
+        if this.refusing.is_some() {
+            return this.poll_refuse(cx);
+        }
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
         match &r {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => this.received.touch(),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.received.touch();
+                if let Some(watch) = &mut this.banner {
+                    match watch.feed(&buf.filled()[before..]) {
+                        Verdict::Reading => {}
+                        Verdict::Pass => this.banner = None,
+                        Verdict::Refuse(major) => {
+                            // russh never sees the line: to it the client hung up.
+                            this.banner = None;
+                            buf.set_filled(before);
+                            this.cutter.refused.store(major, Ordering::Relaxed);
+                            this.refusing = Some(0);
+                            return this.poll_refuse(cx);
+                        }
+                    }
+                }
+            }
             Poll::Pending => this.release_gate(),
             _ => {}
         }

@@ -16,6 +16,7 @@ mod process;
 mod pty;
 pub mod spawn;
 mod strict_modes;
+mod ttymodes;
 mod user_env;
 mod user_files;
 mod user_socket;

@@ -74,7 +74,7 @@ pub fn open(params: &PtyParams) -> Result<Pty, HostError> {
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
         return Err(os("TIOCSWINSZ")(nix::Error::last()));
     }
-    apply_modes(&slave, &params.modes);
+    super::ttymodes::apply(&slave, &params.modes);
     Ok(Pty {
         master,
         slave,
@@ -119,86 +119,6 @@ fn open_by_name(master: &OwnedFd, flags: nix::fcntl::OFlag) -> Result<OwnedFd, H
             source,
         }
     })
-}
-
-/// Apply the client's terminal modes; unknown opcodes are ignored, as in sshd.
-fn apply_modes(slave: &OwnedFd, modes: &[(u8, u32)]) {
-    let fd = slave.as_raw_fd();
-    // SAFETY: termios is plain data; tcgetattr fills it from a valid fd.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
-        return;
-    }
-    let set = |flags: &mut libc::tcflag_t, bit: libc::tcflag_t, on: bool| {
-        if on {
-            *flags |= bit;
-        } else {
-            *flags &= !bit;
-        }
-    };
-    for &(op, v) in modes {
-        let on = v != 0;
-        let cc = |i: usize, t: &mut libc::termios| t.c_cc[i] = v as libc::cc_t;
-        match op {
-            1 => cc(libc::VINTR, &mut t),
-            2 => cc(libc::VQUIT, &mut t),
-            3 => cc(libc::VERASE, &mut t),
-            4 => cc(libc::VKILL, &mut t),
-            5 => cc(libc::VEOF, &mut t),
-            6 => cc(libc::VEOL, &mut t),
-            7 => cc(libc::VEOL2, &mut t),
-            8 => cc(libc::VSTART, &mut t),
-            9 => cc(libc::VSTOP, &mut t),
-            10 => cc(libc::VSUSP, &mut t),
-            12 => cc(libc::VREPRINT, &mut t),
-            13 => cc(libc::VWERASE, &mut t),
-            14 => cc(libc::VLNEXT, &mut t),
-            18 => cc(libc::VDISCARD, &mut t),
-            30 => set(&mut t.c_iflag, libc::IGNPAR, on),
-            31 => set(&mut t.c_iflag, libc::PARMRK, on),
-            32 => set(&mut t.c_iflag, libc::INPCK, on),
-            33 => set(&mut t.c_iflag, libc::ISTRIP, on),
-            34 => set(&mut t.c_iflag, libc::INLCR, on),
-            35 => set(&mut t.c_iflag, libc::IGNCR, on),
-            36 => set(&mut t.c_iflag, libc::ICRNL, on),
-            37 => set(&mut t.c_iflag, libc::IUCLC, on),
-            38 => set(&mut t.c_iflag, libc::IXON, on),
-            39 => set(&mut t.c_iflag, libc::IXANY, on),
-            40 => set(&mut t.c_iflag, libc::IXOFF, on),
-            41 => set(&mut t.c_iflag, libc::IMAXBEL, on),
-            42 => set(&mut t.c_iflag, libc::IUTF8, on),
-            50 => set(&mut t.c_lflag, libc::ISIG, on),
-            51 => set(&mut t.c_lflag, libc::ICANON, on),
-            52 => set(&mut t.c_lflag, libc::XCASE, on),
-            53 => set(&mut t.c_lflag, libc::ECHO, on),
-            54 => set(&mut t.c_lflag, libc::ECHOE, on),
-            55 => set(&mut t.c_lflag, libc::ECHOK, on),
-            56 => set(&mut t.c_lflag, libc::ECHONL, on),
-            57 => set(&mut t.c_lflag, libc::NOFLSH, on),
-            58 => set(&mut t.c_lflag, libc::TOSTOP, on),
-            59 => set(&mut t.c_lflag, libc::IEXTEN, on),
-            60 => set(&mut t.c_lflag, libc::ECHOCTL, on),
-            61 => set(&mut t.c_lflag, libc::ECHOKE, on),
-            62 => set(&mut t.c_lflag, libc::PENDIN, on),
-            70 => set(&mut t.c_oflag, libc::OPOST, on),
-            71 => set(&mut t.c_oflag, libc::OLCUC, on),
-            72 => set(&mut t.c_oflag, libc::ONLCR, on),
-            73 => set(&mut t.c_oflag, libc::OCRNL, on),
-            74 => set(&mut t.c_oflag, libc::ONOCR, on),
-            75 => set(&mut t.c_oflag, libc::ONLRET, on),
-            90 if on => {
-                t.c_cflag = (t.c_cflag & !libc::CSIZE) | libc::CS7;
-            }
-            91 if on => {
-                t.c_cflag = (t.c_cflag & !libc::CSIZE) | libc::CS8;
-            }
-            92 => set(&mut t.c_cflag, libc::PARENB, on),
-            93 => set(&mut t.c_cflag, libc::PARODD, on),
-            _ => {}
-        }
-    }
-    // SAFETY: t came from tcgetattr on the same fd.
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) };
 }
 
 /// The master side, shared by the reader, the writer and the resizer.

@@ -159,20 +159,70 @@ impl ConnHandler {
         })
     }
 
-    /// Log a PAM outcome in sshd's words; true if it was a success.
-    /// Count a failed attempt; at MaxAuthTries, say so as sshd does (fail2ban and
-    /// logwatch match this line).
+    /// Count a failed attempt as sshd's userauth_finish does; at MaxAuthTries,
+    /// log sshd's two lines (fail2ban and logwatch match them) and have the
+    /// connection ended with sshd's DISCONNECT.
     pub(super) fn count_failure(&mut self, user: &str) {
         self.failures += 1;
-        let max = self.candidate(user).settings.max_auth_tries;
-        if max > 0 && self.failures == max {
-            tracing::info!(
-                "maximum authentication attempts exceeded for {user} from {} ssh2 [preauth]",
-                peer(&self.ctx.peer)
-            );
+        let c = self.candidate(user);
+        let (max, invalid) = (c.settings.max_auth_tries, c.info.is_none());
+        if max == 0 || self.failures < max || self.exhausted {
+            return;
+        }
+        self.exhausted = true;
+        let p = peer(&self.ctx.peer);
+        let (who, whom) = if invalid {
+            ("invalid user ", "invalid user")
+        } else {
+            ("", "authenticating user")
+        };
+        tracing::error!(
+            "maximum authentication attempts exceeded for {who}{user} from {p} ssh2 [preauth]"
+        );
+        tracing::info!(
+            "Disconnecting {whom} {user} {p}: Too many authentication failures [preauth]"
+        );
+        self.shared.auth_exhausted.notify_one();
+    }
+
+    /// A failed attempt's answer, listing the methods `user` may use now as
+    /// sshd's authmethods_get does: those enabled for them, narrowed by
+    /// AuthenticationMethods. Given to russh explicitly because its default
+    /// drops `password` after one wrong password, so clients would not ask again
+    /// (OpenSSH's NumberOfPasswordPrompts, PuTTY's retries).
+    pub(super) fn failure(&mut self, user: &str) -> Auth {
+        let s = Arc::clone(&self.candidate(user).settings);
+        let pam = s.use_pam && pam::available().is_ok();
+        let enabled = [
+            ("publickey", MethodKind::PublicKey, s.pubkey_authentication),
+            (
+                "password",
+                MethodKind::Password,
+                pam && s.password_authentication,
+            ),
+            (
+                "keyboard-interactive",
+                MethodKind::KeyboardInteractive,
+                pam && s.kbd_interactive_authentication,
+            ),
+        ];
+        let chains = methods::chains(&s.authentication_methods);
+        let done = self.done_for(user).clone();
+        let next = methods::next_allowed(&chains, &done);
+        let kinds: Vec<MethodKind> = enabled
+            .into_iter()
+            .filter(|(name, _, on)| {
+                *on && next.as_ref().is_none_or(|n| n.iter().any(|m| m == name))
+            })
+            .map(|(_, kind, _)| kind)
+            .collect();
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&kinds[..])),
+            partial_success: false,
         }
     }
 
+    /// Log a PAM outcome in sshd's words; true if it was a success.
     pub(super) fn log_pam(&mut self, user: &str, method: &str, outcome: &AuthOutcome) -> bool {
         let p = peer(&self.ctx.peer);
         match outcome {

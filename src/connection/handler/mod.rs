@@ -63,8 +63,12 @@ pub struct ConnHandler {
     key_options: Option<KeyOptions>,
     /// A keyboard-interactive PAM conversation in flight.
     kbd: Option<KbdState>,
-    /// Failed password-style attempts, for sshd's MaxAuthTries log line.
+    /// Failed attempts as sshd counts them, against MaxAuthTries.
     failures: u32,
+    /// MaxAuthTries was reached: every further request fails.
+    exhausted: bool,
+    /// An authentication request was seen (sshd forgives only the first `none`).
+    auth_seen: bool,
     /// Publickey verdicts and keys already used (see `auth::KeyState`).
     keys: KeyState,
     /// The window each channel has left, to catch a client that ignores it.
@@ -85,6 +89,8 @@ impl ConnHandler {
             key_options: None,
             kbd: None,
             failures: 0,
+            exhausted: false,
+            auth_seen: false,
             keys: KeyState::default(),
             credits: super::flow::Credits::default(),
         }
@@ -143,6 +149,20 @@ impl ConnHandler {
         tracing::info!("Disconnecting {user}{}: {text}", peer(&self.ctx.peer));
         session.disconnect(russh::Disconnect::ByApplication, &text, "")?;
         Ok(true)
+    }
+
+    /// Drop what the handler keeps for channels retired since it last looked
+    /// (see `connection::channels`): their session state and window credit.
+    fn forget_retired(&mut self) {
+        let gone = self.shared.channels.take_retired();
+        if gone.is_empty() {
+            return;
+        }
+        self.channels
+            .retain(|id, _| !gone.contains(&u32::from(*id)));
+        for n in gone {
+            self.credits.closed(n);
+        }
     }
 
     /// The user's descriptors a session's PTY or pipes will take, claimed before
@@ -226,6 +246,10 @@ impl Handler for ConnHandler {
         // Resolve (and log an invalid user) on the first request, as sshd does.
         self.candidate(user);
         self.shared.set_user(user);
+        // Only a first `none` is free (sshd's userauth_finish).
+        if std::mem::replace(&mut self.auth_seen, true) && !self.exhausted {
+            self.count_failure(user);
+        }
         Ok(Auth::reject())
     }
 
@@ -236,7 +260,12 @@ impl Handler for ConnHandler {
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
         self.shared.attempted();
+        self.auth_seen = true;
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         if !self.method_ok(user, "publickey") {
+            self.count_failure(user);
             return Ok(Auth::reject());
         }
         match self
@@ -255,6 +284,8 @@ impl Handler for ConnHandler {
                     key_type_name(offer.public_key),
                     offer.public_key.fingerprint(HashAlg::Sha256)
                 );
+                // Each key refused is a failed attempt for sshd.
+                self.count_failure(user);
                 Ok(Auth::reject())
             }
         }
@@ -267,10 +298,15 @@ impl Handler for ConnHandler {
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
         self.shared.attempted();
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         if !self.method_ok(user, "publickey") {
+            self.count_failure(user);
             return Ok(Auth::reject());
         }
         let Some(options) = self.check_key(user, key.public_key, key.algorithm).await else {
+            self.count_failure(user);
             return Ok(Auth::reject());
         };
         self.pending_key = None;
@@ -298,10 +334,14 @@ impl Handler for ConnHandler {
         let started = std::time::Instant::now();
         self.shared.set_user(user);
         self.shared.attempted();
+        self.auth_seen = true;
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         let Some(params) = self.pam_params(user, "password") else {
             self.log_fail_without_pam(user, "password");
             tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-            return Ok(Auth::reject());
+            return Ok(self.failure(user));
         };
         let outcome = if password.is_empty() && !params.allow_empty {
             AuthOutcome::Failed("empty password".into())
@@ -323,7 +363,7 @@ impl Handler for ConnHandler {
             return Ok(auth);
         }
         tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-        Ok(Auth::reject())
+        Ok(self.failure(user))
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -334,6 +374,10 @@ impl Handler for ConnHandler {
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
         self.shared.attempted();
+        self.auth_seen = true;
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
         match response {
             None => {
                 let pam = self
@@ -389,6 +433,8 @@ impl Handler for ConnHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Sessions we closed count no more (MaxSessions is about open ones).
+        self.forget_retired();
         let max = self
             .login
             .as_ref()
@@ -399,7 +445,7 @@ impl Handler for ConnHandler {
             .as_ref()
             .map(|l| l.user.name.as_str())
             .unwrap_or("unknown");
-        if self.channels.len() >= max {
+        if self.shared.channels.sessions() >= max {
             tracing::info!(
                 "Refused session channel for user {user} from {}: MaxSessions {max} reached",
                 peer(&self.ctx.peer)
@@ -427,11 +473,12 @@ impl Handler for ConnHandler {
         let id = channel.id();
         let n = u32::from(id);
         let stamps = self.shared.events.channel_opened(n, "session");
-        if let Ok(mut c) = self.shared.channels.lock() {
-            c.insert(n, (id, false));
-        }
-        self.channels
-            .insert(id, SessionChannel::open(channel, stamps, &conn, slot));
+        let retired = self.shared.channels.open(id, true, slot);
+        let shared = Arc::clone(&self.shared);
+        self.channels.insert(
+            id,
+            SessionChannel::open(channel, stamps, &conn, retired, shared),
+        );
         reply.accept().await;
         Ok(())
     }
@@ -441,13 +488,9 @@ impl Handler for ConnHandler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.remove(&channel);
-        self.credits.closed(u32::from(channel));
-        let n = u32::from(channel);
-        if let Ok(mut c) = self.shared.channels.lock() {
-            c.remove(&n);
-        }
-        self.shared.events.send(Event::ChannelClosed { channel: n });
+        // The client closed first; the same retiring as when we do.
+        self.shared.retire(u32::from(channel));
+        self.forget_retired();
         Ok(())
     }
 
@@ -476,11 +519,7 @@ impl Handler for ConnHandler {
                     pix_height,
                     modes: modes.iter().map(|(p, v)| (*p as u8, *v)).collect(),
                 });
-                if let Ok(mut c) = self.shared.channels.lock()
-                    && let Some(entry) = c.get_mut(&u32::from(channel))
-                {
-                    entry.1 = true;
-                }
+                self.shared.channels.set_pty(u32::from(channel));
                 session.channel_success(channel)?;
             }
             _ => session.channel_failure(channel)?,
@@ -571,14 +610,7 @@ impl Handler for ConnHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(chan) = self.channels.get_mut(&channel) {
-            if let Some(r) = &chan.resizer {
-                let _ = r.resize(col_width, row_height, pix_width, pix_height);
-            } else if let Some(p) = &mut chan.pty {
-                p.cols = col_width;
-                p.rows = row_height;
-                p.pix_width = pix_width;
-                p.pix_height = pix_height;
-            }
+            chan.resize(col_width, row_height, pix_width, pix_height);
         }
         Ok(())
     }
@@ -607,6 +639,7 @@ impl Handler for ConnHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.forget_retired();
         let login = self.login.clone();
         self.forwards
             .open_direct(
