@@ -124,10 +124,21 @@ impl SessionEnd {
         match st.phase {
             Phase::Running | Phase::Idle => {
                 st.phase = Phase::Exited;
+                Self::leave(&st);
                 true
             }
             Phase::Exited => true,
             Phase::Closed => false,
+        }
+    }
+
+    /// A normal end under `hangup`, decided now (under the lock, so before any
+    /// end of the connection that follows): later losses leave it alone.
+    fn leave(st: &State) {
+        if st.policy == Some(SessionCleanup::Hangup)
+            && let Some(k) = &st.killer
+        {
+            k.leave();
         }
     }
 
@@ -161,6 +172,7 @@ impl SessionEnd {
                 return;
             }
             st.phase = Phase::Closed;
+            Self::leave(&st);
             Self::stop_io(&mut st)
         };
         self.ended.send_replace(true);
@@ -178,7 +190,10 @@ impl SessionEnd {
     pub(crate) async fn lost(&self) {
         {
             let mut st = self.state();
-            if std::mem::replace(&mut st.lost, true) {
+            // A session that already ended normally is not ended again.
+            if matches!(st.phase, Phase::Exited | Phase::Closed)
+                || std::mem::replace(&mut st.lost, true)
+            {
                 return;
             }
         }

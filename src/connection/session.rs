@@ -358,10 +358,16 @@ async fn read_client(
     stamps: Arc<ChannelStamps>,
     backlog: Backlog,
 ) {
-    super::pump::from_client(&mut read, &tx, &stamps, &backlog).await;
+    let closed_by_client = super::pump::from_client(&mut read, &tx, &stamps, &backlog).await;
     drop(tx);
-    // Boxed so the end's state is not part of the idle reader's.
-    Box::pin(end.closed()).await;
+    // Boxed so the end's state is not part of the idle reader's. Without the
+    // client's close, the channel went with its connection: a lost session
+    // (a no-op after a normal end).
+    if closed_by_client {
+        Box::pin(end.closed()).await;
+    } else {
+        Box::pin(end.lost()).await;
+    }
 }
 
 /// Write client input to the process. EOF closes a pipe; a PTY has no half-close,

@@ -290,6 +290,15 @@ impl ProcessKiller {
         }
     }
 
+    /// The session ended normally under `SessionCleanup hangup`: a PAM helper
+    /// is told, so that the connection's end leaves the session alone (ours
+    /// is never hung up after a normal end; see `connection::cleanup`).
+    pub(crate) fn leave(&self) {
+        if let Target::Helper { link, id } = &self.0.target {
+            link.command(ToHelper::Leave { id: *id });
+        }
+    }
+
     /// Give the session's terminal to this killer, which holds it until
     /// [`ProcessKiller::close_terminal`].
     pub(crate) fn set_terminal(&self, master: Master) {

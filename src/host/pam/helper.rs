@@ -186,6 +186,8 @@ enum Command {
     HangUp,
     Kill(Duration),
     Release,
+    /// A normal end: the connection's end does not hang it up.
+    Leave,
     /// The connection is over.
     Lost,
 }
@@ -229,6 +231,7 @@ async fn serve(
             ToHelper::Signal { id, signal } => (id, Command::Signal(signal)),
             ToHelper::HangUp { id } => (id, Command::HangUp),
             ToHelper::Kill { id, grace_ms } => (id, Command::Kill(Duration::from_millis(grace_ms))),
+            ToHelper::Leave { id } => (id, Command::Leave),
             ToHelper::Release { id } => (id, Command::Release),
         };
         let release = matches!(command, Command::Release);
@@ -275,6 +278,7 @@ async fn supervise(
     // Hang-ups run on their own, so the program's end is seen meanwhile.
     let mut work = JoinSet::new();
     let (mut exited, mut released, mut lost, mut closed) = (false, false, false, false);
+    let mut left = false;
     {
         let exit = child.exited();
         tokio::pin!(exit);
@@ -299,9 +303,12 @@ async fn supervise(
                         work.spawn(killer.hang_up(grace));
                     }
                     Some(Command::Release) => released = true,
+                    Some(Command::Leave) => left = true,
                     Some(Command::Lost) => {
                         lost = true;
-                        if kill {
+                        if left && !kill {
+                            // Ended normally before: nothing more to do.
+                        } else if kill {
                             work.spawn(killer.hang_up(HANGUP_GRACE));
                         } else {
                             work.spawn(killer.hang_up_lost(LOST_SETTLE));

@@ -37,6 +37,9 @@ pub(crate) enum ToHelper {
     /// SIGHUP and SIGCONT, and SIGKILL after `grace_ms`, to every process of
     /// the program's session.
     Kill { id: u32, grace_ms: u64 },
+    /// The program's session ended normally under `SessionCleanup hangup`: the
+    /// connection's end leaves what is left of it alone.
+    Leave { id: u32 },
     /// No more requests for this program: reap it once it has ended.
     Release { id: u32 },
 }
