@@ -48,6 +48,7 @@ fn a_command_with_a_terminal_prints_only_its_output_like_sshd() {
     // Debian's `sshd` PAM service, whose pam_motd shows the motd.
     let srv = Server::start("UsePAM yes");
     let reference = RefSshd::start(&srv.dir, &srv.dir.join("authorized_keys"), "UsePAM yes");
+    let mut shells = Vec::new();
     for (name, port) in [("rsshd", srv.port), ("sshd", reference.port)] {
         let o = run_with_input(
             Command::new("ssh")
@@ -63,6 +64,16 @@ fn a_command_with_a_terminal_prints_only_its_output_like_sshd() {
             "{name}: ssh -tt\n{}",
             srv.log()
         );
+        // A shell without a terminal: PAM's messages, but neither the last
+        // login nor the motd (sshd's `do_login` is for terminals).
+        let o = run_with_input(
+            Command::new("ssh")
+                .args(ssh_base_args(port, &srv.client_key))
+                .arg("-T")
+                .arg(format!("{TEST_USER}@127.0.0.1")),
+            b"echo X\n",
+        );
+        shells.push(String::from_utf8_lossy(&o.stdout).to_string());
         let o = Command::new(PYTHON)
             .args(["-c", PARAMIKO_PTY_EXEC, &port.to_string()])
             .arg(&srv.client_key)
@@ -76,13 +87,19 @@ fn a_command_with_a_terminal_prints_only_its_output_like_sshd() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+    assert_eq!(
+        shells[0], shells[1],
+        "ssh -T: rsshd (left) and sshd (right)"
+    );
+    assert!(shells[0].ends_with("X\n") && !shells[0].contains("Last login"));
 }
 
 /// What `ssh -tt` to `port` shows before the login shell's first prompt, with
 /// the date of the `Last login` line taken out.
-fn login_preamble(port: u16, key: &std::path::Path) -> String {
+fn login_preamble(port: u16, key: &std::path::Path, extra: &[String]) -> String {
     let mut child = Command::new("ssh")
         .args(ssh_base_args(port, key))
+        .args(extra)
         .arg("-tt")
         .arg(format!("{TEST_USER}@127.0.0.1"))
         .stdin(Stdio::piped())
@@ -130,9 +147,9 @@ fn an_interactive_login_shows_pam_messages_last_login_and_motd_as_sshd() {
         "UsePAM yes\nPrintMotd yes\nPrintLastLog yes",
     );
     // A first login, so that both have a last one to show.
-    let _ = login_preamble(reference.port, &srv.client_key);
-    let ours = login_preamble(srv.port, &srv.client_key);
-    let theirs = login_preamble(reference.port, &srv.client_key);
+    let _ = login_preamble(reference.port, &srv.client_key, &[]);
+    let ours = login_preamble(srv.port, &srv.client_key, &[]);
+    let theirs = login_preamble(reference.port, &srv.client_key, &[]);
     eprintln!("login preamble:\n{ours}");
     assert_eq!(ours, theirs, "rsshd (left) and sshd (right) differ");
     // And the order, said plainly: PAM's motd, the last login, then PrintMotd's.
@@ -172,7 +189,10 @@ fn a_connection_has_one_pam_session_however_many_sessions() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), format!("run {n}\n"));
     }
     let o = run_with_input(ctl(&["-tt"]).arg("echo tty"), b"");
-    assert_eq!(String::from_utf8_lossy(&o.stdout).replace('\r', ""), "tty\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).replace('\r', ""),
+        "tty\n"
+    );
     let open = format!("open_session {TEST_USER}");
     let close = format!("close_session {TEST_USER}");
     assert_eq!(pam.count(&open), 1, "PAM sessions opened\n{}", srv.log());
@@ -184,4 +204,54 @@ fn a_connection_has_one_pam_session_however_many_sessions() {
         srv.log()
     );
     assert_eq!(pam.count(&open), 1);
+}
+
+#[test]
+fn logins_over_a_master_connection_show_what_sshd_shows() {
+    if !pam_ready() {
+        return;
+    }
+    let srv = Server::start("UsePAM yes");
+    let reference = RefSshd::start(&srv.dir, &srv.dir.join("authorized_keys"), "UsePAM yes");
+    let mut seen = Vec::new();
+    for (name, port) in [("rsshd", srv.port), ("sshd", reference.port)] {
+        let socket = srv.dir.join(format!("ctl-{name}"));
+        let ctl = vec![
+            "-o".to_string(),
+            format!("ControlPath={}", socket.display()),
+        ];
+        let st = Command::new("ssh")
+            .args(ssh_base_args(port, &srv.client_key))
+            .args(&ctl)
+            .args(["-o", "ControlMaster=yes", "-fN"])
+            .arg(format!("{TEST_USER}@127.0.0.1"))
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{name}: master");
+        // A command first: the PAM session opens for it.
+        let o = run_with_input(
+            Command::new("ssh")
+                .args(ssh_base_args(port, &srv.client_key))
+                .args(&ctl)
+                .arg(format!("{TEST_USER}@127.0.0.1"))
+                .arg("echo first"),
+            b"",
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "first\n", "{name}");
+        let logins = [
+            login_preamble(port, &srv.client_key, &ctl),
+            login_preamble(port, &srv.client_key, &ctl),
+        ];
+        let _ = Command::new("ssh")
+            .args(ssh_base_args(port, &srv.client_key))
+            .args(&ctl)
+            .args(["-O", "exit"])
+            .arg(format!("{TEST_USER}@127.0.0.1"))
+            .stderr(Stdio::null())
+            .status();
+        seen.push(logins);
+    }
+    assert_eq!(seen[0], seen[1], "rsshd (left) and sshd (right) differ");
+    assert!(seen[0][1].contains("Last login: DATE"), "{:?}", seen[0]);
 }
