@@ -245,3 +245,63 @@ fn rsync_partial_keeps_its_file_promptly_after_an_interrupt() {
         srv.log()
     );
 }
+
+/// Start a `nohup` job in an interactive login shell on a terminal, then
+/// `exit`; the job's pid.
+fn nohup_from_a_login_shell(port: u16, key: &std::path::Path) -> i32 {
+    use std::io::{Read, Write};
+    let mut child = Command::new("ssh")
+        .args(ssh_base_args(port, key))
+        .arg("-tt")
+        .arg(format!("{TEST_USER}@127.0.0.1"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let typist = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = stdin.write_all(b"nohup sleep 303 >/dev/null 2>&1 & echo job=$!\n");
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = stdin.write_all(b"exit\n");
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let _ = child.wait();
+    let _ = typist.join();
+    let text = String::from_utf8_lossy(&out).to_string();
+    text.split("job=")
+        .filter_map(|w| {
+            let digits: String = w.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no job pid in {text:?}"))
+}
+
+#[test]
+fn a_nohup_job_from_an_interactive_shell_outlives_exit_as_with_sshd() {
+    if skip_without(&["ssh", "nohup", SSHD]) || skip_unless_root_with(TEST_USER) {
+        return;
+    }
+    let srv = Server::start("");
+    let reference = RefSshd::start(&srv.dir, &srv.dir.join("authorized_keys"), "");
+    for (name, port) in [("rsshd", srv.port), ("sshd", reference.port)] {
+        let job = nohup_from_a_login_shell(port, &srv.client_key);
+        std::thread::sleep(LOST_SETTLE_PLUS);
+        let alive = running(job);
+        kill_all(&[job]);
+        assert!(
+            alive,
+            "{name}: the nohup job did not outlive exit\n{}",
+            srv.log()
+        );
+    }
+    // Under `kill` the terminal's session goes with the shell.
+    let srv = Server::start("SessionCleanup kill");
+    let job = nohup_from_a_login_shell(srv.port, &srv.client_key);
+    let gone = wait_until(Duration::from_secs(8), || !running(job));
+    kill_all(&[job]);
+    assert!(gone, "SessionCleanup kill left the nohup job");
+}
