@@ -386,7 +386,11 @@ fn signal_kill_and_hang_ups_leave_the_pam_session_to_close() {
         return;
     }
     let pam = PamService::new("sigpam");
-    let srv = Server::start(&format!("UsePAM yes\nPAMServiceName {}", pam.name));
+    // `SessionCleanup kill`: a channel's close ends every process of its session.
+    let srv = Server::start(&format!(
+        "UsePAM yes\nPAMServiceName {}\nSessionCleanup kill",
+        pam.name
+    ));
     let close = format!("close_session {TEST_USER}");
     let open = format!("open_session {TEST_USER}");
 
@@ -409,15 +413,18 @@ fn signal_kill_and_hang_ups_leave_the_pam_session_to_close() {
         srv.log()
     );
     assert!(!running(program), "the program survived signal KILL");
+    // One PAM session per connection, as sshd: it closes with the connection.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pam.count(&close), 0, "closed before the connection ended");
+    drop(d);
     assert!(
         wait_until(Duration::from_secs(10), || pam.count(&close) == 1),
         "signal KILL: pam_close_session never ran\n{}",
         srv.log()
     );
-    drop(d);
 
     // A program that ignores SIGHUP is killed after the grace when the channel
-    // closes; the helper is not, and closes the PAM session.
+    // closes; the helper is not, and closes the PAM session with the connection.
     let mut d = Driver::start(
         &srv,
         TEST_USER,
@@ -431,6 +438,7 @@ fn signal_kill_and_hang_ups_leave_the_pam_session_to_close() {
         wait_until(Duration::from_secs(10), || !running(program)),
         "the hang-up left the program running"
     );
+    drop(d);
     assert!(
         wait_until(Duration::from_secs(10), || pam.count(&close) == 2),
         "hang-up: pam_close_session never ran\n{}",

@@ -65,6 +65,7 @@ mod tests {
             "idletimeout none",
             "idlewarning none",
             "idleactivity input",
+            "sessioncleanup hangup",
             "usepam no",
             "permituserenvironment no",
         ] {

@@ -42,6 +42,18 @@ pub enum IdleActivity {
     InputOutput,
 }
 
+/// `SessionCleanup`: what happens to a session's processes when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCleanup {
+    /// As sshd at a normal end (a terminal is hung up by closing it, a command's
+    /// leftover processes are left alone); SIGHUP to what is left after a lost
+    /// connection or a lifetime limit.
+    Hangup,
+    /// SIGHUP, then SIGKILL after a grace, to every process of the session at
+    /// every end.
+    Kill,
+}
+
 /// One `ChannelTimeout` entry: a channel-type pattern (`session`, `direct-tcpip`,
 /// `global`, wildcards) and its timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +163,7 @@ pub struct Settings {
     pub channel_timeout_text: Vec<String>,
     pub unused_connection_timeout: Option<Duration>,
     // --- rsshd's own ---
+    pub session_cleanup: SessionCleanup,
     /// Where the control socket lives (`ControlSocket`). A loaded [`super::Config`]
     /// always has it (the built-in place when not configured); `None` only here.
     pub control_socket: Option<PathBuf>,
@@ -240,6 +253,7 @@ impl Default for Settings {
             channel_timeout: Vec::new(),
             channel_timeout_text: Vec::new(),
             unused_connection_timeout: None,
+            session_cleanup: SessionCleanup::Hangup,
             control_socket: None,
         }
     }

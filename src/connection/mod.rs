@@ -6,6 +6,7 @@ pub mod access;
 pub mod agent;
 mod banner;
 mod channels;
+mod cleanup;
 mod flow;
 pub mod forward;
 pub mod gate;
@@ -27,11 +28,11 @@ use tokio::sync::watch;
 
 use crate::admin::{Control, Facts, Registry, registry::Entry};
 use crate::config::{Config, ConnSpec, Settings};
-use crate::host::ProcessKiller;
+use crate::host::pam::PamLogin;
 use crate::lifetime::{Action, Driver, Ending, Event, Events, Policy};
 use crate::log::{human_duration, peer};
+use cleanup::Sessions;
 use handler::{ConnHandler, Login};
-use session::HANGUP_GRACE;
 use stream::{StampedStream, Transport};
 
 /// Fixed facts about a connection, shared by its handler and tasks.
@@ -79,11 +80,23 @@ impl ConnContext {
     }
 }
 
+/// The connection's PAM session (`UsePAM yes`).
+pub(crate) enum PamState {
+    NotOpened,
+    Open(Arc<PamLogin>),
+    /// `pam_open_session` failed: sessions end at once (status 254), as sshd's.
+    Failed,
+}
+
 /// State the handler writes and the connection task reads.
 pub struct ConnShared {
     user: Mutex<Option<String>>,
     login: watch::Sender<Option<Arc<Login>>>,
-    pub processes: Mutex<Vec<ProcessKiller>>,
+    /// The session channels' programs, for the connection's end.
+    pub(crate) sessions: Sessions,
+    /// With `UsePAM yes`, the connection's one PAM session, opened by its first
+    /// session and closed at its end.
+    pub(crate) pam: Mutex<PamState>,
     /// Lifetime events go here.
     pub events: Events,
     /// The connection's open channels (see [`channels`]).
@@ -106,7 +119,8 @@ impl ConnShared {
         ConnShared {
             user: Mutex::new(None),
             login: watch::channel(None).0,
-            processes: Mutex::new(Vec::new()),
+            sessions: Sessions::default(),
+            pam: Mutex::new(PamState::NotOpened),
             events,
             channels: channels::ChannelTable::default(),
             entry,
@@ -271,8 +285,9 @@ pub async fn serve(
         }
     };
     let handle = running.handle();
-    let run = running;
-    tokio::pin!(run);
+    // Boxed, so that it can be dropped (with the handler and its channels) before
+    // the sessions are ended.
+    let mut run = Box::pin(running);
     let mut login_rx = shared.login.subscribe();
     let mut on_auth = Some(on_auth);
     let mut ending: Option<Ending> = None;
@@ -331,6 +346,10 @@ pub async fn serve(
                 Action::CloseChannel(n) => {
                     if let Some(id) = shared.channels.id(n) {
                         tracing::debug!("channel {n}: ChannelTimeout expired, closing");
+                        // A lifetime limit: its session ends as a lost one.
+                        for end in shared.sessions.live(Some(n)) {
+                            tokio::spawn(async move { end.lost().await });
+                        }
                         let _ = Box::pin(handle.close(id)).await;
                         // russh forgot it with our CLOSE: retire it here.
                         shared.retire(n);
@@ -411,14 +430,19 @@ pub async fn serve(
         _ if shared.attempted.load(std::sync::atomic::Ordering::Relaxed) => PreauthEnd::AuthFailed,
         _ => PreauthEnd::NoAuth,
     };
-    let killers: Vec<ProcessKiller> = shared
-        .processes
-        .lock()
-        .map(|mut l| std::mem::take(&mut *l))
-        .unwrap_or_default();
+    drop(run);
+    // Whatever still runs lost its connection (see `cleanup`); then the PAM
+    // session closes, as sshd's does at the connection's end.
     let mut hangups = tokio::task::JoinSet::new();
-    for k in killers {
-        hangups.spawn(async move { k.hang_up(HANGUP_GRACE).await });
+    for end in shared.sessions.live(None) {
+        hangups.spawn(async move { end.lost().await });
+    }
+    let pam = std::mem::replace(
+        &mut *shared.pam.lock().unwrap_or_else(|p| p.into_inner()),
+        PamState::NotOpened,
+    );
+    if let PamState::Open(login) = pam {
+        login.close();
     }
     while hangups.join_next().await.is_some() {}
     end

@@ -206,12 +206,14 @@ async fn socket_to_client(
 /// Drain a channel's messages until it closes: data and EOF go to the queue, whose
 /// size `backlog` counts. It never waits on the consumer, so russh's loop (which
 /// also carries the other direction) is never held by a slow process or socket.
+/// True if the client closed the channel (its CHANNEL_CLOSE); false if the
+/// channel went with the connection, or after our own close.
 pub(crate) async fn from_client(
     read: &mut ChannelReadHalf,
     tx: &mpsc::UnboundedSender<Input>,
     stamps: &ChannelStamps,
     backlog: &BacklogCounter,
-) {
+) -> bool {
     while let Some(msg) = read.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
@@ -224,10 +226,11 @@ pub(crate) async fn from_client(
             ChannelMsg::Eof => {
                 let _ = tx.send(Input::Eof);
             }
-            ChannelMsg::Close => break,
+            ChannelMsg::Close => return true,
             _ => {}
         }
     }
+    false
 }
 
 /// The buffer an idle stream holds while it waits: interactive output fits.

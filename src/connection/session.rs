@@ -21,11 +21,12 @@ use tokio::sync::mpsc;
 
 use super::ConnShared;
 use super::channels::Retired;
+use super::cleanup::SessionEnd;
 use super::flow::ConnQueue;
 use super::limits::FdLease;
+use crate::config::SessionCleanup;
 use crate::host::{
-    ExitOutcome, LoginRecord, ProcessKiller, PtyParams, PtyResizer, SessionProcess, record_login,
-    record_logout,
+    ExitOutcome, LoginRecord, PtyParams, PtyResizer, SessionProcess, record_login, record_logout,
 };
 use crate::lifetime::ChannelStamps;
 
@@ -117,8 +118,6 @@ impl Drop for BacklogCounter {
 type Backlog = Arc<BacklogCounter>;
 /// How long to keep reading a PTY after its shell exited, for output still in flight.
 const PTY_DRAIN: Duration = Duration::from_millis(300);
-/// Grace between SIGHUP and SIGKILL when a session is hung up.
-pub const HANGUP_GRACE: Duration = crate::host::HANGUP_GRACE;
 
 /// What the reader task passes on from the client.
 #[derive(Debug)]
@@ -139,7 +138,8 @@ pub struct SessionChannel {
     /// session's task, which lets go of it when the program ends so that nothing
     /// the handler keeps holds the terminal open.
     resizer: Arc<std::sync::Mutex<Option<PtyResizer>>>,
-    killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
+    /// How its program's session ends (see `cleanup`).
+    pub(crate) end: Arc<SessionEnd>,
     /// Where this channel's input and output are stamped for the lifetime engine.
     pub stamps: Arc<ChannelStamps>,
     /// The connection's state, to retire the channel when we close it.
@@ -164,14 +164,14 @@ impl SessionChannel {
         retired: Retired,
         shared: Arc<ConnShared>,
     ) -> Self {
+        let end = SessionEnd::new(u32::from(channel.id()));
         let (read, write) = channel.split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let killer = Arc::new(std::sync::Mutex::new(None));
         let backlog = Arc::new(BacklogCounter::new(Arc::clone(conn)));
         tokio::spawn(read_client(
             read,
             tx,
-            Arc::clone(&killer),
+            Arc::clone(&end),
             Arc::clone(&stamps),
             Arc::clone(&backlog),
             retired,
@@ -183,7 +183,7 @@ impl SessionChannel {
             pty: None,
             env: Vec::new(),
             resizer: Arc::default(),
-            killer,
+            end,
             stamps,
             shared,
             fds: None,
@@ -218,7 +218,7 @@ impl SessionChannel {
             tracing::error!("session_signal_req: unsupported signal \"{name}\"");
             return;
         };
-        let Some(killer) = self.killer.lock().ok().and_then(|k| k.clone()) else {
+        let Some(killer) = self.end.killer() else {
             let id = self.write.as_ref().map(|w| u32::from(w.id())).unwrap_or(0);
             tracing::error!("session_signal_req: no pid for session {id}");
             return;
@@ -234,15 +234,17 @@ impl SessionChannel {
         }
     }
 
-    /// Wire a started process to the channel; `preamble` (the motd) goes out first.
-    /// `login` is the utmp/wtmp record of a PTY session, written now and closed
-    /// when the process ends.
+    /// Wire a started process to the channel; `preamble` (the login messages)
+    /// goes out first. `login` is the utmp/wtmp record of a PTY session, written
+    /// now and closed when the process ends. `cleanup` is what the session's end
+    /// means for its processes (see `cleanup`).
     pub fn start(
         &mut self,
         mut process: SessionProcess,
         handle: Handle,
         preamble: Option<Bytes>,
         login: Option<LoginRecord>,
+        cleanup: SessionCleanup,
     ) {
         let (Some(write), Some(input)) = (self.write.take(), self.input.take()) else {
             return;
@@ -252,10 +254,8 @@ impl SessionChannel {
         }
         let resizer = Arc::clone(&self.resizer);
         let shared = Arc::clone(&self.shared);
-        let killer = process.killer();
-        if let Ok(mut slot) = self.killer.lock() {
-            *slot = Some(killer.clone());
-        }
+        let end = Arc::clone(&self.end);
+        end.running(process.killer(), cleanup);
         // The terminal's modes and the client's variables went into the process;
         // a long idle session need not keep them.
         let has_pty = self.pty.take().is_some();
@@ -263,12 +263,13 @@ impl SessionChannel {
         let stamps = Arc::clone(&self.stamps);
         let fds = self.fds.take();
         let io = process.take_io();
-        tokio::spawn(feed_process(
+        let feed = tokio::spawn(feed_process(
             input,
             io.input,
             has_pty,
             Arc::clone(&self.backlog),
         ));
+        end.add_io(feed.abort_handle());
         if let Some(rec) = login.clone() {
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = record_login(&rec) {
@@ -286,6 +287,7 @@ impl SessionChannel {
                 write.make_writer(),
                 Arc::clone(&stamps),
             ));
+            end.add_io(out.abort_handle());
             let err = io.stderr.map(|e| {
                 tokio::spawn(copy_out(
                     e,
@@ -293,7 +295,16 @@ impl SessionChannel {
                     Arc::clone(&stamps),
                 ))
             });
-            let outcome = process.wait().await;
+            if let Some(err) = &err {
+                end.add_io(err.abort_handle());
+            }
+            // The program's exit, unless the channel's close or the connection's
+            // loss comes first.
+            let exited = tokio::select! {
+                biased;
+                outcome = process.wait() => Some(outcome),
+                _ = end.ended() => None,
+            };
             // Boxed: this task lives as long as the process, and only the wait
             // above needs to be in its state all that time.
             Box::pin(async move {
@@ -302,6 +313,16 @@ impl SessionChannel {
                 if let Ok(mut r) = resizer.lock() {
                     r.take();
                 }
+                let outcome = match exited {
+                    Some(outcome) if end.program_exited() => Some(outcome),
+                    // Ended otherwise (see `cleanup`): the program is left to end
+                    // as its session's end made it, and is reaped then.
+                    Some(_) => None,
+                    None => {
+                        let _ = process.wait().await;
+                        None
+                    }
+                };
                 if let Some(rec) = login {
                     let _ = tokio::task::spawn_blocking(move || {
                         if let Err(e) = record_logout(&rec.tty, rec.pid) {
@@ -313,43 +334,46 @@ impl SessionChannel {
                     })
                     .await;
                 }
-                if has_pty {
-                    // The shell is gone; take what it wrote last, but do not wait on
-                    // background jobs that still hold the terminal.
-                    let abort = out.abort_handle();
-                    if tokio::time::timeout(PTY_DRAIN, out).await.is_err() {
-                        abort.abort();
+                if let Some(outcome) = outcome {
+                    if has_pty {
+                        // The shell is gone; take what it wrote last, but do not
+                        // wait on background jobs that still hold the terminal.
+                        let abort = out.abort_handle();
+                        if tokio::time::timeout(PTY_DRAIN, out).await.is_err() {
+                            abort.abort();
+                        }
+                    } else {
+                        let _ = out.await;
+                        if let Some(err) = err {
+                            let _ = err.await;
+                        }
                     }
-                } else {
-                    let _ = out.await;
-                    if let Some(err) = err {
-                        let _ = err.await;
+                    match outcome {
+                        Ok(ExitOutcome::Code(code)) => {
+                            let _ = write.exit_status(code as u32).await;
+                        }
+                        Ok(ExitOutcome::Signal { name, core_dumped }) => {
+                            let _ = handle
+                                .exit_signal_request(
+                                    id,
+                                    Sig::Custom(name),
+                                    core_dumped,
+                                    String::new(),
+                                    String::new(),
+                                )
+                                .await;
+                        }
+                        Err(e) => tracing::debug!("wait for session process failed: {e}"),
                     }
+                    let _ = write.eof().await;
+                    let _ = write.close().await;
+                    // russh forgot the channel with our CLOSE and will drop the
+                    // client's answer: retire it here (a no-op if the client
+                    // closed it first).
+                    shared.retire(u32::from(id));
+                    end.after_exit().await;
                 }
-                match outcome {
-                    Ok(ExitOutcome::Code(code)) => {
-                        let _ = write.exit_status(code as u32).await;
-                    }
-                    Ok(ExitOutcome::Signal { name, core_dumped }) => {
-                        let _ = handle
-                            .exit_signal_request(
-                                id,
-                                Sig::Custom(name),
-                                core_dumped,
-                                String::new(),
-                                String::new(),
-                            )
-                            .await;
-                    }
-                    Err(e) => tracing::debug!("wait for session process failed: {e}"),
-                }
-                let _ = write.eof().await;
-                let _ = write.close().await;
-                // russh forgot the channel with our CLOSE and will drop the
-                // client's answer: retire it here (a no-op if the client closed
-                // it first).
-                shared.retire(u32::from(id));
-                // Hang up what is left of the session, then reap its leader.
+                // Reap the leader once the hang-ups in progress are done.
                 process.finish().await;
                 drop(fds);
             })
@@ -359,30 +383,33 @@ impl SessionChannel {
 }
 
 /// Drain the channel's messages for the life of the channel: data and EOF go to the
-/// input queue (waiting when it is full); the channel's end hangs up its process.
+/// input queue; the channel's end (the client's close, or the connection's) is
+/// the end of its session unless its program ended first.
 async fn read_client(
     mut read: ChannelReadHalf,
     tx: mpsc::UnboundedSender<Input>,
-    killer: Arc<std::sync::Mutex<Option<ProcessKiller>>>,
+    end: Arc<SessionEnd>,
     stamps: Arc<ChannelStamps>,
     backlog: Backlog,
     retired: Retired,
 ) {
-    tokio::select! {
-        _ = super::pump::from_client(&mut read, &tx, &stamps, &backlog) => {}
-        // We closed the channel (its program ended, or ChannelTimeout): russh
-        // keeps its end of this reader open for the connection's life, so the
-        // loop above would never end.
-        _ = retired => {}
-    }
+    let closed_by_client = tokio::select! {
+        c = super::pump::from_client(&mut read, &tx, &stamps, &backlog) => Some(c),
+        // We closed the channel (its program ended, or ChannelTimeout, which
+        // ended the session itself): russh keeps its end of this reader open for
+        // the connection's life, so the loop above would never end.
+        _ = retired => None,
+    };
     // Let go of the reader and the input queue (the feeder ends with it).
     drop(read);
     drop(tx);
-    // The channel is closed: its process goes with it.
-    let killer = killer.lock().ok().and_then(|k| k.clone());
-    if let Some(killer) = killer {
-        // Boxed so the hang-up's state is not part of the idle reader's.
-        Box::pin(killer.hang_up(HANGUP_GRACE)).await;
+    // Boxed so the end's state is not part of the idle reader's. Without the
+    // client's close, the channel went with its connection: a lost session
+    // (a no-op after a normal end).
+    match closed_by_client {
+        Some(true) => Box::pin(end.closed()).await,
+        Some(false) => Box::pin(end.lost()).await,
+        None => {}
     }
 }
 
@@ -470,6 +497,3 @@ fn sig_name(sig: &Sig) -> &str {
         Sig::Custom(name) => name,
     }
 }
-
-/// Shared list of every process the connection started, for the final hang-up.
-pub type ProcessList = Arc<std::sync::Mutex<Vec<ProcessKiller>>>;

@@ -6,6 +6,7 @@ pub mod as_user;
 mod authorized_keys;
 mod child;
 pub mod fds;
+mod hushlogin;
 mod key_options;
 mod lastlog;
 mod launch;
@@ -27,12 +28,13 @@ mod utmp;
 #[doc(hidden)]
 pub use authorized_keys::parse_line;
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
+pub use hushlogin::hush_login;
 pub use key_options::KeyOptions;
 #[doc(hidden)]
 pub use key_options::parse_options;
 pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
-pub use process::{HANGUP_GRACE, ProcessKiller, session_members};
+pub use process::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,

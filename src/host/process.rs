@@ -17,15 +17,21 @@
 //!   pinned process ends after the check, `pidfd_send_signal` reaches nobody.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use super::pam::{Link, ToHelper};
+use super::pty::Master;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// Grace between SIGHUP and SIGKILL when a session is hung up.
 pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+/// `SessionCleanup hangup`: how long a session ended by a lost connection may
+/// take to end on its own, once its input and output are closed, before what is
+/// left of it gets SIGHUP (see [`ProcessKiller::hang_up_lost`]).
+pub const LOST_SETTLE: Duration = Duration::from_secs(1);
 /// How often a hang-up looks whether the session is empty yet.
 const HANGUP_POLL: Duration = Duration::from_millis(50);
 
@@ -96,26 +102,8 @@ pub(crate) fn signal_session(sid: i32, sigs: &[Signal]) -> usize {
 }
 
 /// SIGHUP (and SIGCONT, so stopped jobs see it) to every process of session
-/// `sid`; after `grace`, SIGKILL to whatever is left. Blocking, for the PAM
-/// helper; the caller has not reaped the leader.
-pub(crate) fn hang_up_blocking(sid: i32, grace: Duration) {
-    if signal_session(sid, &[Signal::SIGHUP, Signal::SIGCONT]) == 0 {
-        return;
-    }
-    let end = std::time::Instant::now() + grace;
-    loop {
-        std::thread::sleep(HANGUP_POLL);
-        if session_members(sid).is_empty() {
-            return;
-        }
-        if std::time::Instant::now() >= end {
-            signal_session(sid, &[Signal::SIGKILL]);
-            return;
-        }
-    }
-}
-
-/// As [`hang_up_blocking`], on the runtime; true if the session was found empty.
+/// `sid`; after `grace`, SIGKILL to whatever is left. True if the session was
+/// found empty. The caller has not reaped the leader.
 async fn hang_up_async(sid: i32, grace: Duration) -> bool {
     if signal_session(sid, &[Signal::SIGHUP, Signal::SIGCONT]) == 0 {
         return true;
@@ -145,60 +133,73 @@ struct State {
     /// The session was found empty: nothing can join an empty session, so later
     /// hang-ups skip the /proc scan.
     over: bool,
+    /// The hang-up for a lost connection was sent (it is sent once).
+    lost: bool,
 }
 
+/// Who signals the session's processes.
 #[derive(Debug)]
+enum Target {
+    /// The leader is our child and leads the session itself: we do.
+    Direct,
+    /// With `UsePAM yes` the connection's PAM helper runs the program in a
+    /// session of its own and signals it on our request; the helper itself is
+    /// never signalled.
+    Helper { link: Arc<Link>, id: u32 },
+}
+
 struct Shared {
-    /// The session leader: our child, whose pid is the session and group id.
+    /// The session leader, whose pid is the session and group id.
     leader: i32,
-    /// With `UsePAM yes` the leader is the PAM helper, which runs the user's
-    /// program in a session of its own and signals it itself: this is the
-    /// helper's control socket, and the helper is never signalled.
-    helper: Option<UnixStream>,
+    target: Target,
     state: Mutex<State>,
     changed: tokio::sync::Notify,
+    /// The master side of the session's terminal, if it has one: one of the
+    /// references that keep it open (see [`ProcessKiller::close_terminal`]).
+    terminal: Mutex<Option<Master>>,
 }
 
 /// Signals a session's processes; cheap to clone into tasks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProcessKiller(Arc<Shared>);
 
-/// Bytes of the helper's control protocol (daemon to helper): a signal number
-/// to send to the program's process group, or this to end the session.
-pub(crate) const HELPER_HANG_UP: u8 = 0;
-
-/// One command to a PAM helper, without waiting: the helper reads each at once,
-/// so a full socket means it is stuck, and a closed one that it is gone.
-fn tell_helper(control: &UnixStream, command: u8) -> bool {
-    use nix::sys::socket::{MsgFlags, send};
-    send(
-        control.as_raw_fd(),
-        &[command],
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-    ) == Ok(1)
+impl std::fmt::Debug for ProcessKiller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessKiller")
+            .field("leader", &self.0.leader)
+            .field("target", &self.0.target)
+            .finish_non_exhaustive()
+    }
 }
 
-/// How long to wait for a PAM helper to end its session after asking it to:
-/// its own hang-up takes up to [`HANGUP_GRACE`], then it closes the PAM session.
-const HELPER_SLACK: Duration = Duration::from_secs(5);
+/// A hang-up in progress: the reap waits until it is dropped.
+struct Busy(ProcessKiller);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.state().busy -= 1;
+        self.0.0.changed.notify_waiters();
+    }
+}
 
 impl ProcessKiller {
-    /// For a leader that is the daemon's child and leads the session itself.
+    /// For a leader that is our child and leads the session itself.
     pub(crate) fn session(leader: i32) -> Self {
-        Self::new(leader, None)
+        Self::new(leader, Target::Direct)
     }
 
-    /// For a PAM helper reached through `control`.
-    pub(crate) fn helper(leader: i32, control: UnixStream) -> Self {
-        Self::new(leader, Some(control))
+    /// For program `id` of the PAM helper behind `link`, whose pid is `leader`.
+    pub(crate) fn helper(leader: i32, link: Arc<Link>, id: u32) -> Self {
+        Self::new(leader, Target::Helper { link, id })
     }
 
-    fn new(leader: i32, helper: Option<UnixStream>) -> Self {
+    fn new(leader: i32, target: Target) -> Self {
         ProcessKiller(Arc::new(Shared {
             leader,
-            helper,
+            target,
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
+            terminal: Mutex::new(None),
         }))
     }
 
@@ -208,6 +209,19 @@ impl ProcessKiller {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Count a hang-up in progress, unless the leader is reaped (or about to
+    /// be) or the session was found empty. Counted at once, not when the
+    /// returned hang-up first runs, so that a reap asked for right after cannot
+    /// overtake it.
+    fn begin_work(&self) -> Option<Busy> {
+        let mut state = self.state();
+        if state.reaped || state.over || self.0.leader <= 0 {
+            return None;
+        }
+        state.busy += 1;
+        Some(Busy(self.clone()))
+    }
+
     /// Send `sig` to the program's process group (a client's `signal` request),
     /// as sshd's killpg; false if the program has ended (sshd refuses then too).
     pub fn signal(&self, sig: Signal) -> bool {
@@ -215,47 +229,101 @@ impl ProcessKiller {
         if state.exited || state.reaped || self.0.leader <= 0 {
             return false;
         }
-        match &self.0.helper {
-            Some(control) => tell_helper(control, sig as u8),
+        match &self.0.target {
+            Target::Helper { link, id } => link.command(ToHelper::Signal {
+                id: *id,
+                signal: sig as i32,
+            }),
             // Under the lock, so the reap cannot come between the check and this.
-            None => killpg(Pid::from_raw(self.0.leader), sig).is_ok(),
+            Target::Direct => killpg(Pid::from_raw(self.0.leader), sig).is_ok(),
         }
     }
 
-    /// SIGHUP (and SIGCONT) to every process of the session; after `grace`,
-    /// SIGKILL to whatever is left. A PAM helper is asked to do this for its
-    /// session, and waited for; it is never signalled itself.
-    pub async fn hang_up(&self, grace: Duration) {
-        if let Some(control) = &self.0.helper {
-            if self.state().reaped {
-                return;
+    /// `SessionCleanup kill`: SIGHUP (and SIGCONT) to every process of the
+    /// session; after `grace`, SIGKILL to whatever is left. A PAM helper is asked
+    /// to do this for its program's session. The hang-up counts from this call:
+    /// a reap asked for before the returned future runs still waits for it.
+    pub fn hang_up(&self, grace: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let work = match &self.0.target {
+            Target::Helper { link, id } => {
+                if !self.state().reaped {
+                    link.command(ToHelper::Kill {
+                        id: *id,
+                        grace_ms: grace.as_millis() as u64,
+                    });
+                }
+                None
             }
-            tell_helper(control, HELPER_HANG_UP);
-            let gone = self.until(|s| s.reaped);
-            let _ = tokio::time::timeout(grace + HELPER_SLACK, gone).await;
-            return;
+            Target::Direct => self.begin_work(),
+        };
+        async move {
+            let Some(work) = work else { return };
+            let empty = hang_up_async(work.0.0.leader, grace).await;
+            work.0.state().over |= empty;
         }
-        {
-            let mut state = self.state();
-            if state.reaped || state.over || self.0.leader <= 0 {
-                return;
-            }
-            state.busy += 1;
-        }
-        let empty = hang_up_async(self.0.leader, grace).await;
-        let mut state = self.state();
-        state.busy -= 1;
-        state.over |= empty;
-        drop(state);
-        self.0.changed.notify_waiters();
     }
 
-    /// Ask a PAM helper to end its session (hang up what is left, close the PAM
-    /// session, exit), without waiting.
-    pub(crate) fn end_helper(&self) {
-        if let Some(control) = &self.0.helper {
-            tell_helper(control, HELPER_HANG_UP);
+    /// `SessionCleanup hangup` after a lost connection or a lifetime limit: once
+    /// the program has ended, or after `settle`, SIGHUP and SIGCONT to every
+    /// process left in the session, once; never SIGKILL, so what ignores SIGHUP
+    /// (`nohup`) keeps running. The wait lets programs that act on their closed
+    /// input finish undisturbed: rsync keeps its `--partial` file 5 ms after its
+    /// input closes, but its SIGHUP handler first sleeps 400 ms.
+    pub fn hang_up_lost(&self, settle: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let first = !std::mem::replace(&mut self.state().lost, true);
+        let work = match (&self.0.target, first) {
+            (_, false) => None,
+            (Target::Helper { link, id }, true) => {
+                if !self.state().reaped {
+                    link.command(ToHelper::HangUp { id: *id });
+                }
+                None
+            }
+            (Target::Direct, true) => self.begin_work(),
+        };
+        async move {
+            let Some(work) = work else { return };
+            let _ = tokio::time::timeout(settle, work.0.until(|s| s.exited)).await;
+            if signal_session(work.0.0.leader, &[Signal::SIGHUP, Signal::SIGCONT]) == 0 {
+                work.0.state().over = true;
+            }
         }
+    }
+
+    /// The session ended normally under `SessionCleanup hangup`: a PAM helper
+    /// is told, so that the connection's end leaves the session alone (ours
+    /// is never hung up after a normal end; see `connection::cleanup`).
+    pub(crate) fn leave(&self) {
+        if let Target::Helper { link, id } = &self.0.target {
+            link.command(ToHelper::Leave { id: *id });
+        }
+    }
+
+    /// Give the session's terminal to this killer, which holds it until
+    /// [`ProcessKiller::close_terminal`].
+    pub(crate) fn set_terminal(&self, master: Master) {
+        *self.0.terminal.lock().unwrap_or_else(|p| p.into_inner()) = Some(master);
+    }
+
+    /// The session's terminal, if it has one and it was not closed.
+    pub(crate) fn terminal(&self) -> Option<Master> {
+        self.0
+            .terminal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Let go of the session's terminal. Once the session's I/O tasks have let
+    /// go of theirs too, the master is closed and the kernel hangs the terminal
+    /// up, signalling its session as a closed terminal does (as sshd's
+    /// `session_pty_cleanup`).
+    pub fn close_terminal(&self) {
+        self.0
+            .terminal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// Wait until `done` holds for the state.
@@ -278,7 +346,8 @@ impl ProcessKiller {
     }
 
     /// Wait for hang-ups in progress, then mark the leader reaped: the caller
-    /// reaps it next, and nothing is signalled by its number after this.
+    /// reaps it next, and nothing is signalled by its number after this. A PAM
+    /// helper's program is released to the helper, which reaps it.
     pub(crate) async fn begin_reap(&self) {
         self.until(|s| {
             if s.busy == 0 {
@@ -287,14 +356,21 @@ impl ProcessKiller {
             s.reaped
         })
         .await;
-        self.0.changed.notify_waiters();
+        self.released();
     }
 
     /// As [`ProcessKiller::begin_reap`] without a runtime: nothing else can be
     /// signalling then.
     pub(crate) fn begin_reap_now(&self) {
         self.state().reaped = true;
+        self.released();
+    }
+
+    fn released(&self) {
         self.0.changed.notify_waiters();
+        if let Target::Helper { link, id } = &self.0.target {
+            link.command(ToHelper::Release { id: *id });
+        }
     }
 }
 

@@ -147,18 +147,23 @@ impl Master {
 }
 
 /// Resizes a session's terminal; the kernel then sends SIGWINCH to its foreground job.
+/// It does not keep the terminal open: the session's end closes it (see
+/// `ProcessKiller::close_terminal`), whoever still holds a resizer.
 #[derive(Clone)]
-pub struct PtyResizer(Master);
+pub struct PtyResizer(std::sync::Weak<AsyncFd<OwnedFd>>);
 
 impl PtyResizer {
     pub fn new(m: Master) -> Self {
-        PtyResizer(m)
+        PtyResizer(Arc::downgrade(&m.0))
     }
 
     pub fn resize(&self, cols: u32, rows: u32, pw: u32, ph: u32) -> Result<(), HostError> {
+        let Some(fd) = self.0.upgrade() else {
+            return Ok(());
+        };
         let ws = winsize(cols, rows, pw, ph);
         // SAFETY: TIOCSWINSZ reads a winsize through a valid pointer.
-        let r = unsafe { libc::ioctl(self.0.0.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        let r = unsafe { libc::ioctl(fd.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         if r != 0 {
             return Err(HostError::Io(io::Error::last_os_error()));
         }

@@ -2,15 +2,15 @@
 //! session, the PTY as controlling terminal, the user's groups, gid and uid, home
 //! and login environment, nothing inherited from the daemon.
 
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::child::Child;
 use super::launch::{Identity, Launch};
+use super::pam::PamLogin;
 use super::process::ProcessKiller;
 use super::pty::{self, Master, PtyParams, PtyResizer};
 use super::{HostError, UserInfo};
@@ -84,23 +84,34 @@ pub struct ProcessIo {
 }
 
 /// How a session's process ended, as the SSH exit-status/exit-signal requests say it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitOutcome {
     Code(i32),
     Signal { name: String, core_dumped: bool },
 }
 
+/// Who started the program, so who sees its end and reaps it.
+enum Leader {
+    /// Our child, until [`SessionProcess::finish`] reaps it.
+    Direct(Option<Child>),
+    /// The connection's PAM helper's child: its end comes as the helper's report.
+    Helper {
+        exited: tokio::sync::oneshot::Receiver<ExitOutcome>,
+        outcome: Option<ExitOutcome>,
+        finished: bool,
+    },
+    /// Nothing runs: the PAM session could not be opened, and sshd's session then
+    /// exits with 254 at once.
+    NotRun,
+}
+
 /// A running session process.
 pub struct SessionProcess {
-    /// Until [`SessionProcess::finish`] reaps it.
-    child: Option<Child>,
+    leader: Leader,
     pid: u32,
     killer: ProcessKiller,
-    /// With a PAM helper: where it reports how the user's program ended.
-    helper: Option<AsyncFd<UnixStream>>,
     tty: Option<PathBuf>,
     io: Option<ProcessIo>,
-    master: Option<Master>,
 }
 
 impl SessionProcess {
@@ -121,110 +132,91 @@ impl SessionProcess {
         })
     }
 
+    /// Resizes the terminal while it is open.
     pub fn resizer(&self) -> Option<PtyResizer> {
-        self.master.clone().map(PtyResizer::new)
+        self.killer.terminal().map(PtyResizer::new)
     }
 
     pub fn killer(&self) -> ProcessKiller {
         self.killer.clone()
     }
 
-    /// Wait for the user's program to end. Its session leader stays unreaped
-    /// until [`SessionProcess::finish`], so the hang-ups and signals sent until
-    /// then by the leader's number cannot reach anyone else.
+    /// Wait for the user's program to end (again and again: the outcome is
+    /// kept, and a wait given up midway can be taken up again). Its session
+    /// leader stays unreaped until [`SessionProcess::finish`], so the hang-ups
+    /// and signals sent until then by the leader's number cannot reach anyone
+    /// else.
     pub async fn wait(&mut self) -> Result<ExitOutcome, HostError> {
-        let Some(child) = self.child.as_mut() else {
-            return Err(HostError::NotPermitted("session already finished".into()));
-        };
-        let reported = match &self.helper {
-            Some(h) => read_report(h).await,
-            None => None,
-        };
-        let outcome = match reported {
-            Some(o) => Ok(o),
-            None => child.exited().await,
+        let outcome = match &mut self.leader {
+            Leader::Direct(Some(child)) => child.exited().await,
+            Leader::Direct(None) => Err(HostError::NotPermitted("session already finished".into())),
+            Leader::Helper {
+                exited, outcome, ..
+            } => {
+                if outcome.is_none() {
+                    // A helper that went away without a word took its program's
+                    // fate with it.
+                    *outcome = Some(exited.await.unwrap_or(ExitOutcome::Code(255)));
+                }
+                Ok(outcome.clone().unwrap_or(ExitOutcome::Code(255)))
+            }
+            Leader::NotRun => Ok(ExitOutcome::Code(254)),
         };
         self.killer.exited();
         outcome
     }
 
-    /// End the session once the program has ended: hang up what is left of it
-    /// (background jobs), then reap the leader.
+    /// The program has ended and its session's end is dealt with: reap the
+    /// leader once the hang-ups in progress are done (a PAM helper's program is
+    /// released to the helper, which reaps it).
     pub async fn finish(mut self) {
-        if let Some(child) = self.child.take() {
-            let ending = Ending {
-                child,
-                killer: self.killer.clone(),
-                helper: self.helper.is_some(),
-            };
-            ending.run().await;
+        self.killer.begin_reap().await;
+        match &mut self.leader {
+            Leader::Direct(child) => {
+                if let Some(mut child) = child.take() {
+                    let _ = child.reap();
+                }
+            }
+            Leader::Helper { finished, .. } => *finished = true,
+            Leader::NotRun => {}
         }
     }
 }
 
 impl Drop for SessionProcess {
-    /// A session nobody finished still ends the same way, off this thread.
+    /// A session nobody finished (its task went away) is hung up as under
+    /// `SessionCleanup kill`, then reaped, off this thread.
     fn drop(&mut self) {
-        let Some(child) = self.child.take() else {
-            return;
-        };
-        let ending = Ending {
-            child,
-            killer: self.killer.clone(),
-            helper: self.helper.is_some(),
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(ending.run());
+        let killer = self.killer.clone();
+        match &mut self.leader {
+            Leader::Direct(child) => {
+                let Some(mut child) = child.take() else {
+                    return;
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            let _ = child.exited().await;
+                            killer.exited();
+                            killer.hang_up(super::process::HANGUP_GRACE).await;
+                            killer.begin_reap().await;
+                            let _ = child.reap();
+                        });
+                    }
+                    // No runtime: nothing can be signalling; the child reaps itself.
+                    Err(_) => killer.begin_reap_now(),
+                }
             }
-            // No runtime: nothing can be signalling; the child reaps itself.
-            Err(_) => ending.killer.begin_reap_now(),
+            Leader::Helper { finished, .. } => {
+                if !*finished {
+                    // Counted by the helper before the release that follows.
+                    drop(killer.hang_up(super::process::HANGUP_GRACE));
+                    killer.begin_reap_now();
+                }
+            }
+            Leader::NotRun => {}
         }
     }
-}
-
-/// The end of a session: its leader's last hang-up and reap, in that order.
-struct Ending {
-    child: Child,
-    killer: ProcessKiller,
-    helper: bool,
-}
-
-impl Ending {
-    async fn run(mut self) {
-        if self.helper {
-            // The helper hangs up its program's session, closes the PAM session
-            // and exits; it is not signalled.
-            self.killer.end_helper();
-            let _ = self.child.exited().await;
-            self.killer.exited();
-        } else {
-            let _ = self.child.exited().await;
-            self.killer.exited();
-            self.killer.hang_up(super::process::HANGUP_GRACE).await;
-        }
-        self.killer.begin_reap().await;
-        let _ = self.child.reap();
-    }
-}
-
-/// The PAM helper's report of how the program ended (see `pam::helper`);
-/// `None` if it closed the socket without one.
-async fn read_report(socket: &AsyncFd<UnixStream>) -> Option<ExitOutcome> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 64];
-    while !buf.contains(&b'\n') && buf.len() < 256 {
-        let mut ready = socket.readable().await.ok()?;
-        match ready.try_io(|s| s.get_ref().read(&mut chunk)) {
-            Ok(Ok(0)) => return None,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => return None,
-            Err(_would_block) => {}
-        }
-    }
-    super::pam::parse_report(&String::from_utf8_lossy(&buf))
 }
 
 /// The `tty` group's gid, which owns users' terminals so `write`/`wall` work.
@@ -395,8 +387,10 @@ pub struct PamSession {
 /// Bytes a session's stdin and stdout pipes hold (Linux default: 64 KiB).
 const PIPE_SIZE: i32 = 256 * 1024;
 
-/// Start the process described by `req`.
-pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
+/// Start the process described by `req`. With `UsePAM yes` (`req.pam`) it runs
+/// in the connection's PAM session, `pam`; without one (`pam_open_session`
+/// failed) nothing runs and the session ends with status 254, as sshd's.
+pub async fn spawn(req: SpawnRequest, pam: Option<&PamLogin>) -> Result<SessionProcess, HostError> {
     let root = nix::unistd::geteuid().is_root();
     let me = nix::unistd::geteuid().as_raw();
     if !root && req.user.uid != me {
@@ -426,80 +420,16 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
         )?;
     }
     let plan = ExecPlan::for_request(&req, pty.as_ref().map(|p| p.name.as_path()));
-    // With PAM: the control socket's two ends (ours, the helper's).
-    let mut control = None;
-    let launch = match &req.pam {
-        None => plan.launch()?,
-        Some(pam) => {
-            // The PAM session lives in a helper (rsshd itself) that stays root,
-            // opens the session, runs the plan as the user in a session of its
-            // own, signals it on our request, and closes the PAM session after
-            // it. The helper is in no session of the user's, so neither the
-            // user nor a hang-up can signal it.
-            let (ours, theirs) = UnixStream::pair()?;
-            let helper = super::pam::HelperRequest {
-                pam: pam.clone(),
-                user: user.name.clone(),
-                tty: pty.as_ref().map(|p| p.name.clone()),
-                plan,
-                control: true,
-            };
-            let l = Launch::new(
-                Path::new("/proc/self/exe"),
-                &["rsshd".to_string(), super::pam::HELPER_ARG.to_string()],
-                &[(super::pam::HELPER_ENV.to_string(), helper.encode()?)],
-            )?
-            .pass(theirs.as_raw_fd())
-            .new_group();
-            control = Some((ours, theirs));
-            l
-        }
-    };
-    let direct = control.is_none();
-    // The helper starts the program as a session leader itself.
-    let start = |l: Launch, tty: bool| match (direct, tty) {
-        (true, true) => l.controlling_tty().start(),
-        (true, false) => l.new_session().start(),
-        (false, _) => l.start(),
-    };
-    let control_of = |pid: i32| -> Result<(ProcessKiller, Option<AsyncFd<UnixStream>>), HostError> {
-        Ok(match control {
-            None => (ProcessKiller::session(pid), None),
-            Some((ours, theirs)) => {
-                drop(theirs);
-                ours.set_nonblocking(true)?;
-                // SAFETY: the AsyncFd owns this duplicate outright and
-                // deregisters it before closing it.
-                let reader = unsafe {
-                    AsyncFd::register_with_interest(ours.try_clone()?, Interest::READABLE)
-                }
-                .map_err(|e| HostError::Io(std::io::Error::other(e.to_string())))?;
-                (ProcessKiller::helper(pid, ours), Some(reader))
-            }
-        })
-    };
-    match pty {
+    // The program's ends of its terminal or pipes, and ours.
+    let (theirs, io, master, tty): (Vec<OwnedFd>, _, _, _) = match pty {
         Some(p) => {
-            let fd = p.slave.as_raw_fd();
-            let child = start(launch.stdio([fd; 3]), true)?;
-            // The child has its own copies; ours must go so EOF/EIO can happen.
-            drop(p.slave);
             let m = Master::new(p.master)?;
             let io = ProcessIo {
                 input: Box::new(m.clone()),
                 output: Box::new(m.clone()),
                 stderr: None,
             };
-            let (killer, helper) = control_of(child.pid() as i32)?;
-            Ok(SessionProcess {
-                pid: child.pid(),
-                child: Some(child),
-                killer,
-                helper,
-                tty: Some(p.name),
-                io: Some(io),
-                master: Some(m),
-            })
+            (vec![p.slave], io, Some(m), Some(p.name))
         }
         None => {
             let pipe = || {
@@ -515,27 +445,71 @@ pub fn spawn(req: SpawnRequest) -> Result<SessionProcess, HostError> {
             // wake-ups; pages are only taken while data sits in it.
             let _ = nix::fcntl::fcntl(&in_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
             let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-            let stdio = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-            let child = start(launch.stdio(stdio), false)?;
-            drop((in_r, out_w, err_w));
             use tokio::net::unix::pipe;
             let io = ProcessIo {
                 input: Box::new(pipe::Sender::from_owned_fd(in_w)?),
                 output: Box::new(pipe::Receiver::from_owned_fd(out_r)?),
                 stderr: Some(Box::new(pipe::Receiver::from_owned_fd(err_r)?)),
             };
-            let (killer, helper) = control_of(child.pid() as i32)?;
-            Ok(SessionProcess {
-                pid: child.pid(),
-                child: Some(child),
-                killer,
-                helper,
-                tty: None,
-                io: Some(io),
-                master: None,
-            })
+            (vec![in_r, out_w, err_w], io, None, None)
         }
+    };
+    let has_tty = tty.is_some();
+    let (leader, pid, killer) = match (&req.pam, pam) {
+        (None, _) => {
+            let l = plan.launch()?;
+            let child = if has_tty {
+                l.stdio([theirs[0].as_raw_fd(); 3])
+                    .controlling_tty()
+                    .start()?
+            } else {
+                l.stdio([
+                    theirs[0].as_raw_fd(),
+                    theirs[1].as_raw_fd(),
+                    theirs[2].as_raw_fd(),
+                ])
+                .new_session()
+                .start()?
+            };
+            // The child has its own copies; ours must go so EOF/EIO can happen.
+            drop(theirs);
+            let pid = child.pid();
+            (
+                Leader::Direct(Some(child)),
+                pid,
+                ProcessKiller::session(pid as i32),
+            )
+        }
+        (Some(_), Some(login)) => {
+            // The helper starts the program as a session leader itself, and
+            // lets go of the descriptors once it has.
+            let link = login.link();
+            let (id, pid, exited) = link.start(plan, has_tty, theirs).await?;
+            (
+                Leader::Helper {
+                    exited,
+                    outcome: None,
+                    finished: false,
+                },
+                pid,
+                ProcessKiller::helper(pid as i32, Arc::clone(link), id),
+            )
+        }
+        (Some(_), None) => {
+            drop(theirs);
+            (Leader::NotRun, 0, ProcessKiller::session(0))
+        }
+    };
+    if let Some(m) = master {
+        killer.set_terminal(m);
     }
+    Ok(SessionProcess {
+        leader,
+        pid,
+        killer,
+        tty,
+        io: Some(io),
+    })
 }
 
 #[cfg(test)]

@@ -64,6 +64,15 @@ impl SshdName for IdleActivity {
     }
 }
 
+impl SshdName for SessionCleanup {
+    fn sshd_name(&self) -> &str {
+        match self {
+            SessionCleanup::Hangup => "hangup",
+            SessionCleanup::Kill => "kill",
+        }
+    }
+}
+
 pub(super) const ROOT: &[(&str, PermitRootLogin)] = &[
     ("yes", PermitRootLogin::Yes),
     ("prohibit-password", PermitRootLogin::ProhibitPassword),
@@ -120,4 +129,9 @@ pub(super) const ACTIVITY: &[(&str, IdleActivity)] = &[
     ("input", IdleActivity::Input),
     ("input,output", IdleActivity::InputOutput),
     ("output,input", IdleActivity::InputOutput),
+];
+
+pub(super) const CLEANUP: &[(&str, SessionCleanup)] = &[
+    ("hangup", SessionCleanup::Hangup),
+    ("kill", SessionCleanup::Kill),
 ];

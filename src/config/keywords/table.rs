@@ -123,6 +123,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     opt_time!("IdleTimeout", M, idle_timeout, Settings::effective_idle_timeout),
     opt_time!("IdleWarning", M, idle_warning, Settings::effective_idle_warning),
     choice!("IdleActivity", M, idle_activity, ACTIVITY),
+    choice!("SessionCleanup", M, session_cleanup, CLEANUP),
     opt_path!("ControlSocket", G, control_socket),
     Keyword::other("Include", M, Class::Structural),
     Keyword::other("Match", M, Class::Structural),

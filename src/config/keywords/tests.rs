@@ -138,6 +138,7 @@ const CLASSES: &[(&str, Class)] = &[
     ("RhostsRSAAuthentication", D),
     ("SecurityKeyProvider", W),
     ("ServerKeyBits", D),
+    ("SessionCleanup", I),
     ("SetEnv", I),
     ("SkeyAuthentication", A("KbdInteractiveAuthentication")),
     ("SshdAuthPath", W),

@@ -35,6 +35,7 @@ impl ConnHandler {
         let ok = match self.user_env(channel).await {
             Some(user_env) => {
                 self.try_start(channel, requested, is_subsystem, session.handle(), user_env)
+                    .await
             }
             None => false,
         };
@@ -74,7 +75,7 @@ impl ConnHandler {
         Some(env)
     }
 
-    pub(super) fn try_start(
+    pub(super) async fn try_start(
         &mut self,
         channel: ChannelId,
         requested: Option<String>,
@@ -148,16 +149,23 @@ impl ConnHandler {
         let Some(fds) = self.session_fds(&login, req.pty.is_some()) else {
             return false;
         };
-        let process = match host::spawn(req) {
+        let (pam, pam_messages) = match &req.pam {
+            Some(p) => match self.pam_login(&login, p).await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    tracing::error!("session for {} could not start: {e}", login.user.name);
+                    return false;
+                }
+            },
+            None => (None, Vec::new()),
+        };
+        let process = match host::spawn(req, pam.as_deref()).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("session for {} could not start: {e}", login.user.name);
                 return false;
             }
         };
-        if let Ok(mut list) = self.shared.processes.lock() {
-            list.push(process.killer());
-        }
         let tty = process
             .tty_name()
             .map(|t| t.to_string_lossy().trim_start_matches("/dev/").to_string());
@@ -170,38 +178,9 @@ impl ConnHandler {
                 f.leader = Some(pid);
             }
         });
-        // As sshd: for an interactive login, the previous login (PrintLastLog, read
-        // before this one is recorded), then /etc/motd (PrintMotd).
-        let mut preamble = Vec::new();
-        if let Some(tty) = process.tty_name() {
-            let uid = login.user.uid;
-            if is_shell
-                && s.print_last_log
-                && let Some(last) = host::last_login(uid)
-            {
-                preamble.extend_from_slice(last.message().as_bytes());
-                preamble.push(b'\n');
-            }
-            let line = tty
-                .to_string_lossy()
-                .trim_start_matches("/dev/")
-                .to_string();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            if let Err(e) = host::record_lastlog(uid, &line, &self.ctx.remote_host(), now) {
-                tracing::debug!("lastlog: {e}");
-            }
-        }
-        if is_shell
-            && s.print_motd
-            && let Ok(m) = std::fs::read("/etc/motd")
-        {
-            preamble.extend_from_slice(&m);
-        }
-        let motd =
-            (!preamble.is_empty()).then(|| Bytes::from(crlf_if(chan.pty.is_some(), preamble)));
+        let motd = self
+            .login_messages(&login, process.tty_name(), is_shell, pam_messages)
+            .await;
         let login_record = process.tty_name().map(|tty| LoginRecord {
             tty: tty.to_path_buf(),
             user: login.user.name.clone(),
@@ -217,9 +196,93 @@ impl ConnHandler {
                 (false, true) => Some("subsystem"),
                 (false, false) => None,
             };
-            chan.start(process, handle, motd, login_record);
+            self.shared.sessions.track(&chan.end);
+            chan.start(process, handle, motd, login_record, s.session_cleanup);
         }
         true
+    }
+
+    /// The connection's PAM session for `login`, opened by its first session; and
+    /// what PAM's session modules showed, for that first session only (as sshd
+    /// clears its `loginmsg` after starting a session). `None` if it could not be
+    /// opened: sessions then end at once with status 254, as sshd's.
+    async fn pam_login(
+        &self,
+        login: &Login,
+        pam: &PamSession,
+    ) -> Result<(Option<Arc<host::pam::PamLogin>>, Vec<String>), host::HostError> {
+        use super::super::PamState;
+        let state = |s: &Self| match &*s.shared.pam.lock().unwrap_or_else(|p| p.into_inner()) {
+            PamState::NotOpened => None,
+            PamState::Open(l) => Some(Some(Arc::clone(l))),
+            PamState::Failed => Some(None),
+        };
+        // The handler serves one request at a time: nobody else opens it meanwhile.
+        if let Some(known) = state(self) {
+            return Ok((known, Vec::new()));
+        }
+        let opened =
+            host::pam::PamLogin::open(pam, &login.user.name, login.settings.session_cleanup)
+                .await?;
+        let (new, messages) = match opened {
+            host::pam::Opened::Open(l, m) => (PamState::Open(Arc::new(l)), m),
+            host::pam::Opened::Failed(m) => (PamState::Failed, m),
+        };
+        *self.shared.pam.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok((state(self).flatten(), messages))
+    }
+
+    /// What an interactive login shows before the shell starts, in sshd's order
+    /// (`do_login`, `display_loginmsg`, `do_motd`): PAM's session messages, the
+    /// previous login (PrintLastLog), then /etc/motd (PrintMotd). Only for a
+    /// shell (no command) and without `~/.hushlogin`; the last login and the motd
+    /// only with a terminal, where the text goes through the terminal's
+    /// newline translation as sshd's does. Every terminal session's login is
+    /// recorded in lastlog, after the previous one was read.
+    async fn login_messages(
+        &self,
+        login: &Login,
+        tty: Option<&std::path::Path>,
+        is_shell: bool,
+        pam_messages: Vec<String>,
+    ) -> Option<Bytes> {
+        let s = &login.settings;
+        let uid = login.user.uid;
+        let shown = is_shell && !host::hush_login(&login.user).await;
+        let mut text = Vec::new();
+        if shown {
+            for m in &pam_messages {
+                text.extend_from_slice(m.as_bytes());
+                text.push(b'\n');
+            }
+        }
+        if let Some(tty) = tty {
+            if shown
+                && s.print_last_log
+                && let Some(last) = host::last_login(uid)
+            {
+                text.extend_from_slice(last.message().as_bytes());
+                text.extend_from_slice(b"\r\n");
+            }
+            let line = tty
+                .to_string_lossy()
+                .trim_start_matches("/dev/")
+                .to_string();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            if let Err(e) = host::record_lastlog(uid, &line, &self.ctx.remote_host(), now) {
+                tracing::debug!("lastlog: {e}");
+            }
+            if shown
+                && s.print_motd
+                && let Ok(m) = std::fs::read("/etc/motd")
+            {
+                text.extend_from_slice(&m);
+            }
+        }
+        (!text.is_empty()).then(|| Bytes::from(crlf_if(tty.is_some(), text)))
     }
 }
 

@@ -1,18 +1,21 @@
-//! PAM: authentication on a blocking thread in the daemon, and the
-//! session in a per-login helper process. libpam is loaded at run time.
+//! PAM: authentication on a blocking thread in the daemon, and each
+//! connection's one session in a helper process. libpam is loaded at run time.
 
 mod auth;
 mod decoy;
 mod ffi;
 mod handle;
 mod helper;
+mod link;
+mod wire;
 
 pub use auth::{
     AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation, account, authenticate,
 };
 pub use handle::{Conversation, Prompt};
-pub(crate) use helper::parse_report;
 pub use helper::{HELPER_ARG, HELPER_ENV, HelperRequest, helper_main};
+pub(crate) use link::{Link, ToHelper};
+pub use link::{Opened, PamLogin};
 
 /// Whether libpam can be loaded here.
 pub fn available() -> Result<(), String> {

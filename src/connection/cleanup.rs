@@ -1,0 +1,240 @@
+//! The end of a session channel's program, and what it means for the processes
+//! of its session (`SessionCleanup`).
+//!
+//! A session ends in one of three ways, whichever comes first:
+//!
+//! - its program exits: the session task sends the exit status and closes the
+//!   channel ([`SessionEnd::program_exited`], [`SessionEnd::after_exit`]);
+//! - the client closes the channel ([`SessionEnd::closed`]);
+//! - the connection is lost or a lifetime limit ends it (idle, not responding,
+//!   `rsshd kill`, shutdown, `ChannelTimeout`) ([`SessionEnd::lost`]).
+//!
+//! The first two are normal ends. Under `hangup` they do what sshd does: the
+//! program's input and output are closed (for a terminal that hangs it up, and
+//! the kernel signals its session as a closed terminal does), and nothing is
+//! signalled. A lost session also has its input and output closed, and once its
+//! program has ended, or after `LOST_SETTLE`, SIGHUP goes to every process left
+//! in it (sshd sends nothing, and a command keeps running after its client is
+//! gone). Under `kill`, every end also sends SIGHUP, then SIGKILL after the grace,
+//! to every process of the session.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::config::SessionCleanup;
+use crate::host::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller};
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Phase {
+    /// No program yet.
+    #[default]
+    Idle,
+    Running,
+    /// The program exited first: a normal end, finished by the session task.
+    Exited,
+    /// The client closed the channel first.
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    killer: Option<ProcessKiller>,
+    policy: Option<SessionCleanup>,
+    /// The tasks that hold the program's input and output.
+    io: Vec<AbortHandle>,
+    phase: Phase,
+    /// Ended as lost (at most once; possibly before the program started).
+    lost: bool,
+}
+
+/// One session channel's end, shared by its reader (the client's close), its
+/// session task (the program's exit) and the connection (loss, lifetime).
+pub(crate) struct SessionEnd {
+    channel: u32,
+    state: Mutex<State>,
+    /// Becomes true when the channel is closed or the session lost before the
+    /// program exited.
+    ended: watch::Sender<bool>,
+}
+
+impl SessionEnd {
+    pub(crate) fn new(channel: u32) -> Arc<Self> {
+        Arc::new(SessionEnd {
+            channel,
+            state: Mutex::default(),
+            ended: watch::channel(false).0,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn channel(&self) -> u32 {
+        self.channel
+    }
+
+    /// The running program's killer, for a client's `signal` request.
+    pub(crate) fn killer(&self) -> Option<ProcessKiller> {
+        self.state().killer.clone()
+    }
+
+    /// The program started, with its session's `policy`.
+    pub(crate) fn running(self: &Arc<Self>, killer: ProcessKiller, policy: SessionCleanup) {
+        let lost = {
+            let mut st = self.state();
+            st.killer = Some(killer);
+            st.policy = Some(policy);
+            if st.phase == Phase::Idle {
+                st.phase = Phase::Running;
+            }
+            st.lost
+        };
+        if lost {
+            // The connection went while the program was being started.
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.apply_lost().await });
+        }
+    }
+
+    /// A task holding the program's input or output, which any end stops.
+    pub(crate) fn add_io(&self, task: AbortHandle) {
+        let mut st = self.state();
+        if st.lost || st.phase == Phase::Closed {
+            task.abort();
+        } else {
+            st.io.push(task);
+        }
+    }
+
+    /// Resolves once the channel is closed or the session lost.
+    pub(crate) async fn ended(&self) {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(|e| *e).await;
+    }
+
+    /// The session task saw the program exit. True if that is the session's end
+    /// (a normal one, for the task to finish); false if the client's close came
+    /// first.
+    pub(crate) fn program_exited(&self) -> bool {
+        let mut st = self.state();
+        match st.phase {
+            Phase::Running | Phase::Idle => {
+                st.phase = Phase::Exited;
+                Self::leave(&st);
+                true
+            }
+            Phase::Exited => true,
+            Phase::Closed => false,
+        }
+    }
+
+    /// A normal end under `hangup`, decided now (under the lock, so before any
+    /// end of the connection that follows): later losses leave it alone.
+    fn leave(st: &State) {
+        if st.policy == Some(SessionCleanup::Hangup)
+            && let Some(k) = &st.killer
+        {
+            k.leave();
+        }
+    }
+
+    /// Stop the I/O tasks and take what the policy needs.
+    fn stop_io(st: &mut State) -> Option<(ProcessKiller, SessionCleanup)> {
+        for task in st.io.drain(..) {
+            task.abort();
+        }
+        Some((st.killer.clone()?, st.policy?))
+    }
+
+    /// The program exited and its output went out: close its terminal and, under
+    /// `kill`, hang up what is left of its session.
+    pub(crate) async fn after_exit(&self) {
+        let Some((killer, policy)) = Self::stop_io(&mut self.state()) else {
+            return;
+        };
+        killer.close_terminal();
+        if policy == SessionCleanup::Kill {
+            killer.hang_up(HANGUP_GRACE).await;
+        }
+    }
+
+    /// The channel is gone (the client closed it, or the connection went) while
+    /// the program runs: its input, output and terminal are closed, as sshd's
+    /// `session_close_by_channel`; under `kill` its session is hung up.
+    pub(crate) async fn closed(&self) {
+        let taken = {
+            let mut st = self.state();
+            if st.phase != Phase::Running {
+                return;
+            }
+            st.phase = Phase::Closed;
+            Self::leave(&st);
+            Self::stop_io(&mut st)
+        };
+        self.ended.send_replace(true);
+        let Some((killer, policy)) = taken else {
+            return;
+        };
+        killer.close_terminal();
+        if policy == SessionCleanup::Kill {
+            killer.hang_up(HANGUP_GRACE).await;
+        }
+    }
+
+    /// The connection is lost or a lifetime limit ended the session (see the
+    /// module comment). Returns once the hang-up is done.
+    pub(crate) async fn lost(&self) {
+        {
+            let mut st = self.state();
+            // A session that already ended normally is not ended again.
+            if matches!(st.phase, Phase::Exited | Phase::Closed)
+                || std::mem::replace(&mut st.lost, true)
+            {
+                return;
+            }
+        }
+        self.ended.send_replace(true);
+        self.apply_lost().await;
+    }
+
+    async fn apply_lost(&self) {
+        let Some((killer, policy)) = Self::stop_io(&mut self.state()) else {
+            return;
+        };
+        killer.close_terminal();
+        match policy {
+            SessionCleanup::Hangup => killer.hang_up_lost(LOST_SETTLE).await,
+            SessionCleanup::Kill => killer.hang_up(HANGUP_GRACE).await,
+        }
+    }
+}
+
+/// The sessions of a connection, for its end. Entries of sessions that are gone
+/// are dropped as new ones come.
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<Vec<std::sync::Weak<SessionEnd>>>);
+
+impl Sessions {
+    fn list(&self) -> MutexGuard<'_, Vec<std::sync::Weak<SessionEnd>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn track(&self, end: &Arc<SessionEnd>) {
+        let mut list = self.list();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(end));
+    }
+
+    /// The live sessions, optionally only those of channel `n`.
+    pub(crate) fn live(&self, channel: Option<u32>) -> Vec<Arc<SessionEnd>> {
+        self.list()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .filter(|e| channel.is_none_or(|n| e.channel() == n))
+            .collect()
+    }
+}
