@@ -2,6 +2,7 @@
 //! under `MaxStartups`, and turns signals into server actions.
 
 pub mod activation;
+pub mod algorithms;
 pub mod hostkeys;
 pub mod inetd;
 pub mod listener;
@@ -11,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
-use russh::{MethodKind, MethodSet, Preferred, cipher};
+use russh::keys::PrivateKey;
+use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -59,6 +60,8 @@ pub enum StartError {
     HostKey(#[from] hostkeys::HostKeyError),
     #[error(transparent)]
     Listen(#[from] listener::ListenError),
+    #[error(transparent)]
+    Algorithms(#[from] algorithms::AlgorithmError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -79,38 +82,11 @@ pub fn host_key_paths(
     Ok(paths)
 }
 
-/// The russh configuration: our keys, modern algorithms only, and every timer of
+/// The russh configuration: our keys, the configured algorithms, and every timer of
 /// russh's own turned off because session lifetime is rsshd's job.
 pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Config {
-    let preferred = Preferred {
-        key: std::borrow::Cow::Owned(vec![
-            Algorithm::Ed25519,
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP384,
-            },
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP521,
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha512),
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha256),
-            },
-        ]),
-        cipher: std::borrow::Cow::Owned(vec![
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_128_GCM,
-            cipher::AES_256_GCM,
-            cipher::AES_128_CTR,
-            cipher::AES_192_CTR,
-            cipher::AES_256_CTR,
-        ]),
-        ..Preferred::DEFAULT
-    };
+    // Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, Compression.
+    let preferred = algorithms::preferred(s);
     russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-rsshd_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -120,6 +96,7 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         keys,
         preferred,
+        limits: algorithms::limits(s),
         // russh counts the client's initial "none" probe as an attempt; sshd does not.
         max_auth_attempts: s.max_auth_tries as usize + 1,
         inactivity_timeout: None,
@@ -197,6 +174,7 @@ pub fn prepare(
     }
     let paths = host_key_paths(&config, &extra_host_keys, true)?;
     let keys = hostkeys::load(&paths)?;
+    algorithms::check_host_keys(&paths, &keys, config.global())?;
     let control_path = config
         .global()
         .control_socket
@@ -334,7 +312,12 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                             tracing::warn!("{w}");
                         }
                         let keys = host_key_paths(&config, &p.extra_host_keys, true)
-                            .and_then(|paths| hostkeys::load(&paths));
+                            .map_err(StartError::from)
+                            .and_then(|paths| {
+                                let keys = hostkeys::load(&paths)?;
+                                algorithms::check_host_keys(&paths, &keys, config.global())?;
+                                Ok(keys)
+                            });
                         match keys {
                             Ok(keys) => {
                                 let protocol = Arc::new(protocol_config(keys, config.global()));
@@ -447,6 +430,8 @@ async fn accept_loop(
                 pre_auth,
                 daemon_uid,
             };
+            let protocol =
+                algorithms::for_connection(&protocol, ctx.config.global(), &ctx.pre_auth);
             connection::serve(stream, ctx, protocol, registry, on_auth).await;
             slot.release();
         });
