@@ -87,7 +87,9 @@ const KEXES: &[&str] = &[
 ];
 
 /// The post-quantum hybrid OpenSSH 9.9+ prefers, then sshd's elliptic-curve
-/// exchanges. No finite-field DH. OpenSSH 9.0-9.8 clients (Debian 12's included)
+/// exchanges. No finite-field DH: with it any client can make the daemon do an
+/// 8192-bit modular exponentiation per handshake for almost nothing
+/// (`diffie-hellman-group18-sha512`, the DHEat attack). OpenSSH 9.0-9.8 clients (Debian 12's included)
 /// prefer `sntrup761x25519-sha512@openssh.com`, which russh 0.65.1 does not have;
 /// they settle on `curve25519-sha256`.
 pub(crate) const DEFAULT_KEX: &[&str] = &[
