@@ -359,6 +359,16 @@ fn caveats_and_pre_auth_keywords_warn() {
                 .to_string()
         ])
     );
+    // LogLevel is applied from the global section only.
+    assert_eq!(load("LogLevel VERBOSE\n"), Ok(vec![]));
+    assert_eq!(
+        load("Match Address 10.0.0.0/8\n  LogLevel DEBUG3\n"),
+        Ok(vec![
+            "t.conf:2: LogLevel: rsshd applies only the global value (read at start), so a \
+             Match block does not change it"
+                .to_string()
+        ])
+    );
 }
 
 #[test]
