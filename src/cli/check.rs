@@ -58,7 +58,6 @@ fn check_host_keys(config: &Config) -> Result<(), String> {
         // The quick-start key is created on first start; nothing to check yet.
         return Ok(());
     }
-    daemon::hostkeys::load(&paths)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let keys = daemon::hostkeys::load(&paths).map_err(|e| e.to_string())?;
+    daemon::algorithms::check_host_keys(&paths, &keys, config.global()).map_err(|e| e.to_string())
 }

@@ -6,6 +6,7 @@
 //! directive applied on top, first value winning among them, which is how sshd
 //! re-parses its config per connection.
 
+pub(crate) mod algorithms;
 mod defaults;
 mod dump;
 mod keywords;
@@ -295,6 +296,22 @@ impl Loader {
         }
         if let Some(msg) = kw.caveat.and_then(|c| c(&args)) {
             self.warnings.push(warn(msg));
+        }
+        if kw.pre_auth_only && cond.iter().any(|m| m.needs_user()) {
+            return Err(err(
+                shown,
+                "rsshd applies it when the connection starts, before the user name is \
+                 known, so a Match on User or Group cannot set it; refused because ignoring \
+                 it could allow more than configured"
+                    .into(),
+            ));
+        }
+        if kw.global_only && !cond.is_empty() {
+            self.warnings.push(warn(
+                "rsshd applies only the global value (read at start), so a Match \
+                 block does not change it"
+                    .into(),
+            ));
         }
         if kw.pre_auth && cond.iter().any(|m| m.needs_user()) {
             self.warnings.push(warn(

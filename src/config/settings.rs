@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::algorithms::List;
 pub use super::persource::PenaltySettings;
 
 /// `PermitRootLogin`'s four values, as sshd_config(5).
@@ -82,6 +83,21 @@ pub enum LogLevel {
     Debug3,
 }
 
+/// `RekeyLimit BYTES [INTERVAL]`: 0 bytes is `default` (the cipher's own limit),
+/// no interval is `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RekeyLimit {
+    pub bytes: u64,
+    pub interval: Option<Duration>,
+}
+
+/// `FingerprintHash`: how key fingerprints are written in log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FingerprintHash {
+    Md5,
+    Sha256,
+}
+
 /// Effective server settings. Defaults are OpenSSH's (see [`Settings::default`]),
 /// except for rsshd's own embedded defaults (README's first section), which the config module
 /// applies when no config file exists.
@@ -109,15 +125,26 @@ pub struct Settings {
     pub use_dns: bool,
     pub log_level: LogLevel,
     pub syslog_facility: String,
-    pub ciphers: Option<Vec<String>>,
-    pub macs: Option<Vec<String>>,
-    pub kex_algorithms: Option<Vec<String>>,
+    // --- transport (see `config::algorithms`: lists as assembled, `ssh -Q` names) ---
+    pub ciphers: Vec<&'static str>,
+    pub macs: Vec<&'static str>,
+    pub kex_algorithms: Vec<&'static str>,
+    pub host_key_algorithms: Vec<&'static str>,
+    /// `Compression`: `yes`/`delayed` offer `zlib@openssh.com` (after authentication).
+    pub compression: bool,
+    pub rekey_limit: RekeyLimit,
+    pub fingerprint_hash: FingerprintHash,
     // --- authentication ---
     pub permit_root_login: PermitRootLogin,
     pub strict_modes: bool,
     pub max_auth_tries: u32,
     pub max_sessions: u32,
     pub pubkey_authentication: bool,
+    pub pubkey_accepted_algorithms: Vec<&'static str>,
+    /// Kept for certificates (not accepted yet): parsed, assembled and printed.
+    pub ca_signature_algorithms: Vec<&'static str>,
+    /// RSA keys (user and host) shorter than this many bits are refused.
+    pub required_rsa_size: u32,
     /// Tokens (`%h`, `%u`, `%%`) not yet expanded; relative paths are under the home.
     pub authorized_keys_file: Vec<String>,
     pub password_authentication: bool,
@@ -208,14 +235,21 @@ impl Default for Settings {
             use_dns: false,
             log_level: LogLevel::Info,
             syslog_facility: "AUTH".to_string(),
-            ciphers: None,
-            macs: None,
-            kex_algorithms: None,
+            ciphers: List::Cipher.defaults(),
+            macs: List::Mac.defaults(),
+            kex_algorithms: List::Kex.defaults(),
+            host_key_algorithms: List::Key.defaults(),
+            compression: true,
+            rekey_limit: RekeyLimit::default(),
+            fingerprint_hash: FingerprintHash::Sha256,
             permit_root_login: PermitRootLogin::ProhibitPassword,
             strict_modes: true,
             max_auth_tries: 6,
             max_sessions: 10,
             pubkey_authentication: true,
+            pubkey_accepted_algorithms: List::Key.defaults(),
+            ca_signature_algorithms: List::Sig.defaults(),
+            required_rsa_size: 1024,
             authorized_keys_file: vec![
                 ".ssh/authorized_keys".to_string(),
                 ".ssh/authorized_keys2".to_string(),

@@ -234,6 +234,9 @@ fn serve(
             daemon_uid,
             preauth_gate,
         };
+        // RekeyLimit from a Match on the address or port.
+        let protocol =
+            super::algorithms::for_connection(&protocol, ctx.config.global(), &ctx.pre_auth);
         let end = connection::serve(stream, ctx, protocol, registry, on_auth).await;
         slot.release();
         let offence = match end {

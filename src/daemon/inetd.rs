@@ -71,6 +71,7 @@ pub fn prepare(
     }
     let paths = host_key_paths(&config, extra_host_keys, true)?;
     let keys = hostkeys::load(&paths)?;
+    super::algorithms::check_host_keys(&paths, &keys, config.global())?;
     Ok(Inetd { config, keys })
 }
 
@@ -99,6 +100,7 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
         local.port()
     );
     let protocol = Arc::new(protocol_config(p.keys, config.global()));
+    let protocol = super::algorithms::for_connection(&protocol, config.global(), &pre_auth);
     let registry = Registry::new();
     for kind in [
         SignalKind::terminate(),

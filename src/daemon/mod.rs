@@ -3,6 +3,7 @@
 
 mod accept;
 pub mod activation;
+pub mod algorithms;
 pub mod hostkeys;
 pub mod inetd;
 pub mod listener;
@@ -12,8 +13,8 @@ mod srclimit;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
-use russh::{MethodKind, MethodSet, Preferred, cipher};
+use russh::keys::PrivateKey;
+use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -60,6 +61,8 @@ pub enum StartError {
     #[error(transparent)]
     Listen(#[from] listener::ListenError),
     #[error(transparent)]
+    Algorithms(#[from] algorithms::AlgorithmError),
+    #[error(transparent)]
     Control(#[from] crate::admin::server::BindError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -81,59 +84,11 @@ pub fn host_key_paths(
     Ok(paths)
 }
 
-/// Key exchange methods offered unless configured otherwise, best first: the
-/// post-quantum hybrid, curve25519 and the NIST curves, and the markers russh needs
-/// to announce RFC 8308 extension negotiation and OpenSSH's strict KEX (the client
-/// side markers are filtered out of a server's list by russh itself). No
-/// finite-field Diffie-Hellman group: with them, any client can make the daemon do
-/// an 8192-bit modular exponentiation per handshake for almost nothing
-/// (diffie-hellman-group18-sha512, the DHEat attack), and russh's default list
-/// offers five such groups. OpenSSH 9.x also offers sntrup761x25519-sha512, which
-/// russh 0.65.1 does not implement.
-pub(crate) const DEFAULT_KEX: &[russh::kex::Name] = &[
-    russh::kex::MLKEM768X25519_SHA256,
-    russh::kex::CURVE25519,
-    russh::kex::CURVE25519_PRE_RFC_8731,
-    russh::kex::ECDH_SHA2_NISTP256,
-    russh::kex::ECDH_SHA2_NISTP384,
-    russh::kex::ECDH_SHA2_NISTP521,
-    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
-    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
-];
-
-/// The russh configuration: our keys, modern algorithms only, and every timer of
+/// The russh configuration: our keys, the configured algorithms, and every timer of
 /// russh's own turned off because session lifetime is rsshd's job.
 pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Config {
-    let preferred = Preferred {
-        kex: std::borrow::Cow::Borrowed(DEFAULT_KEX),
-        key: std::borrow::Cow::Owned(vec![
-            Algorithm::Ed25519,
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP384,
-            },
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP521,
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha512),
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha256),
-            },
-        ]),
-        cipher: std::borrow::Cow::Owned(vec![
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_128_GCM,
-            cipher::AES_256_GCM,
-            cipher::AES_128_CTR,
-            cipher::AES_192_CTR,
-            cipher::AES_256_CTR,
-        ]),
-        ..Preferred::DEFAULT
-    };
+    // Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, Compression.
+    let preferred = algorithms::preferred(s);
     russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-rsshd_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -143,6 +98,7 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         keys,
         preferred,
+        limits: algorithms::limits(s),
         // russh counts the client's initial "none" probe as an attempt; sshd does not.
         max_auth_attempts: s.max_auth_tries as usize + 1,
         inactivity_timeout: None,
@@ -236,6 +192,7 @@ pub fn prepare(
     };
     let paths = host_key_paths(&config, &extra_host_keys, true)?;
     let keys = hostkeys::load(&paths)?;
+    algorithms::check_host_keys(&paths, &keys, config.global())?;
     let mut listeners = Vec::new();
     // Sockets from the service manager (socket activation) replace binding.
     let activated = activation::take_listeners()?;
@@ -348,7 +305,12 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                             tracing::warn!("{w}");
                         }
                         let keys = host_key_paths(&config, &p.extra_host_keys, true)
-                            .and_then(|paths| hostkeys::load(&paths));
+                            .map_err(StartError::from)
+                            .and_then(|paths| {
+                                let keys = hostkeys::load(&paths)?;
+                                algorithms::check_host_keys(&paths, &keys, config.global())?;
+                                Ok(keys)
+                            });
                         match keys {
                             Ok(keys) => {
                                 let protocol = Arc::new(protocol_config(keys, config.global()));

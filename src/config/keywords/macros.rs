@@ -121,6 +121,24 @@ macro_rules! list {
     };
 }
 
+/// An algorithm list (`config::algorithms`): sshd's `+`/`-`/`^`/pattern forms,
+/// assembled at parse time against the default (in a `Match` too, as sshd does);
+/// `-T` prints the comma-joined result.
+macro_rules! algos {
+    ($name:literal, $scope:expr, $f:ident, $list:expr) => {
+        Keyword::field(
+            $name,
+            $scope,
+            Policy::First,
+            |s, a, _| {
+                s.$f = algorithm_list($list, a)?;
+                Ok(())
+            },
+            |s, k, o| dump_list(&s.$f, k, o),
+        )
+    };
+}
+
 /// Anything else: a setter and a printer of its own (`values.rs`).
 macro_rules! custom {
     ($name:literal, $scope:expr, $policy:ident, $set:expr, $dump:expr) => {

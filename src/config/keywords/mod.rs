@@ -19,6 +19,7 @@ mod macros;
 mod names;
 mod persource;
 mod table;
+mod transport;
 mod values;
 
 use std::collections::HashSet;
@@ -197,6 +198,13 @@ pub(crate) struct Keyword {
     pub caveat: Option<Caveat>,
     /// Applied before the user name is known, so `Match User`/`Group` cannot set it.
     pub pre_auth: bool,
+    /// As `pre_auth`, for a limit: a `Match User`/`Group` setting it is refused
+    /// rather than ignored.
+    pub pre_auth_only: bool,
+    /// Read once at start from the global section: a `Match` line setting it warns
+    /// that it is not applied per connection (only for keywords where ignoring it
+    /// cannot widen access, such as `LogLevel`).
+    pub global_only: bool,
 }
 
 impl std::fmt::Debug for Keyword {
@@ -224,6 +232,8 @@ impl Keyword {
             value: Value::Field { policy, set, dump },
             caveat: None,
             pre_auth: false,
+            pre_auth_only: false,
+            global_only: false,
         }
     }
 
@@ -246,6 +256,8 @@ impl Keyword {
             },
             caveat: None,
             pre_auth: false,
+            pre_auth_only: false,
+            global_only: false,
         }
     }
 
@@ -257,6 +269,8 @@ impl Keyword {
             value: Value::Nothing,
             caveat: None,
             pre_auth: false,
+            pre_auth_only: false,
+            global_only: false,
         }
     }
 
@@ -265,6 +279,26 @@ impl Keyword {
     /// takes once the feature is implemented.
     pub(crate) const fn refused(mut self) -> Keyword {
         self.class = Class::Refused;
+        self
+    }
+
+    /// A keyword rsshd parses, checks and prints but cannot apply yet, where
+    /// ignoring it cannot widen access: accepted, with its caveat as the warning.
+    pub(crate) const fn warned(mut self) -> Keyword {
+        self.class = Class::Warned;
+        self
+    }
+
+    /// Applied when the connection starts: a `Match` on the user cannot set it,
+    /// and since it limits something, such a line is refused.
+    pub(crate) const fn pre_auth_only(mut self) -> Keyword {
+        self.pre_auth_only = true;
+        self
+    }
+
+    /// See [`Keyword::global_only`].
+    pub(crate) const fn global_only(mut self) -> Keyword {
+        self.global_only = true;
         self
     }
 

@@ -5,8 +5,10 @@
 
 use super::names::*;
 use super::persource;
+use super::transport::*;
 use super::values::*;
 use super::{Class, G, Keyword, Kind, M, Policy};
+use crate::config::algorithms::List;
 use crate::config::settings::Settings;
 
 #[rustfmt::skip]
@@ -21,7 +23,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     int!("MaxSessions", M, max_sessions),
     time!("ClientAliveInterval", M, client_alive_interval),
     int!("ClientAliveCountMax", M, client_alive_count_max),
-    refuse!("RequiredRSASize", Int, M, ["1024"], hidden),
+    int!("RequiredRSASize", M, required_rsa_size),
     warn!("StreamLocalBindMask", Word, M, ["0177"], hidden),
     opt_time!("UnusedConnectionTimeout", M, unused_connection_timeout),
     choice!("PermitRootLogin", M, permit_root_login, ROOT),
@@ -51,7 +53,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     flag!("StrictModes", G, strict_modes),
     flag!("TCPKeepAlive", G, tcp_keep_alive),
     flag!("PermitEmptyPasswords", M, permit_empty_passwords),
-    refuse!("Compression", Word, G, ["yes", "delayed"], hidden),
+    custom!("Compression", G, First, |s, a, _| { s.compression = a.choice(COMPRESSION)?; Ok(()) }, dump_compression),
     choice!("GatewayPorts", M, gateway_ports, GW),
     flag!("UseDNS", G, use_dns).refused(),
     choice!("AllowTcpForwarding", M, allow_tcp_forwarding, FWD),
@@ -59,13 +61,13 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     refuse!("DisableForwarding", Flag, M, ["no"]),
     warn!("AllowStreamLocalForwarding", Word, M, ["no"]),
     warn!("StreamLocalBindUnlink", Flag, M, ["no"], hidden),
-    refuse!("FingerprintHash", Word, G, ["SHA256"]),
+    custom!("FingerprintHash", G, First, set_fingerprint_hash, dump_fingerprint_hash),
     warn!("ExposeAuthInfo", Flag, M, ["no"]),
     opt_path!("PidFile", G, pid_file),
     refuse!("ModuliFile", Word, G, ["/etc/ssh/moduli"], hidden),
     warn!("XAuthLocation", Word, G),
-    custom!("Ciphers", G, First, set_ciphers, dump_ciphers).refused(),
-    custom!("MACs", G, First, set_macs, dump_macs).refused(),
+    algos!("Ciphers", G, ciphers, List::Cipher),
+    algos!("MACs", G, macs, List::Mac),
     opt_path!("Banner", M, banner).pre_auth(),
     custom!("ForceCommand", M, First, set_force_command, dump_force_command).caveat(force_command_caveat),
     opt_path!("ChrootDirectory", M, chroot_directory).refused(),
@@ -79,14 +81,14 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     warn!("AuthorizedPrincipalsCommand", Line, M, ["none"]),
     warn!("AuthorizedPrincipalsCommandUser", Word, M, ["none"]),
     warn!("HostKeyAgent", Word, G, ["none"]),
-    custom!("KexAlgorithms", G, First, set_kex, dump_kex).refused(),
-    warn!("CASignatureAlgorithms", Word, M),
+    algos!("KexAlgorithms", G, kex_algorithms, List::Kex),
+    algos!("CASignatureAlgorithms", M, ca_signature_algorithms, List::Sig).warned().caveat(ca_signature_caveat),
     warn!("HostbasedAcceptedAlgorithms", Word, M),
-    refuse!("HostKeyAlgorithms", Word, G),
-    refuse!("PubkeyAcceptedAlgorithms", Word, M),
+    algos!("HostKeyAlgorithms", G, host_key_algorithms, List::Key),
+    algos!("PubkeyAcceptedAlgorithms", M, pubkey_accepted_algorithms, List::Key),
     refuse!("RDomain", Word, M, ["none"]),
-    choice!("LogLevel", M, log_level, LEVELS).refused(),
-    choice!("SyslogFacility", G, syslog_facility, FACILITIES).refused(),
+    choice!("LogLevel", M, log_level, LEVELS).global_only(),
+    choice!("SyslogFacility", G, syslog_facility, FACILITIES),
     custom!("AuthorizedKeysFile", M, First, set_authorized_keys, dump_authorized_keys),
     custom!("HostKey", G, Append, set_host_key, dump_host_keys),
     warn!("HostCertificate", Word, G),
@@ -106,7 +108,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     custom!("PerSourceNetBlockSize", G, Last, persource::set_net_block_size, persource::dump_net_block_size),
     warn!("PermitTunnel", Word, M, ["no"]),
     warn!("IPQoS", Words, M, ["none"], hidden),
-    refuse!("RekeyLimit", Words, M, ["default none", "default"], hidden),
+    custom!("RekeyLimit", M, First, set_rekey_limit, dump_rekey_limit).pre_auth_only(),
     custom!("PermitOpen", M, First, set_permit_open, dump_permit_open),
     custom!("PermitListen", M, First, set_permit_listen, dump_permit_listen),
     custom!("PermitUserEnvironment", G, First, set_user_env, dump_user_env),

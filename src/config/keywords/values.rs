@@ -464,49 +464,6 @@ pub(super) fn force_command_caveat(a: &Args) -> Option<String> {
     })
 }
 
-/// `Ciphers`, `MACs`, `KexAlgorithms`: a comma list with an optional `+`, `-` or `^`.
-fn algos(a: &Args) -> Result<Option<Vec<String>>, String> {
-    let v = a.one()?;
-    let body = v.trim_start_matches(['+', '-', '^']);
-    if body.split(',').any(str::is_empty) {
-        return Err(format!("invalid algorithm list \"{v}\""));
-    }
-    Ok(Some(v.split(',').map(str::to_string).collect()))
-}
-
-fn dump_algos(v: &Option<Vec<String>>, key: &str, out: &mut String) {
-    if let Some(v) = v {
-        kv(out, key, v.join(","));
-    }
-}
-
-pub(super) fn set_ciphers(s: &mut Settings, a: &Args, _: &mut Pass) -> Result<(), String> {
-    s.ciphers = algos(a)?;
-    Ok(())
-}
-
-pub(super) fn dump_ciphers(s: &Settings, k: &str, o: &mut String) {
-    dump_algos(&s.ciphers, k, o);
-}
-
-pub(super) fn set_macs(s: &mut Settings, a: &Args, _: &mut Pass) -> Result<(), String> {
-    s.macs = algos(a)?;
-    Ok(())
-}
-
-pub(super) fn dump_macs(s: &Settings, k: &str, o: &mut String) {
-    dump_algos(&s.macs, k, o);
-}
-
-pub(super) fn set_kex(s: &mut Settings, a: &Args, _: &mut Pass) -> Result<(), String> {
-    s.kex_algorithms = algos(a)?;
-    Ok(())
-}
-
-pub(super) fn dump_kex(s: &Settings, k: &str, o: &mut String) {
-    dump_algos(&s.kex_algorithms, k, o);
-}
-
 pub(super) fn dump_host_keys(s: &Settings, k: &str, o: &mut String) {
     s.host_key.iter().for_each(|h| kv(o, k, h.display()));
 }

@@ -390,13 +390,16 @@ impl ConnHandler {
         key: &PublicKey,
         algorithm: &Algorithm,
     ) -> Option<KeyOptions> {
-        if matches!(algorithm, Algorithm::Rsa { hash: None }) {
-            // ssh-rsa signatures are SHA-1; refuse them like OpenSSH >= 8.8.
-            return None;
-        }
         if self.keys.already_used(key) {
             // sshd's auth2_key_already_used: `publickey,publickey` needs two keys.
             tracing::info!("refusing previously-used {} key", key_type_name(key));
+            return None;
+        }
+        // PubkeyAcceptedAlgorithms (no ssh-rsa, a SHA-1 signature, by default) and
+        // RequiredRSASize, in sshd's order and words.
+        let settings = &self.candidate(user).settings;
+        if let Err(line) = crate::daemon::algorithms::check_user_key(settings, key, algorithm) {
+            tracing::info!("{line}");
             return None;
         }
         if let Some(verdict) = self.keys.cached(user, key) {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use russh::keys::{Algorithm, HashAlg, PublicKey};
+use russh::keys::{Algorithm, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
 };
@@ -25,6 +25,7 @@ use super::session::SessionChannel;
 use super::{ConnContext, ConnShared};
 use crate::config::PermitRootLogin;
 use crate::config::Settings;
+use crate::daemon::algorithms::fingerprint;
 use crate::host::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
 use crate::host::{
     self, KeyLookup, KeyOptions, LoginRecord, PamSession, PtyParams, SpawnRequest, UserInfo,
@@ -282,7 +283,7 @@ impl Handler for ConnHandler {
                     "Failed publickey for {user} from {} ssh2: {} {}",
                     peer(&self.ctx.peer),
                     key_type_name(offer.public_key),
-                    offer.public_key.fingerprint(HashAlg::Sha256)
+                    fingerprint(offer.public_key, self.ctx.pre_auth.fingerprint_hash)
                 );
                 // Each key refused is a failed attempt for sshd.
                 self.count_failure(user);
@@ -325,7 +326,7 @@ impl Handler for ConnHandler {
             if complete { "Accepted" } else { "Partial" },
             peer(&self.ctx.peer),
             key_type_name(key.public_key),
-            key.public_key.fingerprint(HashAlg::Sha256)
+            fingerprint(key.public_key, self.ctx.pre_auth.fingerprint_hash)
         );
         Ok(auth)
     }
