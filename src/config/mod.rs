@@ -10,6 +10,7 @@ mod defaults;
 mod dump;
 mod keywords;
 mod lexer;
+pub(crate) use lexer::split_args;
 mod matching;
 mod settings;
 mod time;
