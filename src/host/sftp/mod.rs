@@ -12,6 +12,7 @@
 
 mod ext;
 mod files;
+mod handler;
 mod log;
 mod options;
 mod server;

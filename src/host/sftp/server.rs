@@ -6,14 +6,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 
 use nix::fcntl::OFlag;
-use russh_sftp::protocol::{
-    Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
-};
-use russh_sftp::server::{Handler, StatusReply};
+use russh_sftp::protocol::{Attrs, Data, FileAttributes, Name, OpenFlags, Status, StatusCode};
+use russh_sftp::server::StatusReply;
 
 use super::files::{self, Names, io_portable, message, portable};
 use super::log::Log;
@@ -62,12 +59,6 @@ pub(crate) struct Server {
 }
 
 pub(super) type Reply<T> = Result<T, StatusReply>;
-
-/// `russh-sftp` wants futures; the work is synchronous (one client, one request
-/// at a time, as sftp-server).
-fn ready<T: Send>(v: T) -> impl std::future::Future<Output = T> + Send {
-    std::future::ready(v)
-}
 
 impl Server {
     pub(crate) fn new(s: Session, done: tokio::sync::oneshot::Sender<()>) -> Server {
@@ -176,7 +167,12 @@ impl Server {
         }
     }
 
-    fn open(&mut self, name: String, pflags: OpenFlags, attrs: FileAttributes) -> Reply<String> {
+    pub(super) fn open(
+        &mut self,
+        name: String,
+        pflags: OpenFlags,
+        attrs: FileAttributes,
+    ) -> Reply<String> {
         self.permit("open", false)?;
         let (flags, text) = open_flags(pflags);
         let mode = attrs.permissions.unwrap_or(0o666);
@@ -204,7 +200,7 @@ impl Server {
         })
     }
 
-    fn close(&mut self, id: u32, handle: String) -> Reply<Status> {
+    pub(super) fn close(&mut self, id: u32, handle: String) -> Reply<Status> {
         self.permit("close", false)?;
         let h: Option<u32> = handle.parse().ok();
         match h.and_then(|h| self.handles.remove(&h)) {
@@ -232,7 +228,7 @@ impl Server {
         }
     }
 
-    fn read(&mut self, id: u32, handle: String, offset: u64, len: u32) -> Reply<Data> {
+    pub(super) fn read(&mut self, id: u32, handle: String, offset: u64, len: u32) -> Reply<Data> {
         self.permit("read", false)?;
         let len = len.min(MAX_READ) as usize;
         let Some(Open::File { file, read, .. }) = self.file(&handle) else {
@@ -255,7 +251,13 @@ impl Server {
         }
     }
 
-    fn write(&mut self, id: u32, handle: String, offset: u64, data: Vec<u8>) -> Reply<Status> {
+    pub(super) fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Reply<Status> {
         self.permit("write", true)?;
         let Some(Open::File {
             file,
@@ -281,7 +283,7 @@ impl Server {
         }
     }
 
-    fn stat(&mut self, id: u32, path: String, follow: bool) -> Reply<Attrs> {
+    pub(super) fn stat(&mut self, id: u32, path: String, follow: bool) -> Reply<Attrs> {
         self.permit(if follow { "stat" } else { "lstat" }, false)?;
         let l = if follow { "" } else { "l" };
         self.log().verbose(&format!("{l}stat name \"{path}\""));
@@ -300,7 +302,7 @@ impl Server {
         }
     }
 
-    fn fstat(&mut self, id: u32, handle: String) -> Reply<Attrs> {
+    pub(super) fn fstat(&mut self, id: u32, handle: String) -> Reply<Attrs> {
         self.permit("fstat", false)?;
         let m = match self.fd_of(&handle) {
             Some(f) => f.metadata(),
@@ -392,7 +394,7 @@ impl Server {
         status
     }
 
-    fn opendir(&mut self, path: String) -> Reply<String> {
+    pub(super) fn opendir(&mut self, path: String) -> Reply<String> {
         self.permit("opendir", false)?;
         self.log().info(&format!("opendir \"{path}\""));
         let dir = std::fs::read_dir(files::path(&path)).map_err(|e| self.errno(&e))?;
@@ -403,7 +405,7 @@ impl Server {
         })
     }
 
-    fn readdir(&mut self, id: u32, handle: String) -> Reply<Name> {
+    pub(super) fn readdir(&mut self, id: u32, handle: String) -> Reply<Name> {
         self.permit("readdir", false)?;
         let h: Option<u32> = handle.parse().ok();
         let Some(Open::Dir { dir, name, dots }) = h.and_then(|h| self.handles.get_mut(&h)) else {
@@ -440,14 +442,14 @@ impl Server {
         Ok(Name { id, files })
     }
 
-    fn remove(&mut self, id: u32, name: String) -> Reply<Status> {
+    pub(super) fn remove(&mut self, id: u32, name: String) -> Reply<Status> {
         self.permit("remove", true)?;
         self.log().info(&format!("remove name \"{name}\""));
         let r = nix::unistd::unlink(name.as_str()).map_err(|e| self.nix(e));
         self.status(id, r)
     }
 
-    fn mkdir(&mut self, id: u32, path: String, attrs: FileAttributes) -> Reply<Status> {
+    pub(super) fn mkdir(&mut self, id: u32, path: String, attrs: FileAttributes) -> Reply<Status> {
         self.permit("mkdir", true)?;
         let mode = attrs.permissions.map(|p| p & 0o7777).unwrap_or(0o777);
         self.log()
@@ -459,7 +461,7 @@ impl Server {
         self.status(id, r)
     }
 
-    fn rmdir(&mut self, id: u32, path: String) -> Reply<Status> {
+    pub(super) fn rmdir(&mut self, id: u32, path: String) -> Reply<Status> {
         self.permit("rmdir", true)?;
         self.log().info(&format!("rmdir name \"{path}\""));
         let r = std::fs::remove_dir(files::path(&path)).map_err(|e| self.errno(&e));
@@ -477,7 +479,7 @@ impl Server {
         }
     }
 
-    fn realpath(&mut self, id: u32, path: String) -> Reply<Name> {
+    pub(super) fn realpath(&mut self, id: u32, path: String) -> Reply<Name> {
         self.permit("realpath", false)?;
         let path = if path.is_empty() { ".".into() } else { path };
         self.log().verbose(&format!("realpath \"{path}\""));
@@ -488,7 +490,7 @@ impl Server {
     /// SSH_FXP_RENAME never replaces an existing file: a regular file is linked
     /// to the new name and then unlinked (atomic refusal when the name exists);
     /// anything else is renamed only if the new name does not exist.
-    fn rename(&mut self, id: u32, old: String, new: String) -> Reply<Status> {
+    pub(super) fn rename(&mut self, id: u32, old: String, new: String) -> Reply<Status> {
         self.permit("rename", true)?;
         self.log()
             .info(&format!("rename old \"{old}\" new \"{new}\""));
@@ -528,7 +530,7 @@ impl Server {
         self.status(id, r)
     }
 
-    fn readlink(&mut self, id: u32, path: String) -> Reply<Name> {
+    pub(super) fn readlink(&mut self, id: u32, path: String) -> Reply<Name> {
         self.permit("readlink", false)?;
         self.log().verbose(&format!("readlink \"{path}\""));
         let target = std::fs::read_link(files::path(&path)).map_err(|e| self.errno(&e))?;
@@ -537,7 +539,7 @@ impl Server {
 
     /// OpenSSH's SSH_FXP_SYMLINK carries the link's target first, then the
     /// link's path (the reverse of the draft; every OpenSSH client sends this).
-    fn symlink(&mut self, id: u32, target: String, link: String) -> Reply<Status> {
+    pub(super) fn symlink(&mut self, id: u32, target: String, link: String) -> Reply<Status> {
         self.permit("symlink", true)?;
         self.log()
             .info(&format!("symlink old \"{target}\" new \"{link}\""));
@@ -590,211 +592,5 @@ impl Drop for Server {
             "session closed for local user {} from [{}]",
             self.s.user, self.s.client_addr
         ));
-    }
-}
-
-impl Handler for Server {
-    type Error = StatusReply;
-
-    fn unimplemented(&self) -> Self::Error {
-        StatusReply::new(StatusCode::OpUnsupported).with_message(message(StatusCode::OpUnsupported))
-    }
-
-    fn init(
-        &mut self,
-        version: u32,
-        _extensions: HashMap<String, String>,
-    ) -> impl std::future::Future<Output = Result<Version, Self::Error>> + Send {
-        self.log()
-            .verbose(&format!("received client version {version}"));
-        let mut v = Version::new();
-        for (ext, ver) in super::ext::ADVERTISED {
-            if let Some((name, writes)) = super::ext::request_of(ext)
-                && self.permit(name, writes).is_ok()
-            {
-                v.extensions.insert(ext.to_string(), ver.to_string());
-            }
-        }
-        ready(Ok(v))
-    }
-
-    fn open(
-        &mut self,
-        id: u32,
-        filename: String,
-        pflags: OpenFlags,
-        attrs: FileAttributes,
-    ) -> impl std::future::Future<Output = Result<Handle, Self::Error>> + Send {
-        ready(Server::open(self, filename, pflags, attrs).map(|handle| Handle { id, handle }))
-    }
-
-    fn close(
-        &mut self,
-        id: u32,
-        handle: String,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        ready(Server::close(self, id, handle))
-    }
-
-    fn read(
-        &mut self,
-        id: u32,
-        handle: String,
-        offset: u64,
-        len: u32,
-    ) -> impl std::future::Future<Output = Result<Data, Self::Error>> + Send {
-        ready(Server::read(self, id, handle, offset, len))
-    }
-
-    fn write(
-        &mut self,
-        id: u32,
-        handle: String,
-        offset: u64,
-        data: Vec<u8>,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        ready(Server::write(self, id, handle, offset, data))
-    }
-
-    fn lstat(
-        &mut self,
-        id: u32,
-        path: String,
-    ) -> impl std::future::Future<Output = Result<Attrs, Self::Error>> + Send {
-        ready(Server::stat(self, id, path, false))
-    }
-
-    fn fstat(
-        &mut self,
-        id: u32,
-        handle: String,
-    ) -> impl std::future::Future<Output = Result<Attrs, Self::Error>> + Send {
-        ready(Server::fstat(self, id, handle))
-    }
-
-    fn setstat(
-        &mut self,
-        id: u32,
-        path: String,
-        attrs: FileAttributes,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        let r = self
-            .permit("setstat", true)
-            .and_then(|()| self.set_attrs(&path, &attrs, Target::Path { follow: true }));
-        ready(self.status(id, r))
-    }
-
-    fn fsetstat(
-        &mut self,
-        id: u32,
-        handle: String,
-        attrs: FileAttributes,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        let r = self.permit("fsetstat", true).and_then(|()| {
-            let found = match self.file(&handle) {
-                Some(Open::File { file, name, .. }) => Some((file.try_clone(), name.clone())),
-                _ => None,
-            };
-            match found {
-                Some((Ok(fd), name)) => self.set_attrs(&name, &attrs, Target::Fd(fd.as_fd())),
-                Some((Err(e), _)) => Err(self.errno(&e)),
-                None => Err(self.fail(StatusCode::Failure)),
-            }
-        });
-        ready(self.status(id, r))
-    }
-
-    fn opendir(
-        &mut self,
-        id: u32,
-        path: String,
-    ) -> impl std::future::Future<Output = Result<Handle, Self::Error>> + Send {
-        ready(Server::opendir(self, path).map(|handle| Handle { id, handle }))
-    }
-
-    fn readdir(
-        &mut self,
-        id: u32,
-        handle: String,
-    ) -> impl std::future::Future<Output = Result<Name, Self::Error>> + Send {
-        ready(Server::readdir(self, id, handle))
-    }
-
-    fn remove(
-        &mut self,
-        id: u32,
-        filename: String,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        ready(Server::remove(self, id, filename))
-    }
-
-    fn mkdir(
-        &mut self,
-        id: u32,
-        path: String,
-        attrs: FileAttributes,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        ready(Server::mkdir(self, id, path, attrs))
-    }
-
-    fn rmdir(
-        &mut self,
-        id: u32,
-        path: String,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        ready(Server::rmdir(self, id, path))
-    }
-
-    fn realpath(
-        &mut self,
-        id: u32,
-        path: String,
-    ) -> impl std::future::Future<Output = Result<Name, Self::Error>> + Send {
-        ready(Server::realpath(self, id, path))
-    }
-
-    fn stat(
-        &mut self,
-        id: u32,
-        path: String,
-    ) -> impl std::future::Future<Output = Result<Attrs, Self::Error>> + Send {
-        ready(Server::stat(self, id, path, true))
-    }
-
-    fn rename(
-        &mut self,
-        id: u32,
-        oldpath: String,
-        newpath: String,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        ready(Server::rename(self, id, oldpath, newpath))
-    }
-
-    fn readlink(
-        &mut self,
-        id: u32,
-        path: String,
-    ) -> impl std::future::Future<Output = Result<Name, Self::Error>> + Send {
-        ready(Server::readlink(self, id, path))
-    }
-
-    fn symlink(
-        &mut self,
-        id: u32,
-        linkpath: String,
-        targetpath: String,
-    ) -> impl std::future::Future<Output = Result<Status, Self::Error>> + Send {
-        // The library names the fields after the draft; OpenSSH sends the
-        // target first (see `Server::symlink`).
-        ready(Server::symlink(self, id, linkpath, targetpath))
-    }
-
-    fn extended(
-        &mut self,
-        id: u32,
-        request: String,
-        data: Vec<u8>,
-    ) -> impl std::future::Future<Output = Result<Packet, Self::Error>> + Send {
-        ready(self.extended_request(id, &request, data))
     }
 }
