@@ -378,7 +378,7 @@ def med(values):
     return (statistics.median(values), min(values), max(values))
 
 
-PHASES = ("cost", "bulk", "memory", "scale")
+PHASES = ("cost", "bulk", "memory", "scale", "flood")
 
 
 def main():
@@ -389,6 +389,9 @@ def main():
                     help="run only these phases, keeping the others' figures from bench/results.json")
     ap.add_argument("--conns", type=int, help="idle connections from the load generator (default 10000)")
     ap.add_argument("--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json")
+    ap.add_argument("--flood-seconds", type=float, help="echo measurement per flood (default 15)")
+    ap.add_argument("--rsshd-before", type=Path,
+                    help="flood phase: also measure this rsshd binary (e.g. a build of an older commit)")
     args = ap.parse_args()
     saved_path = ROOT / "bench/results.json"
     if args.report_only:
@@ -484,6 +487,13 @@ def main():
                 for s in servers.values():
                     s.stop()
         meta.update(many=many, idle=idle)
+    if "flood" in phases:
+        import flood
+        secs = args.flood_seconds or (3 if args.quick else 10)
+        load_before = os.getloadavg()[0]
+        results["_flood"] = flood.run(sys.modules[__name__], work, key, secs, reps,
+                                      before_bin=args.rsshd_before)
+        meta.update(flood_seconds=secs, flood_reps=reps, flood_load=[load_before, os.getloadavg()[0]])
     meta.update(quick=args.quick, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cores=os.cpu_count())
     saved_path.write_text(json.dumps(results, indent=1))
     write_report(results)
@@ -616,6 +626,29 @@ def write_report(results):
         out.append(f"| {label} | {fmt(vals['OpenSSH'], digits)} | {fmt(vals['Dropbear'], digits)} | "
                    f"{fmt(vals['rsshd'], digits)} | {ratio(cmp_vals, higher)} |")
     out += ["", "In this table a ratio compares rsshd only with a server that held as many connections."]
+    if results.get("_flood"):
+        import flood
+        secs = meta.get("flood_seconds", 10)
+        out += ["", "## An established session during a handshake flood", "",
+                f"Median (min-max) of {meta.get('flood_reps', 1)} rep(s), each on freshly started servers, one "
+                f"server at a time. One `ssh -T host cat` session per server echoes a byte every "
+                f"{flood.INTERVAL * 1000:.0f} ms for 3 s with no load, then for "
+                f"{secs:.0f} s while `rsshd-flood` (bench/loadgen) runs "
+                f"{flood.CONCURRENCY} connections at a time from the same address, each sending a key exchange "
+                "that costs it nothing and closing on the server's signed reply (the DHEat pattern). Each server "
+                "runs with its default limits and key exchange list. Round trip = write to echo, as the client "
+                "sees it; p99 and max over all echoes of the run; an echo not back within 10 s counts as 10 s. "
+                "The machine is shared: its 1-minute load average was "
+                f"{meta.get('flood_load', [0, 0])[0]:.1f} when the phase started and "
+                f"{meta.get('flood_load', [0, 0])[1]:.1f} when it ended.", ""] + head
+        for label, vals, digits in flood.rows(results["_flood"]):
+            cells = []
+            for n in NAMES:
+                x = vals.get(n)
+                cells.append(x if isinstance(x, str) else fmt(x, digits))
+            nums = {n: (vals.get(n) if not isinstance(vals.get(n), str) else None) for n in NAMES}
+            lower = None if "completed" in label else False
+            out.append(f"| {label} | {cells[0]} | {cells[1]} | {cells[2]} | {ratio(nums, lower)} |")
     errs = {n: results.get(n, {}).get(ph, {}).get("errors") for n in NAMES for ph in ("held",)}
     errs = {n: e for n, e in errs.items() if e}
     if errs:

@@ -102,7 +102,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             "ChallengeResponseAuthentication no\nKbdInteractiveAuthentication yes\nKeepAlive no\n\
              PrintLastLog no\nPrintMotd yes\nPidFile none\nDSAAuthentication no\n\
              ChannelTimeout session=300 direct-tcpip=1H session:command=5m session:subsystem:sftp=0\n\
-             Subsystem sftp internal-sftp -f AUTH -l VERBOSE\nMaxStartups 3:50:9\nMaxStartups 4\n\
+             Subsystem sftp internal-sftp -f AUTH -l VERBOSE\nMaxStartups 3:50:9\nMaxStartups 4\nPerSourceMaxStartups 3\nPerSourceNetBlockSize 24:64\nPerSourceNetBlockSize 16\n\
              PermitUserEnvironment yes\nAuthenticationMethods password publickey,keyboard-interactive:pam\n\
              Match LocalPort 22\n  PermitRootLogin prohibit-password\n  AllowTcpForwarding remote\n\
              GatewayPorts yes\n  ChannelTimeout none\n  MaxAuthTries 0\n  ClientAliveInterval 1w\n",

@@ -23,24 +23,143 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
-/// Bind the socket (replacing a stale one) with mode 0600. A std listener, so the
-/// daemon can bind it before it starts its runtime and announces itself.
-pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another daemon answers there: taking its socket over would cut its admin off.
+    #[error(
+        "control socket {0} is in use by a running rsshd; stop it first or set another ControlSocket"
+    )]
+    InUse(PathBuf),
+    /// Something that is not a socket (or a symlink) sits at the path; it is not ours
+    /// to delete.
+    #[error("control socket {0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The bound control socket and the identity (device, inode) of the file this
+/// process created, so that on exit it removes that file and nothing else.
+#[derive(Debug)]
+pub struct ControlSocket {
+    pub listener: std::os::unix::net::UnixListener,
+    pub guard: SocketFile,
+}
+
+/// Removes the socket file on drop, if the path still names the file we created.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        // Another daemon may have replaced the file since (after we were thought
+        // dead), or an admin may have put something else there: leave those alone.
+        if let Ok(m) = std::fs::symlink_metadata(&self.path)
+            && m.dev() == self.dev
+            && m.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What is at the socket path now.
+enum Occupant {
+    Nothing,
+    /// A socket nobody accepts on: left behind by a daemon that died.
+    Stale,
+    Live,
+    Other,
+}
+
+/// Probe the path without following a symlink and without blocking: a live daemon
+/// whose backlog is full still counts as live (EAGAIN on a non-blocking connect).
+fn occupant(path: &Path) -> Result<Occupant, std::io::Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Occupant::Nothing),
         Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Ok(Occupant::Other);
+    }
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINPROGRESS) => {
+            Ok(Occupant::Live)
+        }
+        Err(nix::errno::Errno::ECONNREFUSED) => Ok(Occupant::Stale),
+        Err(nix::errno::Errno::ENOENT) => Ok(Occupant::Nothing),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bind the socket with mode 0600, once per daemon start. Refuses when a live
+/// daemon answers on the path or something other than a socket is there; a stale
+/// socket (nobody listening) is replaced. A std listener, so the daemon can bind it
+/// before it starts its runtime and announces itself.
+pub fn bind(path: &Path) -> Result<ControlSocket, BindError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |source: std::io::Error| BindError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match occupant(path).map_err(io)? {
+        Occupant::Live => return Err(BindError::InUse(path.to_path_buf())),
+        Occupant::Other => return Err(BindError::NotASocket(path.to_path_buf())),
+        Occupant::Stale => match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        },
+        Occupant::Nothing => {}
     }
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let l = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let l = l?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    l.set_nonblocking(true)?;
-    Ok(l)
+    let listener = match l {
+        Ok(l) => l,
+        // Another daemon bound it between our probe and our bind.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(BindError::InUse(path.to_path_buf()));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(io)?;
+    let guard = SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    Ok(ControlSocket { listener, guard })
 }
 
 /// Serve requests until the task is dropped.

@@ -12,11 +12,15 @@ mod keywords;
 mod lexer;
 pub(crate) use lexer::split_args;
 mod matching;
+mod persource;
 mod settings;
 mod time;
 
 pub use dump::{dump, implemented_keywords};
 pub use matching::system_groups;
+pub use persource::Penalties;
+#[cfg(test)]
+pub(crate) use persource::apply_penalties;
 pub use settings::*;
 pub use time::{format_time, parse_time};
 

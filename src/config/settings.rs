@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::persource::PenaltySettings;
+
 /// `PermitRootLogin`'s four values, as sshd_config(5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PermitRootLogin {
@@ -83,6 +85,14 @@ pub struct Settings {
     pub login_grace_time: Duration,
     /// `MaxStartups start:rate:full`.
     pub max_startups: (u32, u32, u32),
+    /// `PerSourceMaxStartups`: unauthenticated connections per source; `None` = no limit.
+    pub per_source_max_startups: Option<u32>,
+    /// `PerSourceNetBlockSize`: prefix lengths (IPv4, IPv6) that make one source.
+    pub per_source_net_block_size: (u8, u8),
+    /// `PerSourcePenalties`, each sub-option as configured (defaults applied on use).
+    pub per_source_penalties: PenaltySettings,
+    /// `PerSourcePenaltyExemptList` as written; `None` = no exemption.
+    pub per_source_penalty_exempt_list: Option<String>,
     pub tcp_keep_alive: bool,
     pub use_dns: bool,
     pub log_level: LogLevel,
@@ -177,6 +187,10 @@ impl Default for Settings {
             pid_file: default_pid_file(),
             login_grace_time: Duration::from_secs(120),
             max_startups: (10, 30, 100),
+            per_source_max_startups: None,
+            per_source_net_block_size: (32, 128),
+            per_source_penalties: PenaltySettings::default(),
+            per_source_penalty_exempt_list: None,
             tcp_keep_alive: true,
             use_dns: false,
             log_level: LogLevel::Info,

@@ -6,6 +6,7 @@ pub mod access;
 pub mod agent;
 mod flow;
 pub mod forward;
+pub mod gate;
 pub mod handler;
 mod limits;
 pub mod methods;
@@ -45,6 +46,8 @@ pub struct ConnContext {
     /// Settings for this address before a user is known (Banner, LoginGraceTime).
     pub pre_auth: Settings,
     pub daemon_uid: u32,
+    /// The daemon's bound on unauthenticated connections at work (see `gate`).
+    pub preauth_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ConnContext {
@@ -86,10 +89,15 @@ pub struct ConnShared {
     pub channels: Mutex<HashMap<u32, (ChannelId, bool)>>,
     /// This connection's row in the daemon's registry.
     pub entry: Arc<Entry>,
+    /// The client tried an authentication method other than `none`
+    /// (PerSourcePenalties tells `authfail` from `noauth` by it).
+    attempted: std::sync::atomic::AtomicBool,
+    /// This connection's place at the pre-auth work gate.
+    gate: Option<Arc<gate::Ticket>>,
 }
 
 impl ConnShared {
-    fn new(events: Events, entry: Arc<Entry>) -> Self {
+    fn new(events: Events, entry: Arc<Entry>, gate: Option<Arc<gate::Ticket>>) -> Self {
         ConnShared {
             user: Mutex::new(None),
             login: watch::channel(None).0,
@@ -97,7 +105,15 @@ impl ConnShared {
             events,
             channels: Mutex::new(HashMap::new()),
             entry,
+            attempted: std::sync::atomic::AtomicBool::new(false),
+            gate,
         }
+    }
+
+    /// The client tried to authenticate with a real method.
+    pub fn attempted(&self) {
+        self.attempted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Update the registry's facts about this connection.
@@ -107,8 +123,13 @@ impl ConnShared {
         }
     }
 
-    /// Remember the user name last asked for, for the preauth close log line.
+    /// Remember the user name last asked for, for the preauth close log line. Every
+    /// authentication callback starts here, and may then wait (PAM, files): it
+    /// gives back the pre-auth work permit so that no one waits behind it.
     pub fn set_user(&self, user: &str) {
+        if let Some(g) = &self.gate {
+            g.release();
+        }
         if let Ok(mut u) = self.user.lock() {
             *u = Some(user.to_string());
         }
@@ -116,6 +137,9 @@ impl ConnShared {
 
     /// The login is complete: its policy replaces the pre-auth one.
     pub fn authenticated(&self, login: Arc<Login>) {
+        if let Some(g) = &self.gate {
+            g.open();
+        }
         self.events
             .send(Event::PolicyReplaced(Box::new(Policy::from_settings(
                 &login.settings,
@@ -152,24 +176,31 @@ const PROBE_NAME: &str = "keepalive@rsshd";
 /// How long SSH_MSG_DISCONNECT may take to leave before the socket is cut.
 const DISCONNECT_FLUSH: Duration = Duration::from_secs(2);
 
-/// How a connection ended, as `sshd -i` reports it in its exit status.
+/// How a connection ended as far as authentication goes, for PerSourcePenalties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Served {
-    /// Someone logged in (exit 0).
-    LoggedIn,
-    /// LoginGraceTime ran out first (exit 1, sshd's signal death).
-    GraceExpired,
-    /// Protocol error or a close before authentication (exit 255).
-    Failed,
+pub enum PreauthEnd {
+    /// It logged in (whatever happened after).
+    Authenticated,
+    /// The daemon ended it (shutdown, `rsshd kill`) before it logged in.
+    Stopped,
+    /// LoginGraceTime ran out.
+    GraceExceeded,
+    /// Its protocol task died from a panic.
+    Crashed,
+    /// It tried at least one method other than `none` and went away.
+    AuthFailed,
+    /// It went away without trying to authenticate.
+    NoAuth,
 }
 
-impl Served {
-    /// The exit status `sshd -i` has for the same ending.
+impl PreauthEnd {
+    /// The exit status `sshd -i` has for the same ending: 0 once someone logged
+    /// in, 1 (sshd's signal death) when LoginGraceTime ran out, 255 otherwise.
     pub fn exit_code(self) -> u8 {
         match self {
-            Served::LoggedIn => 0,
-            Served::GraceExpired => 1,
-            Served::Failed => 255,
+            PreauthEnd::Authenticated => 0,
+            PreauthEnd::GraceExceeded => 1,
+            _ => 255,
         }
     }
 }
@@ -182,18 +213,24 @@ pub async fn serve(
     server_config: Arc<russh::server::Config>,
     registry: Arc<Registry>,
     on_auth: impl FnOnce() + Send + 'static,
-) -> Served {
+) -> PreauthEnd {
     let stream = stream.into();
     let ctx = Arc::new(ctx);
     let (registration, mut control) = registry.register(ctx.peer);
     let (mut driver, events) = Driver::new(Policy::from_settings(&ctx.pre_auth));
+    let ticket = ctx.preauth_gate.clone().map(gate::Ticket::new);
     let shared = Arc::new(ConnShared::new(
         events.clone(),
         Arc::clone(&registration.entry),
+        ticket.clone(),
     ));
     let started = Instant::now();
     stream.set_nodelay();
     let (stream, cutter) = StampedStream::new(stream, Arc::clone(&events.received));
+    let stream = match ticket {
+        Some(t) => stream.gated(gate::Waiter::new(t)),
+        None => stream,
+    };
     let handler = ConnHandler::new(Arc::clone(&ctx), Arc::clone(&shared));
     let cut = || cutter.cut();
 
@@ -219,12 +256,12 @@ pub async fn serve(
         Ok(Err(e)) => {
             tracing::debug!("connection from {} failed: {e}", peer(&ctx.peer));
             cut();
-            return Served::Failed;
+            return PreauthEnd::NoAuth;
         }
         Err(_) => {
             tracing::info!("Timeout before authentication for {}", peer(&ctx.peer));
             cut();
-            return Served::GraceExpired;
+            return PreauthEnd::GraceExceeded;
         }
     };
     let handle = running.handle();
@@ -233,9 +270,14 @@ pub async fn serve(
     let mut login_rx = shared.login.subscribe();
     let mut on_auth = Some(on_auth);
     let mut ending: Option<Ending> = None;
+    let mut crashed = false;
     loop {
         tokio::select! {
-            _ = &mut run => break,
+            r = &mut run => {
+                // russh reports its task's panic as a join error.
+                crashed = matches!(r, Err(handler::ConnError::Protocol(russh::Error::Join(_))));
+                break;
+            }
             changed = login_rx.changed(), if on_auth.is_some() => {
                 if changed.is_ok() && login_rx.borrow().is_some()
                     && let Some(f) = on_auth.take() { f(); }
@@ -341,6 +383,14 @@ pub async fn serve(
         }
         None => {}
     }
+    let end = match (&ending, shared.login().is_some()) {
+        (_, true) => PreauthEnd::Authenticated,
+        (Some(Ending::LoginGrace), _) => PreauthEnd::GraceExceeded,
+        (Some(Ending::Shutdown | Ending::Killed { .. }), _) => PreauthEnd::Stopped,
+        _ if crashed => PreauthEnd::Crashed,
+        _ if shared.attempted.load(std::sync::atomic::Ordering::Relaxed) => PreauthEnd::AuthFailed,
+        _ => PreauthEnd::NoAuth,
+    };
     let killers: Vec<ProcessKiller> = shared
         .processes
         .lock()
@@ -351,11 +401,7 @@ pub async fn serve(
         hangups.spawn(async move { k.hang_up(HANGUP_GRACE).await });
     }
     while hangups.join_next().await.is_some() {}
-    match (shared.login(), &ending) {
-        (Some(_), _) => Served::LoggedIn,
-        (None, Some(Ending::LoginGrace)) => Served::GraceExpired,
-        (None, _) => Served::Failed,
-    }
+    end
 }
 
 /// One line on each of the connection's terminals, on a line of its own.

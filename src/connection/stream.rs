@@ -130,6 +130,8 @@ pub struct StampedStream {
     inner: Transport,
     received: Arc<Stamp>,
     cutter: Arc<Cutter>,
+    /// Before login: the pre-auth work gate (see `gate`).
+    gate: Option<super::gate::Waiter>,
 }
 
 impl StampedStream {
@@ -144,8 +146,15 @@ impl StampedStream {
             inner,
             received,
             cutter: Arc::clone(&cutter),
+            gate: None,
         };
         (stream, cutter)
+    }
+
+    /// Hold this connection to the pre-auth work gate until its ticket opens.
+    pub fn gated(mut self, waiter: super::gate::Waiter) -> Self {
+        self.gate = Some(waiter);
+        self
     }
 }
 
@@ -182,6 +191,65 @@ impl Cutter {
     }
 }
 
+impl Transport {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Fds(p) => p.poll_read(cx, buf),
+        }
+    }
+
+    /// Ready when a read would not wait. Descriptors other than a TCP socket
+    /// (inetd mode: one connection per process) count as always ready.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(s) => s.poll_read_ready(cx),
+            Transport::Fds(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Fds(p) => p.poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Fds(p) => p.poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            // Flush; the peer sees end-of-file when the process exits and the
+            // descriptors close.
+            Transport::Fds(p) => p.poll_flush(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Fds(p) => {
+                // One slice at a time; the pipe path is a single connection.
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &**b);
+                p.poll_write(cx, first)
+            }
+        }
+    }
+}
+
 impl AsyncRead for StampedStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -189,13 +257,36 @@ impl AsyncRead for StampedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(g) = this.gate.as_mut().filter(|g| g.ticket().gated()) {
+            // russh is back for more: its work on what it had is done. Take a
+            // permit only once there is something to work on.
+            g.ticket().release();
+            std::task::ready!(this.inner.poll_read_ready(cx))?;
+            std::task::ready!(g.poll_enter(cx));
+        }
         let before = buf.filled().len();
-        let r = match &mut this.inner {
-            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Fds(p) => p.poll_read(cx, buf),
-        };
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.received.touch();
+        let r = this.inner.poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.received.touch(),
+            Poll::Pending => this.release_gate(),
+            _ => {}
+        }
+        r
+    }
+}
+
+impl StampedStream {
+    /// Waiting on the client is not work: let another connection have the permit.
+    fn release_gate(&self) {
+        if let Some(g) = &self.gate {
+            g.ticket().release();
+        }
+    }
+
+    /// Pending means waiting on the client: give up the gate's permit meanwhile.
+    fn released<T>(&self, r: Poll<T>) -> Poll<T> {
+        if r.is_pending() {
+            self.release_gate();
         }
         r
     }
@@ -207,41 +298,28 @@ impl AsyncWrite for StampedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Fds(p) => p.poll_write(cx, buf),
-        }
+        let this = self.get_mut();
+        let r = this.inner.poll_write(cx, buf);
+        this.released(r)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Transport::Fds(p) => p.poll_flush(cx),
-        }
+        let this = self.get_mut();
+        let r = this.inner.poll_flush(cx);
+        this.released(r)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            // Flush; the peer sees end-of-file when the process exits and the
-            // descriptors close.
-            Transport::Fds(p) => p.poll_flush(cx),
-        }
+        let this = self.get_mut();
+        let r = this.inner.poll_shutdown(cx);
+        this.released(r)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Transport::Fds(p) => {
-                // One slice at a time; the pipe path is a single connection.
-                let first = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &**b);
-                p.poll_write(cx, first)
-            }
-        }
+        let this = self.get_mut();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        this.released(r)
     }
     fn is_write_vectored(&self) -> bool {
         match &self.inner {

@@ -21,7 +21,7 @@ use super::{ConfigSource, StartError, host_key_paths, hostkeys, protocol_config}
 use crate::admin::{Control, Registry};
 use crate::config::{Config, ConnSpec};
 use crate::connection::stream::{FdPair, Transport};
-use crate::connection::{self, ConnContext, Served};
+use crate::connection::{self, ConnContext, PreauthEnd};
 use crate::lifetime::Ending;
 use crate::log::{display_ip, peer};
 
@@ -76,7 +76,7 @@ pub fn prepare(
 
 /// Serve the connection to its end. SIGTERM, SIGINT and SIGHUP end it as a daemon's
 /// shutdown ends a session (with the reason, then hanging up its processes).
-pub async fn serve(p: Inetd, stdio: Stdio) -> Result<Served, StartError> {
+pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
     let (transport, peer_addr, local) = connection_of(stdio)?;
     let config = Arc::new(p.config);
     let pre_auth = config.resolve(&ConnSpec {
@@ -122,6 +122,8 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<Served, StartError> {
         config,
         pre_auth,
         daemon_uid: nix::unistd::geteuid().as_raw(),
+        // One connection per process: nothing to share the workers with.
+        preauth_gate: None,
     };
     Ok(connection::serve(transport, ctx, protocol, registry, || {}).await)
 }

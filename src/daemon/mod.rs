@@ -1,15 +1,16 @@
 //! The daemon: loads config and host keys, binds listeners, accepts connections
 //! under `MaxStartups`, and turns signals into server actions.
 
+mod accept;
 pub mod activation;
 pub mod hostkeys;
 pub mod inetd;
 pub mod listener;
 pub mod pidfile;
+mod srclimit;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
 use russh::{MethodKind, MethodSet, Preferred, cipher};
@@ -17,8 +18,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{Control, Registry};
-use crate::config::{Config, ConfigError, ConnSpec, Settings, Warning};
-use crate::connection::{self, ConnContext};
+use crate::config::{Config, ConfigError, Settings, Warning};
 use crate::lifetime::Ending;
 use crate::log::display_ip;
 
@@ -59,6 +59,8 @@ pub enum StartError {
     HostKey(#[from] hostkeys::HostKeyError),
     #[error(transparent)]
     Listen(#[from] listener::ListenError),
+    #[error(transparent)]
+    Control(#[from] crate::admin::server::BindError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -79,10 +81,31 @@ pub fn host_key_paths(
     Ok(paths)
 }
 
+/// Key exchange methods offered unless configured otherwise, best first: the
+/// post-quantum hybrid, curve25519 and the NIST curves, and the markers russh needs
+/// to announce RFC 8308 extension negotiation and OpenSSH's strict KEX (the client
+/// side markers are filtered out of a server's list by russh itself). No
+/// finite-field Diffie-Hellman group: with them, any client can make the daemon do
+/// an 8192-bit modular exponentiation per handshake for almost nothing
+/// (diffie-hellman-group18-sha512, the DHEat attack), and russh's default list
+/// offers five such groups. OpenSSH 9.x also offers sntrup761x25519-sha512, which
+/// russh 0.65.1 does not implement.
+pub(crate) const DEFAULT_KEX: &[russh::kex::Name] = &[
+    russh::kex::MLKEM768X25519_SHA256,
+    russh::kex::CURVE25519,
+    russh::kex::CURVE25519_PRE_RFC_8731,
+    russh::kex::ECDH_SHA2_NISTP256,
+    russh::kex::ECDH_SHA2_NISTP384,
+    russh::kex::ECDH_SHA2_NISTP521,
+    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+
 /// The russh configuration: our keys, modern algorithms only, and every timer of
 /// russh's own turned off because session lifetime is rsshd's job.
 pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Config {
     let preferred = Preferred {
+        kex: std::borrow::Cow::Borrowed(DEFAULT_KEX),
         key: std::borrow::Cow::Owned(vec![
             Algorithm::Ed25519,
             Algorithm::Ecdsa {
@@ -181,8 +204,9 @@ pub struct Prepared {
     pub config: Config,
     pub listeners: Vec<std::net::TcpListener>,
     pub keys: Vec<PrivateKey>,
-    pub control: Option<std::os::unix::net::UnixListener>,
-    pub control_path: PathBuf,
+    /// The control socket, bound once here; `None` if it could not be set up for a
+    /// reason that does not stop the daemon (logged).
+    pub control: Option<crate::admin::server::ControlSocket>,
 }
 
 /// Load config and keys and bind listeners; logs each `Server listening on` line.
@@ -195,23 +219,23 @@ pub fn prepare(
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let paths = host_key_paths(&config, &extra_host_keys, true)?;
-    let keys = hostkeys::load(&paths)?;
+    // First, so that a start refused because another daemon owns the socket opens
+    // no port and touches no file.
     let control_path = config
         .global()
         .control_socket
         .clone()
         .unwrap_or_else(crate::admin::server::default_socket_path);
     let control = match crate::admin::server::bind(&control_path) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::error!(
-                "control socket {}: {e}; `rsshd sessions` will not work",
-                control_path.display()
-            );
+        Ok(c) => Some(c),
+        Err(e @ crate::admin::server::BindError::Io { .. }) => {
+            tracing::error!("{e}; `rsshd sessions` will not work");
             None
         }
+        Err(e) => return Err(e.into()),
     };
+    let paths = host_key_paths(&config, &extra_host_keys, true)?;
+    let keys = hostkeys::load(&paths)?;
     let mut listeners = Vec::new();
     // Sockets from the service manager (socket activation) replace binding.
     let activated = activation::take_listeners()?;
@@ -247,7 +271,6 @@ pub fn prepare(
         listeners,
         keys,
         control,
-        control_path,
     })
 }
 
@@ -260,48 +283,8 @@ struct Live {
 /// Run until SIGTERM/SIGINT. SIGHUP re-reads the config; a broken one is logged and
 /// the old one kept.
 pub async fn run(p: Prepared) -> Result<(), StartError> {
-    let registry = Registry::new();
-    let socket_path = p
-        .config
-        .global()
-        .control_socket
-        .clone()
-        .unwrap_or_else(crate::admin::server::default_socket_path);
-    let control = match crate::admin::server::bind(&socket_path) {
-        Ok(l) => Some(tokio::spawn(crate::admin::server::serve(
-            l,
-            Arc::clone(&registry),
-        ))),
-        Err(e) => {
-            tracing::error!(
-                "control socket {}: {e}; `rsshd sessions` will not work",
-                socket_path.display()
-            );
-            None
-        }
-    };
-    let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
-    let live = Arc::new(std::sync::RwLock::new(Live {
-        config: Arc::new(p.config),
-        protocol,
-    }));
-    let preauth = Arc::new(AtomicU32::new(0));
-    let daemon_uid = nix::unistd::geteuid().as_raw();
-
-    let mut accepts = tokio::task::JoinSet::new();
-    for l in p.listeners {
-        let l = TcpListener::from_std(l)?;
-        let live = Arc::clone(&live);
-        let preauth = Arc::clone(&preauth);
-        accepts.spawn(accept_loop(
-            l,
-            live,
-            preauth,
-            daemon_uid,
-            Arc::clone(&registry),
-        ));
-    }
-
+    // Signals first: a SIGTERM that arrives while we start must still go through
+    // the orderly stop (and remove the control socket), not the default action.
     let (action_tx, mut action_rx) = tokio::sync::mpsc::unbounded_channel();
     for (kind, action) in [
         (SignalKind::hangup(), Action::Reload),
@@ -318,6 +301,37 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
             }
         });
     }
+    let registry = Registry::new();
+    // The guard removes the socket file when run() ends, however it ends, if the
+    // file is still the one we created.
+    let (control, _socket_file) = match p.control {
+        Some(c) => (
+            Some(tokio::spawn(crate::admin::server::serve(
+                c.listener,
+                Arc::clone(&registry),
+            ))),
+            Some(c.guard),
+        ),
+        None => (None, None),
+    };
+    let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
+    let limits = srclimit::SourceLimits::new(srclimit::Limits::from_settings(p.config.global()));
+    let live = Arc::new(std::sync::RwLock::new(Live {
+        config: Arc::new(p.config),
+        protocol,
+    }));
+    let shared = accept::Shared::new(
+        Arc::clone(&live),
+        Arc::clone(&registry),
+        Arc::clone(&limits),
+        nix::unistd::geteuid().as_raw(),
+    );
+    let mut accepts = tokio::task::JoinSet::new();
+    for l in p.listeners {
+        let l = TcpListener::from_std(l)?;
+        accepts.spawn(accept::accept_loop(l, Arc::clone(&shared)));
+    }
+
     notify(&[sd_notify::NotifyState::Ready]);
     while let Some(action) = action_rx.recv().await {
         match action {
@@ -338,6 +352,8 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                         match keys {
                             Ok(keys) => {
                                 let protocol = Arc::new(protocol_config(keys, config.global()));
+                                limits
+                                    .reconfigure(srclimit::Limits::from_settings(config.global()));
                                 let config = Arc::new(config);
                                 if let Ok(mut l) = live.write() {
                                     *l = Live {
@@ -379,112 +395,5 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
     if let Some(c) = control {
         c.abort();
     }
-    let _ = std::fs::remove_file(&socket_path);
     Ok(())
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    live: Arc<std::sync::RwLock<Live>>,
-    preauth: Arc<AtomicU32>,
-    daemon_uid: u32,
-    registry: Arc<Registry>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!("accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let local = stream.local_addr().unwrap_or(peer);
-        let Ok((config, protocol)) = live
-            .read()
-            .map(|l| (Arc::clone(&l.config), Arc::clone(&l.protocol)))
-        else {
-            continue;
-        };
-        let pre_auth = config.resolve(&ConnSpec {
-            user: None,
-            host: Some(display_ip(&peer)),
-            addr: Some(peer.ip()),
-            laddr: Some(local.ip()),
-            lport: Some(local.port()),
-            groups: None,
-        });
-        let n = preauth.load(Ordering::Relaxed);
-        if should_drop(n, pre_auth.max_startups) {
-            tracing::info!(
-                "drop connection #{n} from [{}]:{} on [{}]:{} past MaxStartups",
-                display_ip(&peer),
-                peer.port(),
-                display_ip(&local),
-                local.port()
-            );
-            continue;
-        }
-        if pre_auth.tcp_keep_alive {
-            let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-        }
-        preauth.fetch_add(1, Ordering::Relaxed);
-        let slot = PreauthSlot(
-            Arc::clone(&preauth),
-            std::sync::atomic::AtomicBool::new(true),
-        );
-        let registry = Arc::clone(&registry);
-        tokio::spawn(async move {
-            let slot = Arc::new(slot);
-            let on_auth = {
-                let slot = Arc::clone(&slot);
-                move || slot.release()
-            };
-            let ctx = ConnContext {
-                peer,
-                local,
-                config,
-                pre_auth,
-                daemon_uid,
-            };
-            connection::serve(stream, ctx, protocol, registry, on_auth).await;
-            slot.release();
-        });
-    }
-}
-
-/// One unauthenticated connection counted against MaxStartups, released once.
-struct PreauthSlot(Arc<AtomicU32>, std::sync::atomic::AtomicBool);
-
-impl PreauthSlot {
-    fn release(&self) {
-        if self.1.swap(false, Ordering::Relaxed) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// OpenSSH's random early drop: below `start` accept, at or past `full` refuse,
-/// between them refuse with a probability rising linearly from `rate`%.
-fn should_drop(n: u32, (start, rate, full): (u32, u32, u32)) -> bool {
-    if n < start {
-        return false;
-    }
-    if n >= full {
-        return true;
-    }
-    let p = rate + (100 - rate.min(100)) * (n - start) / (full - start).max(1);
-    rand::random_range(0..100) < p
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn max_startups_bounds() {
-        assert!(!should_drop(9, (10, 30, 100)));
-        assert!(should_drop(100, (10, 30, 100)));
-        assert!(should_drop(5, (5, 100, 10)));
-    }
 }

@@ -17,6 +17,7 @@
 #[macro_use]
 mod macros;
 mod names;
+mod persource;
 mod table;
 mod values;
 

@@ -4,6 +4,7 @@
 //! `docs/keywords.md` explains each keyword's class; the test in `tests.rs` pins it.
 
 use super::names::*;
+use super::persource;
 use super::values::*;
 use super::{Class, G, Keyword, Kind, M, Policy};
 use crate::config::settings::Settings;
@@ -100,8 +101,9 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     custom!("ChannelTimeout", M, First, set_channel_timeout, dump_channel_timeout),
     custom!("Subsystem", M, Append, set_subsystem, dump_subsystem),
     custom!("MaxStartups", G, Last, set_max_startups, dump_max_startups),
-    refuse!("PerSourceMaxStartups", Word, G, ["none"]),
-    refuse!("PerSourceNetBlockSize", Word, G, ["32:128"], hidden),
+    custom!("PerSourceMaxStartups", G, First, persource::set_max_startups, persource::dump_max_startups),
+    // Every occurrence overwrites, as in sshd.
+    custom!("PerSourceNetBlockSize", G, Last, persource::set_net_block_size, persource::dump_net_block_size),
     warn!("PermitTunnel", Word, M, ["no"]),
     warn!("IPQoS", Words, M, ["none"], hidden),
     refuse!("RekeyLimit", Words, M, ["default none", "default"], hidden),
@@ -111,8 +113,8 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     refuse!("PubkeyAuthOptions", Words, M, ["none"], hidden),
     // OpenSSH >= 9.8 (Match-able there too); Debian's 9.2 sshd does not know it.
     custom!("PAMServiceName", M, First, set_pam_service, dump_pam_service),
-    refuse!("PerSourcePenalties", Words, G, ["no"]),
-    refuse!("PerSourcePenaltyExemptList", Word, G, ["none"], hidden),
+    custom!("PerSourcePenalties", G, Append, persource::set_penalties, persource::dump_penalties),
+    custom!("PerSourcePenaltyExemptList", G, First, persource::set_exempt_list, persource::dump_exempt_list),
     refuse!("RefuseConnection", Flag, M, ["no"]),
     warn!("SshdSessionPath", Word, G),
     warn!("SshdAuthPath", Word, G),

@@ -22,6 +22,11 @@ pub(super) struct KbdState {
     pub(super) notice_shown: bool,
 }
 
+/// Longer passwords fail without reaching PAM, as in sshd (`auth-passwd.c`): the
+/// cost of some crypt(3) schemes grows with the password's length, and no one types
+/// a kilobyte.
+pub(super) const MAX_PASSWORD_LEN: usize = 1024;
+
 /// The least time a failed password or keyboard-interactive attempt takes.
 pub(super) const FAIL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -100,13 +105,14 @@ impl ConnHandler {
         (Auth::Accept, true)
     }
 
-    /// The PAM parameters for `user`, if password-style methods may be used.
+    /// The PAM parameters for a password-style attempt by `user`, if the method
+    /// may be used now. An invalid or refused user, or root where PermitRootLogin
+    /// forbids passwords, gets a decoy: PAM runs for that name with a password made
+    /// to fail, as sshd does (`auth-pam.c`, `fake_password`), so a refusal takes as
+    /// long as a wrong password and user names cannot be probed by timing.
     pub(super) fn pam_params(&mut self, user: &str, method: &str) -> Option<AuthParams> {
         let rhost = self.ctx.remote_host();
         let c = self.candidate(user);
-        let (Some(info), None) = (&c.info, &c.refused) else {
-            return None;
-        };
         let s = &c.settings;
         let enabled = match method {
             "password" => s.password_authentication,
@@ -115,20 +121,29 @@ impl ConnHandler {
         if !enabled || !s.use_pam {
             return None;
         }
-        if info.uid == 0 && s.permit_root_login != PermitRootLogin::Yes {
-            tracing::info!("ROOT LOGIN REFUSED FROM {}", peer(&self.ctx.peer));
-            return None;
-        }
+        let root_refused = c
+            .info
+            .as_ref()
+            .is_some_and(|i| i.uid == 0 && s.permit_root_login != PermitRootLogin::Yes);
         let params = AuthParams {
             service: s.pam_service_name.clone(),
             user: user.to_string(),
             rhost,
             allow_empty: s.permit_empty_passwords,
+            decoy: c.info.is_none() || c.refused.is_some() || root_refused,
         };
         if !self.method_ok(user, method) {
             return None;
         }
         Some(params)
+    }
+
+    /// Whether sshd would call `user` an invalid user in its failure lines: one that
+    /// does not exist, or one AllowUsers/DenyUsers/... refuse (sshd gives both the
+    /// same fake account).
+    pub(super) fn is_invalid(&mut self, user: &str) -> bool {
+        let c = self.candidate(user);
+        c.info.is_none() || c.refused.is_some()
     }
 
     /// With `UsePAM yes`, the parameters for an account check of `user`.
@@ -140,6 +155,7 @@ impl ConnHandler {
             user: user.to_string(),
             rhost,
             allow_empty: false,
+            decoy: false,
         })
     }
 
@@ -161,7 +177,14 @@ impl ConnHandler {
         let p = peer(&self.ctx.peer);
         match outcome {
             AuthOutcome::Accepted => return true,
-            AuthOutcome::Failed(_) => tracing::info!("Failed {method} for {user} from {p} ssh2"),
+            AuthOutcome::Failed(_) => {
+                let invalid = if self.is_invalid(user) {
+                    "invalid user "
+                } else {
+                    ""
+                };
+                tracing::info!("Failed {method} for {invalid}{user} from {p} ssh2")
+            }
             AuthOutcome::AccountRefused(why) => {
                 tracing::info!("PAM: {why} for {user} from {p}");
                 tracing::info!("Failed {method} for {user} from {p} ssh2");
@@ -181,8 +204,7 @@ impl ConnHandler {
     /// Log a failure for a user PAM was never asked about.
     pub(super) fn log_fail_without_pam(&mut self, user: &str, method: &str) {
         let p = peer(&self.ctx.peer);
-        let invalid = self.candidate(user).info.is_none();
-        if invalid {
+        if self.is_invalid(user) {
             tracing::info!("Failed {method} for invalid user {user} from {p} ssh2");
         } else {
             tracing::info!("Failed {method} for {user} from {p} ssh2");

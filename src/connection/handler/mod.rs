@@ -235,6 +235,7 @@ impl Handler for ConnHandler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.shared.attempted();
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
@@ -265,6 +266,7 @@ impl Handler for ConnHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.shared.attempted();
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
@@ -295,6 +297,7 @@ impl Handler for ConnHandler {
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let started = std::time::Instant::now();
         self.shared.set_user(user);
+        self.shared.attempted();
         let Some(params) = self.pam_params(user, "password") else {
             self.log_fail_without_pam(user, "password");
             tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
@@ -302,6 +305,8 @@ impl Handler for ConnHandler {
         };
         let outcome = if password.is_empty() && !params.allow_empty {
             AuthOutcome::Failed("empty password".into())
+        } else if password.len() > auth::MAX_PASSWORD_LEN {
+            AuthOutcome::Failed("password too long".into())
         } else {
             let conv = PasswordConversation::boxed(password);
             tokio::task::spawn_blocking(move || pam::authenticate(&params, conv))
@@ -328,6 +333,7 @@ impl Handler for ConnHandler {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         self.shared.set_user(user);
+        self.shared.attempted();
         match response {
             None => {
                 let pam = self

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::decoy;
 use super::ffi;
 use super::handle::{Conversation, Pam, Prompt};
 
@@ -18,6 +19,13 @@ pub struct AuthParams {
     pub rhost: String,
     /// `PermitEmptyPasswords`.
     pub allow_empty: bool,
+    /// The caller has already decided that this attempt fails: the user does not
+    /// exist, is refused (AllowUsers, DenyUsers, ...), or is root where
+    /// PermitRootLogin forbids passwords. PAM still runs for that user name, as in
+    /// sshd, but every answer is replaced with junk of the same length that no
+    /// password can equal, so a refusal costs what a wrong password costs (PAM's
+    /// delay on failure included) and the outcome is always `Failed`.
+    pub decoy: bool,
 }
 
 /// How an attempt ended, in terms the caller logs and answers with.
@@ -36,6 +44,18 @@ pub enum AuthOutcome {
 
 /// Run `pam_authenticate` then `pam_acct_mgmt`. Blocking.
 pub fn authenticate(p: &AuthParams, conv: Box<dyn Conversation>) -> AuthOutcome {
+    let exists = nix::unistd::User::from_name(&p.user)
+        .ok()
+        .flatten()
+        .is_some();
+    let conv = if p.decoy {
+        Box::new(DecoyConversation {
+            inner: conv,
+            pad: !exists,
+        })
+    } else {
+        conv
+    };
     let mut pam = match Pam::start(&p.service, &p.user, conv) {
         Ok(pam) => pam,
         Err(e) => return AuthOutcome::Unavailable(e.to_string()),
@@ -49,7 +69,21 @@ pub fn authenticate(p: &AuthParams, conv: Box<dyn Conversation>) -> AuthOutcome 
     } else {
         ffi::PAM_DISALLOW_NULL_AUTHTOK
     };
-    if let Err(e) = pam.authenticate(flags) {
+    let cpu = decoy::thread_cpu();
+    let result = pam.authenticate(flags);
+    if exists && result.is_err() {
+        decoy::learn(decoy::thread_cpu().saturating_sub(cpu));
+    }
+    if p.decoy {
+        // Whatever PAM said: a stack that accepts anything (or a blank password
+        // with nullok) must not let a refused name in, nor reveal through the
+        // account check that it exists.
+        return AuthOutcome::Failed(match result {
+            Err(e) => e.text,
+            Ok(()) => "refused before PAM".into(),
+        });
+    }
+    if let Err(e) = result {
         return AuthOutcome::Failed(e.text);
     }
     match pam.acct_mgmt(flags) {
@@ -107,6 +141,46 @@ impl Drop for PasswordConversation {
             bytes.iter_mut().for_each(|b| *b = 0);
             std::hint::black_box(&bytes);
         }
+    }
+}
+
+/// What a decoy answers: text as long as the client's answer (the work of
+/// hashing a password can depend on its length), made of control characters and a
+/// word no one types, so it cannot be anyone's password.
+fn junk(len: usize) -> String {
+    const JUNK: &[u8] = b"\x08\n\r\x7fNOT-A-PASSWORD";
+    (0..len).map(|i| char::from(JUNK[i % JUNK.len()])).collect()
+}
+
+/// Passes prompts to the real conversation (so the client sees the same prompts
+/// and PAM waits for the same answers) but hands PAM junk instead of the answers.
+struct DecoyConversation {
+    inner: Box<dyn Conversation>,
+    /// The name has no account, so PAM will not hash the answer: do the hashing
+    /// here, once, at the point of the exchange where PAM would (after the answer,
+    /// before PAM's delay on failure), so the two cost the same at the same time.
+    pad: bool,
+}
+
+impl Conversation for DecoyConversation {
+    fn converse(&mut self, prompts: &[Prompt]) -> Option<Vec<String>> {
+        let answers = self.inner.converse(prompts)?;
+        let answers: Vec<String> = answers
+            .into_iter()
+            .map(|a| {
+                let fake = junk(a.len());
+                let mut bytes = a.into_bytes();
+                bytes.iter_mut().for_each(|b| *b = 0);
+                std::hint::black_box(&bytes);
+                fake
+            })
+            .collect();
+        if std::mem::take(&mut self.pad)
+            && let Some(last) = answers.last()
+        {
+            decoy::pad(last);
+        }
+        Some(answers)
     }
 }
 
@@ -196,5 +270,30 @@ impl KbdAuth {
     /// The client's answers to the last prompts.
     pub fn answer(&self, answers: Vec<String>) {
         let _ = self.answers.send(answers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoy_passes_prompts_through_and_hands_pam_junk_of_the_same_length() {
+        let mut c = DecoyConversation {
+            inner: PasswordConversation::boxed("hunter2-\u{e9}"),
+            pad: false,
+        };
+        let out = c
+            .converse(&[
+                Prompt::Info("hello".into()),
+                Prompt::Secret("Password: ".into()),
+            ])
+            .expect("answered");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), "hunter2-\u{e9}".len());
+        assert_ne!(out[0], "hunter2-\u{e9}");
+        assert!(out[0].starts_with('\u{8}'));
+        // What the real conversation refuses, the decoy refuses too.
+        assert!(c.converse(&[Prompt::Visible("Code: ".into())]).is_none());
     }
 }

@@ -2,6 +2,7 @@
 //! session in a per-login helper process. libpam is loaded at run time.
 
 mod auth;
+mod decoy;
 mod ffi;
 mod handle;
 mod helper;

@@ -1,0 +1,307 @@
+//! The accept loop: which new connections are served, under `MaxStartups`,
+//! `PerSourceMaxStartups` and `PerSourcePenalties`, and the penalty each one
+//! earns when it ends (sshd's `drop_connection` and `child_reap`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use super::Live;
+use super::srclimit::{Offence, SourceLimits, SourceSlot};
+use crate::admin::Registry;
+use crate::config::ConnSpec;
+use crate::connection::{self, ConnContext, PreauthEnd};
+use crate::log::display_ip;
+
+/// What every listener's loop shares.
+pub(crate) struct Shared {
+    pub live: Arc<std::sync::RwLock<Live>>,
+    pub registry: Arc<Registry>,
+    pub limits: Arc<SourceLimits>,
+    pub daemon_uid: u32,
+    /// At most this many unauthenticated connections at work at once.
+    gate: Arc<tokio::sync::Semaphore>,
+    /// Unauthenticated connections now (sshd's `startups`).
+    preauth: Arc<AtomicU32>,
+    throttle: Mutex<Throttle>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        live: Arc<std::sync::RwLock<Live>>,
+        registry: Arc<Registry>,
+        limits: Arc<SourceLimits>,
+        daemon_uid: u32,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            live,
+            registry,
+            limits,
+            daemon_uid,
+            gate: Arc::new(tokio::sync::Semaphore::new(
+                crate::connection::gate::default_width(),
+            )),
+            preauth: Arc::new(AtomicU32::new(0)),
+            throttle: Mutex::new(Throttle::default()),
+        })
+    }
+}
+
+/// sshd's bookkeeping for its MaxStartups log lines: one when throttling begins,
+/// one every 5 minutes while it lasts, one when it ends.
+#[derive(Default)]
+struct Throttle {
+    last_drop: Option<Instant>,
+    first_drop: Option<Instant>,
+    dropped: u32,
+}
+
+/// How often sshd repeats that it is still throttling.
+const THROTTLE_LOG_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// What a refused client reads before the close, as from sshd.
+const REFUSED: &[u8] = b"Not allowed at this time\r\n";
+
+/// sshd's `fmt_timeframe`: `hh:mm:ss` under a day, then days and weeks.
+fn timeframe(d: Duration) -> String {
+    let t = d.as_secs();
+    let (sec, min, hrs, day, week) = (
+        t % 60,
+        t / 60 % 60,
+        t / 3600 % 24,
+        t / 86400 % 7,
+        t / 604800,
+    );
+    if week > 0 {
+        format!("{week:02}w{day:01}d{hrs:02}h")
+    } else if day > 0 {
+        format!("{day:01}d{hrs:02}h{min:02}m")
+    } else {
+        format!("{hrs:02}:{min:02}:{sec:02}")
+    }
+}
+
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let local = stream.local_addr().unwrap_or(peer);
+        match admit(&shared, &stream, peer, local) {
+            Some(slot) => serve(&shared, stream, peer, local, slot),
+            // A refused flood is accepted as fast as it comes (tokio lets one poll
+            // accept up to 128): let sessions' tasks run between refusals.
+            None => tokio::task::yield_now().await,
+        }
+    }
+}
+
+/// The penalty check, then MaxStartups and PerSourceMaxStartups, in sshd's order;
+/// a refused connection is told so and closed.
+fn admit(
+    shared: &Arc<Shared>,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<SourceSlot> {
+    let n = shared.preauth.load(Ordering::Relaxed);
+    let line = |reason: &str| {
+        format!(
+            "drop connection #{n} from [{}]:{} on [{}]:{} {reason}",
+            display_ip(&peer),
+            peer.port(),
+            display_ip(&local),
+            local.port()
+        )
+    };
+    if let Some(reason) = shared.limits.refusal(peer.ip()) {
+        tracing::info!("{}", line(reason));
+        let _ = stream.try_write(REFUSED);
+        return None;
+    }
+    let max_startups = shared
+        .live
+        .read()
+        .map(|l| l.config.global().max_startups)
+        .unwrap_or((10, 30, 100));
+    let slot = if should_drop(n, max_startups) {
+        None
+    } else {
+        shared.limits.admit(peer.ip())
+    };
+    let now = Instant::now();
+    let Ok(mut t) = shared.throttle.lock() else {
+        return slot;
+    };
+    if slot.is_some() {
+        if let Some(first) = t.first_drop.filter(|_| t.last_drop.is_some())
+            && n + 1 < max_startups.0
+        {
+            tracing::info!(
+                "exited MaxStartups throttling after {}, {} connections dropped",
+                timeframe(now - first),
+                t.dropped
+            );
+            t.last_drop = None;
+        }
+        return slot;
+    }
+    let mut loud = false;
+    match t.last_drop {
+        None => {
+            tracing::error!("beginning MaxStartups throttling");
+            loud = true;
+            t.first_drop = Some(now);
+            t.dropped = 0;
+        }
+        Some(last) if last + THROTTLE_LOG_INTERVAL < now => {
+            let first = t.first_drop.unwrap_or(now);
+            tracing::error!(
+                "in MaxStartups throttling for {}, {} connections dropped",
+                timeframe(now - first),
+                t.dropped + 1
+            );
+            loud = true;
+        }
+        Some(_) => {}
+    }
+    t.last_drop = Some(now);
+    t.dropped += 1;
+    // sshd logs every other drop at VERBOSE: a flood must not flood the log.
+    if loud {
+        tracing::info!("{}", line("past Maxstartups"));
+    } else {
+        tracing::debug!("{}", line("past Maxstartups"));
+    }
+    let _ = stream.try_write(REFUSED);
+    None
+}
+
+fn serve(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    source: SourceSlot,
+) {
+    let Ok((config, protocol)) = shared
+        .live
+        .read()
+        .map(|l| (Arc::clone(&l.config), Arc::clone(&l.protocol)))
+    else {
+        return;
+    };
+    let pre_auth = config.resolve(&ConnSpec {
+        user: None,
+        host: Some(display_ip(&peer)),
+        addr: Some(peer.ip()),
+        laddr: Some(local.ip()),
+        lport: Some(local.port()),
+        groups: None,
+    });
+    if pre_auth.tcp_keep_alive {
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    }
+    shared.preauth.fetch_add(1, Ordering::Relaxed);
+    let slot = Arc::new(PreauthSlot {
+        count: Arc::clone(&shared.preauth),
+        held: AtomicBool::new(true),
+        source: Mutex::new(Some(source)),
+    });
+    let registry = Arc::clone(&shared.registry);
+    let limits = Arc::clone(&shared.limits);
+    let daemon_uid = shared.daemon_uid;
+    let preauth_gate = Some(Arc::clone(&shared.gate));
+    tokio::spawn(async move {
+        let on_auth = {
+            let slot = Arc::clone(&slot);
+            move || slot.release()
+        };
+        let ctx = ConnContext {
+            peer,
+            local,
+            config,
+            pre_auth,
+            daemon_uid,
+            preauth_gate,
+        };
+        let end = connection::serve(stream, ctx, protocol, registry, on_auth).await;
+        slot.release();
+        let offence = match end {
+            PreauthEnd::Authenticated | PreauthEnd::Stopped => None,
+            PreauthEnd::GraceExceeded => Some(Offence::GraceExceeded),
+            PreauthEnd::Crashed => Some(Offence::Crash),
+            PreauthEnd::AuthFailed => Some(Offence::AuthFail),
+            PreauthEnd::NoAuth => Some(Offence::NoAuth),
+        };
+        if let Some(o) = offence {
+            limits.penalise(peer.ip(), o);
+        }
+    });
+}
+
+/// One unauthenticated connection counted against MaxStartups and its source's
+/// PerSourceMaxStartups, released once (on login or at the end).
+struct PreauthSlot {
+    count: Arc<AtomicU32>,
+    held: AtomicBool,
+    source: Mutex<Option<SourceSlot>>,
+}
+
+impl PreauthSlot {
+    fn release(&self) {
+        if self.held.swap(false, Ordering::Relaxed) {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(mut s) = self.source.lock() {
+                s.take();
+            }
+        }
+    }
+}
+
+/// OpenSSH's random early drop: below `start` accept, at or past `full` refuse,
+/// between them refuse with a probability rising linearly from `rate`%.
+fn should_drop(n: u32, (start, rate, full): (u32, u32, u32)) -> bool {
+    if n < start {
+        return false;
+    }
+    if n >= full {
+        return true;
+    }
+    let p = rate + (100 - rate.min(100)) * (n - start) / (full - start).max(1);
+    rand::random_range(0..100) < p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_startups_bounds() {
+        assert!(!should_drop(9, (10, 30, 100)));
+        assert!(should_drop(100, (10, 30, 100)));
+        assert!(should_drop(5, (5, 100, 10)));
+    }
+
+    #[test]
+    fn timeframes_read_like_sshd() {
+        assert_eq!(timeframe(Duration::from_secs(83)), "00:01:23");
+        assert_eq!(
+            timeframe(Duration::from_secs(86400 + 7200 + 180)),
+            "1d02h03m"
+        );
+        assert_eq!(
+            timeframe(Duration::from_secs(2 * 604800 + 86400 + 3600)),
+            "02w1d01h"
+        );
+    }
+}
