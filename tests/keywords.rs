@@ -30,8 +30,8 @@ fn stderr_of(cmd: &mut Command) -> (bool, String) {
     )
 }
 
-const REFUSAL: &str = "PerSourcePenalties: not implemented by rsshd; refused because ignoring \
-                       it could allow more than configured (remove it; only \"no\" is accepted)";
+const REFUSAL: &str = "FingerprintHash: not implemented by rsshd; refused because ignoring it \
+                       could allow more than configured (remove it; only \"SHA256\" is accepted)";
 
 #[test]
 fn refused_keyword_stops_test_mode_start_and_reload() {
@@ -45,7 +45,7 @@ fn refused_keyword_stops_test_mode_start_and_reload() {
         "refused.conf",
         &format!(
             "HostKey {}\nListenAddress 127.0.0.1\nPort 0\nPidFile none\nControlSocket {}/c.sock\n\
-             PerSourcePenalties yes\n",
+             FingerprintHash md5\n",
             hk.display(),
             dir.display()
         ),
