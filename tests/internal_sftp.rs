@@ -301,3 +301,46 @@ fn the_helper_is_the_user_inside_the_jail_with_stdio_only() {
         text(&out)
     );
 }
+
+/// With `UsePAM yes` the helper runs under the PAM session's helper, and the
+/// recipe works the same: the jail, the user's files, nothing outside.
+#[test]
+fn the_recipe_works_inside_a_pam_session() {
+    if skip_unless_ready(&["sftp", "ssh"]) {
+        return;
+    }
+    let jail = Jail::new("pam");
+    let tail = format!(
+        "Match User {TEST_USER}\n  ChrootDirectory {}\n  ForceCommand internal-sftp\n",
+        jail.pattern()
+    );
+    let srv = Server::start_with_tail(
+        "UsePAM yes\nSubsystem sftp /usr/lib/openssh/sftp-server",
+        &tail,
+    );
+    let local = srv.dir.join("pam-local.txt");
+    std::fs::write(&local, "under pam\n").unwrap();
+    let script = format!(
+        "pwd\nput {} /upload/p.txt\nls /\n-get /etc/passwd /dev/null\n",
+        local.display()
+    );
+    let o = sftp(srv.port, &srv.client_key, TEST_USER, &script);
+    assert!(o.status.success(), "{}\n{}", text(&o), srv.log());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Remote working directory: /\n"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("\"/etc/passwd\" not found"),
+        "{}",
+        text(&o)
+    );
+    let on_disk = jail.upload.join("p.txt");
+    assert_eq!(std::fs::read_to_string(&on_disk).unwrap(), "under pam\n");
+    assert_eq!(
+        std::fs::metadata(&on_disk).unwrap().uid(),
+        test_user().uid.as_raw()
+    );
+}
