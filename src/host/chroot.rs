@@ -149,7 +149,6 @@ pub(crate) fn strerror(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn user() -> UserInfo {
         UserInfo {
@@ -199,56 +198,6 @@ mod tests {
         assert_eq!(msg(check(Path::new("/"))), "");
     }
 
-    /// Ownership and modes, on every component: a jail under a directory
-    /// others may write, or not owned by root, is refused.
-    #[test]
-    fn every_component_must_be_root_owned_and_not_writable_by_others() {
-        if !nix::unistd::geteuid().is_root() {
-            // Without root nothing here can be root-owned; the integration
-            // tests (tests/chroot_sftp.rs) cover this as root.
-            return;
-        }
-        // Under the build directory, whose ancestors are root's and closed to
-        // others when the checkout is root's (as in CI); /tmp is world-writable.
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        let strict = target
-            .ancestors()
-            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0));
-        if !strict {
-            eprintln!(
-                "skipped: {} is not under a root-only path",
-                target.display()
-            );
-            return;
-        }
-        let base = target.join(format!("rsshd-chroot-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        let jail = base.join("mid/jail");
-        std::fs::create_dir_all(&jail).unwrap();
-        let chmod = |p: &Path, m: u32| {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-        };
-        chmod(&base, 0o755);
-        chmod(&base.join("mid"), 0o755);
-        chmod(&jail, 0o755);
-        assert_eq!(msg(check(&jail)), "");
-        chmod(&base.join("mid"), 0o775);
-        assert_eq!(
-            msg(check(&jail)),
-            format!(
-                "bad ownership or modes for chroot directory component \"{}/\"",
-                base.join("mid").display()
-            )
-        );
-        chmod(&base.join("mid"), 0o755);
-        std::os::unix::fs::chown(&jail, Some(1), None).unwrap();
-        assert_eq!(
-            msg(check(&jail)),
-            format!(
-                "bad ownership or modes for chroot directory \"{}\"",
-                jail.display()
-            )
-        );
-        std::fs::remove_dir_all(&base).unwrap();
-    }
+    // Ownership and modes on every component need root-owned directories:
+    // tests/chroot_sftp.rs checks them as root, with sshd's log lines.
 }
