@@ -34,3 +34,17 @@ fn star_in_the_subject_does_not_pin_the_patterns_star() {
         ListMatch::Negated
     );
 }
+
+/// fuzz/regressions/config/listen-bracket-inside-host: `ListenAddress ?[::1]:2200onf`
+/// loaded (two colons made it a bare IPv6 host) but `-T` printed a line that did not
+/// load again. Brackets outside the `[v6]:port` form are now a config error.
+#[test]
+fn listen_address_with_stray_brackets_is_refused() {
+    for bad in ["?[::1]:2200onf", "[::1", "a]b", "[[::1]]:22", "[a[b]:22"] {
+        let err = Config::parse_str("t", &format!("ListenAddress {bad}\n"), &[]).expect_err(bad);
+        assert!(err.to_string().contains("t:1: ListenAddress"), "{err}");
+    }
+    for good in ["[::1]:2200", "::1", "127.0.0.1:22", "localhost"] {
+        Config::parse_str("t", &format!("ListenAddress {good}\n"), &[]).expect(good);
+    }
+}

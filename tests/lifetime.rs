@@ -1,4 +1,4 @@
-//! Issue 3 end to end: session lifetime (SPEC section 3) with real OpenSSH and PuTTY
+//! Session lifetime end to end with real OpenSSH and PuTTY
 //! clients against a real rsshd, with short timeouts.
 //!
 //! Timing: every deadline is measured from the last input the test typed (or, where

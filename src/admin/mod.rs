@@ -1,4 +1,4 @@
-//! The admin view (SPEC sections 4 and 5): the registry of live connections, the
+//! The admin view (`rsshd sessions`, `rsshd kill`): the registry of live connections, the
 //! control socket, and the `rsshd sessions` / `rsshd kill` client.
 
 pub mod client;

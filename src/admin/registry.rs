@@ -15,7 +15,7 @@ use crate::lifetime::{Ending, Snapshot};
 /// What the daemon asks of a connection.
 #[derive(Debug)]
 pub enum Control {
-    /// End it the way SPEC section 3 describes, for this reason.
+    /// End it as the lifetime rules do (README, "Why rsshd"), for this reason.
     End(Ending),
     /// A reload succeeded: re-evaluate the lifetime policy against this config.
     Reload(Arc<Config>),

@@ -39,7 +39,7 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 /// The file name messages use for `-o` options, as sshd.
 const CMDLINE: &str = "command-line";
 
-/// rsshd's built-in configuration when no file exists (SPEC section 1): safe to start
+/// rsshd's built-in configuration when no file exists: safe to start
 /// anywhere, loopback only, on an unprivileged port; `sftp` (and so modern `scp`)
 /// works; no PID file (a quick start is a foreground process).
 const EMBEDDED: &str = "\
@@ -404,7 +404,7 @@ impl Config {
         Self::parse_with_base(Path::new(name), text, overrides, false)
     }
 
-    /// rsshd's embedded defaults (SPEC section 1), used when no config file exists.
+    /// rsshd's embedded defaults, used when no config file exists.
     /// An override of any keyword replaces the embedded value instead of adding to it.
     pub fn embedded(overrides: &[String]) -> Result<(Config, Vec<Warning>), ConfigError> {
         Self::parse_with_base(Path::new("[embedded]"), EMBEDDED, overrides, true)

@@ -71,7 +71,7 @@ pub enum LogLevel {
 }
 
 /// Effective server settings. Defaults are OpenSSH's (see [`Settings::default`]),
-/// except where SPEC.md gives rsshd's own embedded defaults, which the config module
+/// except for rsshd's own embedded defaults (README's first section), which the config module
 /// applies when no config file exists.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -140,7 +140,7 @@ pub struct Settings {
     /// `PermitOpen`: `any` = `["any"]`, `none` = `["none"]`, else `host:port` entries.
     pub permit_open: Vec<String>,
     pub permit_listen: Vec<String>,
-    // --- lifetime (SPEC section 3) ---
+    // --- lifetime (README, "Why rsshd") ---
     pub client_alive_interval: Duration,
     pub client_alive_count_max: u32,
     pub idle_timeout: Option<Duration>,
@@ -246,7 +246,7 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The idle timeout in force (SPEC section 3): `IdleTimeout`, else under the
+    /// The idle timeout in force: `IdleTimeout`, else under the
     /// classic recipe (`ClientAliveCountMax 0`) the `ClientAliveInterval`.
     pub fn effective_idle_timeout(&self) -> Option<Duration> {
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);

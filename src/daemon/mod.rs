@@ -26,7 +26,7 @@ use crate::log::display_ip;
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
     File(PathBuf),
-    /// No config file: SPEC section 1's safe built-in defaults.
+    /// No config file: the safe built-in defaults README describes.
     Embedded,
 }
 

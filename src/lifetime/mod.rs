@@ -1,4 +1,4 @@
-//! Session lifetime (SPEC section 3): liveness and idleness kept apart, decided by
+//! Session lifetime: liveness and idleness kept apart, decided by
 //! a pure [`Engine`] from a [`Policy`].
 
 mod driver;

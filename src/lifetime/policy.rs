@@ -1,6 +1,6 @@
 //! The lifetime rules one connection is held to, derived from its effective
 //! settings. Kept apart from [`Settings`] so that the engine sees only what it
-//! enforces, already reduced to "when" questions (SPEC section 3).
+//! enforces, already reduced to "when" questions.
 
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ fn nonzero(d: Duration) -> Option<Duration> {
 }
 
 impl Policy {
-    /// SPEC section 3: `ClientAliveCountMax 0` is the classic idle recipe (idle
+    /// `ClientAliveCountMax 0` is the classic idle recipe (idle
     /// timeout = `ClientAliveInterval` unless `IdleTimeout` is set), never "off";
     /// `CountMax N > 0` is liveness probing only.
     pub fn from_settings(s: &Settings) -> Policy {

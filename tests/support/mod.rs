@@ -140,6 +140,12 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// Every test connects from 127.0.0.1, so sshd 9.8's per-source penalties (on by
+/// default) would let one test's failed logins refuse the next connection. Test
+/// servers turn them off unless the test's own config sets them: its lines come
+/// first, and any `PerSourcePenalties` sub-option there turns penalties on.
+const TEST_PENALTIES: &str = "PerSourcePenalties no";
+
 /// A running rsshd and the files around it.
 pub struct Server {
     pub dir: PathBuf,
@@ -170,7 +176,7 @@ impl Server {
         std::fs::write(dir.join("authorized_keys"), line).expect("write authorized_keys");
         let config = dir.join("sshd_config");
         let text = format!(
-            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n",
+            "{extra}\n{TEST_PENALTIES}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n",
             host_key.display(),
             dir.display(),
             dir.display()
@@ -189,7 +195,7 @@ impl Server {
         std::fs::write(dir.join("authorized_keys"), public).expect("write authorized_keys");
         let config = dir.join("sshd_config");
         let text = format!(
-            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n{tail}\n",
+            "{extra}\n{TEST_PENALTIES}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n{tail}\n",
             host_key.display(),
             dir.display(),
             dir.display()

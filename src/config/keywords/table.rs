@@ -119,7 +119,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     warn!("SshdSessionPath", Word, G),
     warn!("SshdAuthPath", Word, G),
     warn!("GSSAPIDelegateCredentials", Flag, G, ["no"], hidden),
-    // rsshd's own (SPEC section 3); -T prints the idle limits in force.
+    // rsshd's own lifetime keywords; -T prints the idle limits in force.
     opt_time!("IdleTimeout", M, idle_timeout, Settings::effective_idle_timeout),
     opt_time!("IdleWarning", M, idle_warning, Settings::effective_idle_warning),
     choice!("IdleActivity", M, idle_activity, ACTIVITY),

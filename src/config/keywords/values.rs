@@ -57,9 +57,12 @@ pub(super) fn set_port(s: &mut Settings, a: &Args, p: &mut Pass) -> Result<(), S
 /// `ListenAddress host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.
 pub(crate) fn parse_listen(s: &str) -> Result<ListenAddress, String> {
     let bad = || format!("bad address \"{s}\" (expected host, host:port or [v6]:port)");
+    // Brackets only ever delimit an IPv6 address; anywhere else no address or
+    // host name can contain them, and `-T` could not print them back readably.
+    let bracket = |h: &str| h.contains(['[', ']']);
     if let Some(r) = s.strip_prefix('[') {
         let (host, after) = r.split_once(']').ok_or_else(bad)?;
-        if host.is_empty() {
+        if host.is_empty() || bracket(host) {
             return Err(bad());
         }
         let port = match after {
@@ -70,6 +73,9 @@ pub(crate) fn parse_listen(s: &str) -> Result<ListenAddress, String> {
             host: host.to_string(),
             port,
         });
+    }
+    if bracket(s) {
+        return Err(bad());
     }
     if s.matches(':').count() >= 2 {
         return Ok(ListenAddress {

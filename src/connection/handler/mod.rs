@@ -590,7 +590,7 @@ impl Handler for ConnHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(chan) = self.channels.get(&channel) {
-            // A signal is the user acting: it counts as input (SPEC section 3).
+            // A signal is the user acting: it counts as input.
             chan.stamps.input.touch();
             chan.signal(&signal);
         }

@@ -1,4 +1,4 @@
-//! PAM (SPEC section 6): authentication on a blocking thread in the daemon, and the
+//! PAM: authentication on a blocking thread in the daemon, and the
 //! session in a per-login helper process. libpam is loaded at run time.
 
 mod auth;
