@@ -10,11 +10,16 @@ fn main() -> ExitCode {
     // from 3 up close-on-exec (kept open for systemd socket activation).
     rsshd::host::fds::sanitize_at_start();
     // The PAM session helper is this same binary; it must not parse our flags.
-    if std::env::args_os()
-        .nth(1)
+    let helper = std::env::args_os().nth(1);
+    if helper
+        .as_ref()
         .is_some_and(|a| a == rsshd::host::pam::HELPER_ARG)
     {
         std::process::exit(rsshd::host::pam::helper_main());
+    }
+    // So is internal-sftp's (see host::sftp).
+    if helper.is_some_and(|a| a == rsshd::host::sftp::HELPER_ARG) {
+        std::process::exit(rsshd::host::sftp::helper_main());
     }
     cli::main()
 }

@@ -36,7 +36,8 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             // Match Group (system groups: root is in root, nobody in nogroup).
             "ForceCommand /bin/false\nDenyGroups adm\n\
              Match Group root\n  ForceCommand none\n  MaxSessions 2\n  DenyGroups wheel staff\n\
-             Match Group nogroup,!root\n  PermitTTY no\n  ForceCommand internal-sftp -d /srv\n",
+             Match Group nogroup,!root\n  PermitTTY no\n  ForceCommand internal-sftp -d /srv\n  \
+             ChrootDirectory /srv/%u\n",
             vec![
                 "user=root,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22",
                 "user=nobody,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22",

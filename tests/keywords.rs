@@ -30,7 +30,7 @@ fn stderr_of(cmd: &mut Command) -> (bool, String) {
     )
 }
 
-const REFUSAL: &str = "ChrootDirectory: not implemented by rsshd; refused because ignoring it \
+const REFUSAL: &str = "LogVerbose: not implemented by rsshd; refused because ignoring it \
                        could allow more than configured (remove it; only \"none\" is accepted)";
 
 #[test]
@@ -45,12 +45,12 @@ fn refused_keyword_stops_test_mode_start_and_reload() {
         "refused.conf",
         &format!(
             "HostKey {}\nListenAddress 127.0.0.1\nPort 0\nPidFile none\nControlSocket {}/c.sock\n\
-             Match Group sftponly\n  ChrootDirectory /srv/%u\n  ForceCommand internal-sftp\n",
+             LogVerbose kex.c:*:1000\n",
             hk.display(),
             dir.display()
         ),
     );
-    let want = format!("{}:7: {REFUSAL}", conf.display());
+    let want = format!("{}:6: {REFUSAL}", conf.display());
 
     let (ok, err) = stderr_of(rsshd().arg("-t").arg("-f").arg(&conf));
     assert!(!ok, "-t must fail: {err}");

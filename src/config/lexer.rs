@@ -72,7 +72,7 @@ pub(crate) fn lex_line(raw: &str, line: usize) -> Result<Option<Line>, LexError>
 
 /// OpenSSH's `argv_split`: whitespace separates, `"` and `'` quote, a backslash escapes a
 /// quote, a backslash or (outside quotes) a space, and `#` at a token start is a comment.
-fn split_args(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_args(s: &str) -> Result<Vec<String>, String> {
     let chars: Vec<char> = s.chars().collect();
     let mut args = Vec::new();
     let mut i = 0;

@@ -11,6 +11,7 @@ mod defaults;
 mod dump;
 mod keywords;
 mod lexer;
+pub(crate) use lexer::split_args;
 mod matching;
 mod persource;
 mod settings;

@@ -51,6 +51,13 @@ pub struct Launch {
     /// Make fd 0 (a PTY slave) the controlling terminal of the new session.
     controlling_tty: bool,
     identity: Option<Identity>,
+    /// Enter this directory as the root (`ChrootDirectory`), after the groups and
+    /// before the user id change, as sshd does.
+    chroot: Option<CString>,
+    /// When exec fails, say so on the program's stderr and exit 1 (sshd's
+    /// `perror(shell); exit(1)`) instead of failing the start: inside a jail the
+    /// session has started as far as the client is concerned.
+    exec_failure_to_stderr: bool,
     nofile: Option<(u64, u64)>,
 }
 
@@ -61,7 +68,7 @@ struct Failure {
     step: AtomicI32,
 }
 
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 12] = [
     "",
     "dup2",
     "setsid",
@@ -73,6 +80,7 @@ const STEPS: [&str; 11] = [
     "execve",
     "close_range",
     "setpgid",
+    "chroot",
 ];
 
 /// A NUL in a name, argument or variable cannot reach exec.
@@ -103,6 +111,8 @@ impl Launch {
             new_group: false,
             controlling_tty: false,
             identity: None,
+            chroot: None,
+            exec_failure_to_stderr: false,
             nofile: None,
         })
     }
@@ -145,6 +155,15 @@ impl Launch {
     pub fn identity(mut self, id: Identity) -> Launch {
         self.identity = Some(id);
         self
+    }
+
+    /// Chroot to `dir` (already checked by `chroot::check`) before the user id
+    /// changes; the working directory is then looked up inside it. A failed exec
+    /// is reported on the program's stderr (exit 1), as sshd does.
+    pub fn chroot(mut self, dir: &Path) -> Result<Launch, HostError> {
+        self.chroot = Some(cstring(dir.as_os_str().as_bytes())?);
+        self.exec_failure_to_stderr = true;
+        Ok(self)
     }
 
     pub fn nofile(mut self, limit: Option<(u64, u64)>) -> Launch {
@@ -325,6 +344,17 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             if libc::syscall(libc::SYS_setgid, id.gid) != 0 {
                 fail(ctx, 5);
             }
+        }
+        // sshd's order: groups, chroot, user id. The child has its own root and
+        // working directory (no CLONE_FS), so the daemon's stay as they were.
+        if let Some(root) = &l.chroot
+            && (libc::chdir(root.as_ptr()) != 0
+                || libc::chroot(root.as_ptr()) != 0
+                || libc::chdir(c"/".as_ptr()) != 0)
+        {
+            fail(ctx, 11);
+        }
+        if let Some(id) = &l.identity {
             if libc::syscall(libc::SYS_setuid, id.uid) != 0 {
                 fail(ctx, 6);
             }
@@ -342,7 +372,38 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(l.program.as_ptr(), ctx.argv, ctx.envp);
+        if l.exec_failure_to_stderr {
+            exec_failed(l, *libc::__errno_location());
+        }
         fail(ctx, 8)
+    }
+}
+
+/// sshd's `perror(shell); exit(1)` with system calls only: the program, then
+/// the C library's words for the usual reasons (no strerror: it may allocate).
+unsafe fn exec_failed(l: &Launch, errno: c_int) -> ! {
+    let why: &[u8] = match errno {
+        libc::ENOENT => b"No such file or directory",
+        libc::EACCES => b"Permission denied",
+        libc::ENOEXEC => b"Exec format error",
+        libc::ENOTDIR => b"Not a directory",
+        libc::ELOOP => b"Too many levels of symbolic links",
+        libc::EISDIR => b"Is a directory",
+        libc::ENAMETOOLONG => b"File name too long",
+        libc::ETXTBSY => b"Text file busy",
+        libc::ENOMEM => b"Cannot allocate memory",
+        libc::E2BIG => b"Argument list too long",
+        libc::EPERM => b"Operation not permitted",
+        libc::ELIBBAD => b"Accessing a corrupted shared library",
+        _ => b"cannot execute",
+    };
+    let program = l.program.as_bytes();
+    // SAFETY: writes of buffers that live in the parent's frame, then _exit.
+    unsafe {
+        for part in [program, b": ", why, b"\n"] {
+            libc::write(2, part.as_ptr().cast(), part.len());
+        }
+        libc::_exit(1)
     }
 }
 

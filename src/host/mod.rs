@@ -5,6 +5,7 @@
 pub mod as_user;
 mod authorized_keys;
 mod child;
+mod chroot;
 pub mod fds;
 mod hushlogin;
 mod key_options;
@@ -15,6 +16,7 @@ pub mod memory;
 pub mod pam;
 mod process;
 mod pty;
+pub mod sftp;
 pub mod spawn;
 mod strict_modes;
 mod ttymodes;
@@ -36,6 +38,7 @@ pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
 pub use process::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
+pub use sftp::InternalSftp;
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,
 };
@@ -66,4 +69,8 @@ pub enum HostError {
     /// Work done with a user's identity did not finish in time.
     #[error("timed out after {0:?}")]
     TimedOut(std::time::Duration),
+    /// What sshd's session child would die of (`fatal()`), in sshd's words: a bad
+    /// `ChrootDirectory`, for instance. The session does not start.
+    #[error("{0}")]
+    SessionFatal(String),
 }

@@ -13,7 +13,8 @@ use super::launch::{Identity, Launch};
 use super::pam::PamLogin;
 use super::process::ProcessKiller;
 use super::pty::{self, Master, PtyParams, PtyResizer};
-use super::{HostError, UserInfo};
+use super::sftp::InternalSftp;
+use super::{HostError, UserInfo, chroot};
 
 /// What to start, for whom, on what terminal.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct SpawnRequest {
     pub env: SessionEnv,
     /// Run the session inside a PAM session (`UsePAM yes`).
     pub pam: Option<PamSession>,
+    /// `ChrootDirectory` as configured (tokens not expanded); `None` for none.
+    pub chroot: Option<String>,
+    /// `internal-sftp` instead of a program (see `sftp`).
+    pub internal_sftp: Option<InternalSftp>,
 }
 
 /// The variables a session gets besides the login ones, by origin. [`ExecPlan`]
@@ -263,6 +268,10 @@ pub struct ExecPlan {
     pub gids: Vec<u32>,
     /// Whether to switch identity (rsshd is root and the user is someone else).
     pub switch: bool,
+    /// The jail to enter (`ChrootDirectory`, expanded), checked by whoever
+    /// launches the plan; `cwd` is then inside it.
+    #[serde(default)]
+    pub chroot: Option<PathBuf>,
 }
 
 impl ExecPlan {
@@ -284,7 +293,8 @@ impl ExecPlan {
             Some(c) => (base, vec!["-c".to_string(), c.clone()]),
             None => (format!("-{base}"), Vec::new()),
         };
-        let home_ok = user.home.is_dir();
+        // In a jail the home directory is looked up inside it, at launch.
+        let home_ok = req.chroot.is_some() || user.home.is_dir();
         if !home_ok {
             tracing::info!(
                 "Could not chdir to home directory {}: no such directory",
@@ -338,6 +348,7 @@ impl ExecPlan {
             gid: user.gid,
             gids: user.gids.clone(),
             switch: root && user.uid != me,
+            chroot: None,
         }
     }
 
@@ -366,6 +377,10 @@ impl ExecPlan {
         let mut l = Launch::new(&self.program, &argv, &self.final_env())?
             .cwd(&self.cwd)?
             .nofile(SESSION_NOFILE.get().copied());
+        if let Some(jail) = &self.chroot {
+            chroot::check(jail)?;
+            l = l.chroot(jail)?;
+        }
         if self.switch {
             l = l.identity(Identity {
                 uid: self.uid,
@@ -419,7 +434,24 @@ pub async fn spawn(req: SpawnRequest, pam: Option<&PamLogin>) -> Result<SessionP
             },
         )?;
     }
-    let plan = ExecPlan::for_request(&req, pty.as_ref().map(|p| p.name.as_path()));
+    // The jail is checked here too, so that a bad one refuses the session with
+    // sshd's words in the daemon's log (the launcher checks it again).
+    let jail = match &req.chroot {
+        Some(_) if !root => return Err(HostError::SessionFatal(chroot::NO_PRIVILEGE.into())),
+        Some(pattern) => {
+            let jail = chroot::resolve(pattern, user)?;
+            chroot::check(&jail)?;
+            Some(jail)
+        }
+        None => None,
+    };
+    let plan = match &req.internal_sftp {
+        Some(what) => super::sftp::plan(&req, what, jail)?,
+        None => ExecPlan {
+            chroot: jail,
+            ..ExecPlan::for_request(&req, pty.as_ref().map(|p| p.name.as_path()))
+        },
+    };
     // The program's ends of its terminal or pipes, and ours.
     let (theirs, io, master, tty): (Vec<OwnedFd>, _, _, _) = match pty {
         Some(p) => {
@@ -568,6 +600,8 @@ mod tests {
                 service: "sshd".into(),
                 rhost: "h".into(),
             }),
+            chroot: None,
+            internal_sftp: None,
         }
     }
 

@@ -454,16 +454,6 @@ pub(super) fn dump_force_command(s: &Settings, k: &str, o: &mut String) {
     kv(o, k, s.force_command.as_deref().unwrap_or("none"));
 }
 
-/// `internal-sftp` is not built in: as a forced command it runs as a program name,
-/// which fails (no access rather than more).
-pub(super) fn force_command_caveat(a: &Args) -> Option<String> {
-    (a.args.first().map(String::as_str) == Some("internal-sftp")).then(|| {
-        "internal-sftp is not built into rsshd; as a forced command it fails \
-         (\"command not found\")"
-            .to_string()
-    })
-}
-
 pub(super) fn dump_host_keys(s: &Settings, k: &str, o: &mut String) {
     s.host_key.iter().for_each(|h| kv(o, k, h.display()));
 }

@@ -2,7 +2,7 @@
 //! environment, PAM, and the preamble an interactive login shows.
 
 use super::*;
-use crate::host::SessionEnv;
+use crate::host::{InternalSftp, SessionEnv};
 
 impl ConnHandler {
     /// Environment every process of this connection gets from the connection itself.
@@ -97,7 +97,11 @@ impl ConnHandler {
             .force_command
             .clone()
             .or_else(|| login.key_options.command.clone());
-        let command = if is_subsystem {
+        // As sshd's do_exec: a forced internal-sftp serves SFTP to a subsystem
+        // request and refuses anything else; a subsystem whose program is
+        // internal-sftp is served in-process too (see host::sftp).
+        let forced_sftp = forced.as_deref().is_some_and(is_internal_sftp);
+        let (command, internal_sftp) = if is_subsystem {
             let name = requested.clone().unwrap_or_default();
             let Some((_, cmd)) = s.subsystem.iter().find(|(n, _)| *n == name) else {
                 tracing::info!(
@@ -107,12 +111,27 @@ impl ConnHandler {
                 return false;
             };
             tracing::info!("subsystem request for {name} by user {}", login.user.name);
-            match &forced {
-                Some(f) => Some(f.clone()),
-                None => Some(subsystem_command(cmd)),
+            let line = forced.as_ref().unwrap_or(cmd);
+            if forced_sftp || (forced.is_none() && cmd.split(' ').next() == Some(INTERNAL_SFTP)) {
+                match crate::config::split_args(line) {
+                    Ok(args) => (None, Some(InternalSftp::Serve(args))),
+                    Err(e) => {
+                        tracing::error!("internal error: can't split internal-sftp arguments: {e}");
+                        return false;
+                    }
+                }
+            } else {
+                (Some(line.clone()), None)
             }
+        } else if forced_sftp {
+            tracing::error!(
+                "Connection from user {} {}: refusing non-sftp session",
+                login.user.name,
+                crate::log::peer(&self.ctx.peer)
+            );
+            (None, Some(InternalSftp::Refuse))
         } else {
-            forced.clone().or_else(|| requested.clone())
+            (forced.clone().or_else(|| requested.clone()), None)
         };
         // Each origin separately: `ExecPlan` merges them in sshd's order, so the
         // client's variables can never replace the server's (PATH, SSH_*).
@@ -124,7 +143,7 @@ impl ConnHandler {
             connection: self.connection_env(),
             original_command: forced.as_ref().and(requested.clone()),
         };
-        let is_shell = command.is_none();
+        let is_shell = command.is_none() && internal_sftp.is_none();
         let kind = if is_subsystem {
             format!("session:subsystem:{}", requested.as_deref().unwrap_or(""))
         } else if is_shell {
@@ -145,6 +164,11 @@ impl ConnHandler {
                 service: s.pam_service_name.clone(),
                 rhost: self.ctx.remote_host(),
             }),
+            chroot: s
+                .chroot_directory
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            internal_sftp,
         };
         let Some(fds) = self.session_fds(&login, req.pty.is_some()) else {
             return false;
@@ -161,6 +185,11 @@ impl ConnHandler {
         };
         let process = match host::spawn(req, pam.as_deref()).await {
             Ok(p) => p,
+            // What sshd's session child would log before dying (a bad jail).
+            Err(host::HostError::SessionFatal(e)) => {
+                tracing::error!("{e}");
+                return false;
+            }
             Err(e) => {
                 tracing::error!("session for {} could not start: {e}", login.user.name);
                 return false;
@@ -286,27 +315,14 @@ impl ConnHandler {
     }
 }
 
-/// `internal-sftp` is OpenSSH's in-process server; we run the sftp-server binary it
-/// ships instead, so configs written for sshd keep working.
-fn subsystem_command(cmd: &str) -> String {
-    let mut words = cmd.split_whitespace();
-    if words.next() == Some("internal-sftp") {
-        let args: Vec<&str> = words.collect();
-        for path in [
-            "/usr/lib/openssh/sftp-server",
-            "/usr/libexec/openssh/sftp-server",
-            "/usr/libexec/sftp-server",
-            "/usr/lib/ssh/sftp-server",
-        ] {
-            if std::path::Path::new(path).exists() {
-                return std::iter::once(path)
-                    .chain(args)
-                    .collect::<Vec<_>>()
-                    .join(" ");
-            }
-        }
-    }
-    cmd.to_string()
+const INTERNAL_SFTP: &str = "internal-sftp";
+
+/// sshd's `IS_INTERNAL_SFTP`: the command is `internal-sftp`, alone or followed
+/// by arguments.
+fn is_internal_sftp(command: &str) -> bool {
+    command
+        .strip_prefix(INTERNAL_SFTP)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
 }
 
 /// Text written straight to a client terminal needs CR LF line ends.
