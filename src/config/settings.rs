@@ -101,6 +101,11 @@ pub struct Settings {
     pub password_authentication: bool,
     pub kbd_interactive_authentication: bool,
     pub permit_empty_passwords: bool,
+    /// `RevokedKeys`: a KRL or a list of public keys; `None` for `none`.
+    pub revoked_keys: Option<PathBuf>,
+    /// `RefuseConnection` (OpenSSH 9.9+): drop the connection once the user name
+    /// is known.
+    pub refuse_connection: bool,
     pub use_pam: bool,
     pub pam_service_name: String,
     /// Each entry a comma-joined chain, e.g. `publickey,password`; empty = any one method.
@@ -126,6 +131,8 @@ pub struct Settings {
     // --- forwarding ---
     pub allow_tcp_forwarding: Forwarding,
     pub allow_agent_forwarding: bool,
+    /// `DisableForwarding`: no forwarding of any kind, whatever else says.
+    pub disable_forwarding: bool,
     pub gateway_ports: GatewayPorts,
     /// `PermitOpen`: `any` = `["any"]`, `none` = `["none"]`, else `host:port` entries.
     pub permit_open: Vec<String>,
@@ -196,6 +203,8 @@ impl Default for Settings {
             password_authentication: true,
             kbd_interactive_authentication: true,
             permit_empty_passwords: false,
+            revoked_keys: None,
+            refuse_connection: false,
             use_pam: false,
             pam_service_name: "sshd".to_string(),
             authentication_methods: Vec::new(),
@@ -215,6 +224,7 @@ impl Default for Settings {
             chroot_directory: None,
             allow_tcp_forwarding: Forwarding::Yes,
             allow_agent_forwarding: true,
+            disable_forwarding: false,
             gateway_ports: GatewayPorts::No,
             permit_open: vec!["any".to_string()],
             permit_listen: vec!["any".to_string()],

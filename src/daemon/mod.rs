@@ -406,12 +406,14 @@ async fn accept_loop(
         else {
             continue;
         };
+        let rdomain = connection::rdomain_of(&stream);
         let pre_auth = config.resolve(&ConnSpec {
             user: None,
             host: Some(display_ip(&peer)),
             addr: Some(peer.ip()),
             laddr: Some(local.ip()),
             lport: Some(local.port()),
+            rdomain: rdomain.clone(),
             groups: None,
         });
         let n = preauth.load(Ordering::Relaxed);
@@ -446,6 +448,8 @@ async fn accept_loop(
                 config,
                 pre_auth,
                 daemon_uid,
+                rdomain,
+                dns_name: Default::default(),
             };
             connection::serve(stream, ctx, protocol, registry, on_auth).await;
             slot.release();

@@ -5,6 +5,7 @@
 pub mod as_user;
 mod authorized_keys;
 mod child;
+mod dns;
 pub mod fds;
 mod key_options;
 mod lastlog;
@@ -14,6 +15,7 @@ pub mod memory;
 pub mod pam;
 mod process;
 mod pty;
+mod revoked_keys;
 pub mod spawn;
 mod strict_modes;
 mod user_env;
@@ -26,6 +28,7 @@ mod utmp;
 #[doc(hidden)]
 pub use authorized_keys::parse_line;
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
+pub use dns::remote_hostname;
 pub use key_options::KeyOptions;
 #[doc(hidden)]
 pub use key_options::parse_options;
@@ -33,6 +36,7 @@ pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
 pub use process::{HANGUP_GRACE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
+pub use revoked_keys::{Revocable, RevocationError, revoked};
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,
 };

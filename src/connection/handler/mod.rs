@@ -224,8 +224,7 @@ impl Handler for ConnHandler {
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         // Resolve (and log an invalid user) on the first request, as sshd does.
-        self.candidate(user);
-        self.shared.set_user(user);
+        self.admit(user).await?;
         Ok(Auth::reject())
     }
 
@@ -234,7 +233,7 @@ impl Handler for ConnHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.shared.set_user(user);
+        self.admit(user).await?;
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
@@ -264,7 +263,7 @@ impl Handler for ConnHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.shared.set_user(user);
+        self.admit(user).await?;
         if !self.method_ok(user, "publickey") {
             return Ok(Auth::reject());
         }
@@ -294,7 +293,7 @@ impl Handler for ConnHandler {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let started = std::time::Instant::now();
-        self.shared.set_user(user);
+        self.admit(user).await?;
         let Some(params) = self.pam_params(user, "password") else {
             self.log_fail_without_pam(user, "password");
             tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
@@ -327,7 +326,7 @@ impl Handler for ConnHandler {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        self.shared.set_user(user);
+        self.admit(user).await?;
         match response {
             None => {
                 let pam = self
