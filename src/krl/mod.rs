@@ -81,10 +81,34 @@ pub fn is_revoked(file: &[u8], subject: Subject) -> Result<bool, KrlError> {
     }
 }
 
-/// Whether `file` parses as a KRL; for callers that want to check a file up front
-/// (the fuzz target's oracle).
+/// Whether `file` has a KRL's magic (else it is read as a key list).
 pub fn is_krl(file: &[u8]) -> bool {
     file.starts_with(MAGIC)
+}
+
+/// [`is_revoked`] for a subject given as an OpenSSH public key or certificate line
+/// (`None` when it is neither), for the fuzz target, which sees only rsshd's API.
+#[doc(hidden)]
+pub fn is_revoked_line(file: &[u8], subject: &str) -> Option<Result<bool, KrlError>> {
+    if let Ok(k) = PublicKey::from_openssh(subject) {
+        return Some(is_revoked(file, Subject::Key(k.key_data())));
+    }
+    let c = Certificate::from_openssh(subject).ok()?;
+    Some(is_revoked(file, Subject::Cert(&c)))
+}
+
+/// The explicit-key section that revokes the key on `line` (a public key or a
+/// certificate, which stands for its key), for the fuzz target's oracle.
+#[doc(hidden)]
+pub fn explicit_key_section(line: &str) -> Option<Vec<u8>> {
+    let key = parse_listed(line)?;
+    let blob = key.encode_vec().ok()?;
+    let mut body = (blob.len() as u32).to_be_bytes().to_vec();
+    body.extend_from_slice(&blob);
+    let mut v = vec![SECTION_EXPLICIT_KEY];
+    v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    v.extend_from_slice(&body);
+    Some(v)
 }
 
 /// The parts of a key that a KRL can name, computed once.
