@@ -16,5 +16,12 @@ fn main() -> ExitCode {
     {
         std::process::exit(rsshd::host::pam::helper_main());
     }
+    // So is the runner of `~/.ssh/rc`, already the user.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == rsshd::host::user_rc::RC_ARG)
+    {
+        std::process::exit(rsshd::host::user_rc::rc_main());
+    }
     cli::main()
 }

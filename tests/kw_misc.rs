@@ -244,3 +244,89 @@ fn permit_tty_no_refuses_the_pty() {
     // A session without a terminal still runs.
     assert_eq!(out(&srv.ssh_run(&current_user(), "echo ok", b"")), "ok");
 }
+
+/// A server whose sessions see `home` as TEST_USER's home directory: rsshd runs in
+/// a private mount namespace with `home` bound over the real one, so the account's
+/// real home is never touched.
+fn server_with_home(home: &std::path::Path, extra: &str, key_options: &str) -> Server {
+    let dir = support::temp_dir("rc-srv");
+    let host_key = support::keygen(&dir, "host_key");
+    let client_key = support::keygen(&dir, "client_key");
+    let public = std::fs::read_to_string(client_key.with_extension("pub")).unwrap();
+    std::fs::write(
+        dir.join("authorized_keys"),
+        format!("{key_options} {public}"),
+    )
+    .unwrap();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "{extra}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\n\
+             PidFile none\nControlSocket {}/control.sock\n",
+            host_key.display(),
+            dir.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let real = nix::unistd::User::from_name(support::TEST_USER)
+        .unwrap()
+        .unwrap()
+        .dir;
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" \"$2\" && exec \"$3\" -D -e -f \"$4\"")
+        .arg("sh")
+        .arg(home)
+        .arg(real)
+        .arg(env!("CARGO_BIN_EXE_rsshd"))
+        .arg(&config);
+    Server::spawn_command(cmd, dir, config, client_key)
+}
+
+/// `~/.ssh/rc` runs before the command, as the user, with its input at end of
+/// file, unless PermitUserRC no, ForceCommand or a `no-user-rc` key says not.
+#[test]
+fn user_rc_runs_as_the_user_before_the_command() {
+    if skip_without(&["ssh", "ssh-keygen", "unshare"])
+        || support::skip_unless_root_with(support::TEST_USER)
+    {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let home = support::temp_dir("rc-home");
+    let user = nix::unistd::User::from_name(support::TEST_USER)
+        .unwrap()
+        .unwrap();
+    std::fs::create_dir(home.join(".ssh")).unwrap();
+    let rc = home.join(".ssh/rc");
+    std::fs::write(&rc, "echo \"rc uid=$(id -u) in=[$(cat)] pwd=$(pwd)\"\n").unwrap();
+    let run = |srv: &Server| out(&srv.ssh_run(support::TEST_USER, "echo command", b"ignored"));
+    let ran = format!(
+        "rc uid={} in=[] pwd={}\ncommand",
+        user.uid,
+        user.dir.display()
+    );
+
+    let srv = server_with_home(&home, "", "");
+    assert_eq!(run(&srv), ran, "{}", srv.log());
+    // Not under PermitUserRC no, a ForceCommand, or a no-user-rc key.
+    let srv = server_with_home(&home, "PermitUserRC no", "");
+    assert_eq!(run(&srv), "command", "{}", srv.log());
+    let srv = server_with_home(&home, "ForceCommand echo command", "");
+    assert_eq!(run(&srv), "command", "{}", srv.log());
+    let srv = server_with_home(&home, "", "no-user-rc");
+    assert_eq!(run(&srv), "command", "{}", srv.log());
+    let srv = server_with_home(&home, "", "restrict");
+    assert_eq!(run(&srv), "command", "{}", srv.log());
+
+    // Read with the user's rights: a file only root may read does not run, and
+    // the command still does.
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let srv = server_with_home(&home, "", "");
+    let o = srv.ssh_run(support::TEST_USER, "echo command", b"");
+    assert_eq!(out(&o), "command", "{}", srv.log());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Permission denied"), "{err}");
+}

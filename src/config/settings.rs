@@ -127,6 +127,8 @@ pub struct Settings {
     pub print_motd: bool,
     pub print_last_log: bool,
     pub permit_tty: bool,
+    /// `PermitUserRC`: run `~/.ssh/rc` before the shell or command.
+    pub permit_user_rc: bool,
     pub chroot_directory: Option<PathBuf>,
     // --- forwarding ---
     pub allow_tcp_forwarding: Forwarding,
@@ -221,6 +223,7 @@ impl Default for Settings {
             print_motd: true,
             print_last_log: true,
             permit_tty: true,
+            permit_user_rc: true,
             chroot_directory: None,
             allow_tcp_forwarding: Forwarding::Yes,
             allow_agent_forwarding: true,

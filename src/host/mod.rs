@@ -20,6 +20,7 @@ pub mod spawn;
 mod strict_modes;
 mod user_env;
 mod user_files;
+pub mod user_rc;
 mod user_socket;
 mod users;
 mod utmp;

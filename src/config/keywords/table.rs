@@ -46,7 +46,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     warn!("X11Forwarding", Flag, M, ["no"]),
     warn!("X11UseLocalhost", Flag, M, ["yes"], hidden),
     flag!("PermitTTY", M, permit_tty),
-    warn!("PermitUserRC", Flag, M, ["no"]),
+    flag!("PermitUserRC", M, permit_user_rc),
     flag!("StrictModes", G, strict_modes),
     flag!("TCPKeepAlive", G, tcp_keep_alive),
     flag!("PermitEmptyPasswords", M, permit_empty_passwords),

@@ -117,7 +117,7 @@ const CLASSES: &[(&str, Class)] = &[
     ("PermitTTY", I),
     ("PermitTunnel", R),
     ("PermitUserEnvironment", I),
-    ("PermitUserRC", W),
+    ("PermitUserRC", I),
     ("PidFile", I),
     ("Port", I),
     ("PrintLastLog", I),
