@@ -8,6 +8,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod host;
+pub mod krl;
 pub mod lifetime;
 pub mod log;
 pub mod paths;

@@ -18,8 +18,15 @@ fn main() -> ExitCode {
         std::process::exit(rsshd::host::pam::helper_main());
     }
     // So is internal-sftp's (see host::sftp).
-    if helper.is_some_and(|a| a == rsshd::host::sftp::HELPER_ARG) {
+    if helper
+        .as_ref()
+        .is_some_and(|a| a == rsshd::host::sftp::HELPER_ARG)
+    {
         std::process::exit(rsshd::host::sftp::helper_main());
+    }
+    // So is the runner of `~/.ssh/rc`, already the user.
+    if helper.is_some_and(|a| a == rsshd::host::user_rc::RC_ARG) {
+        std::process::exit(rsshd::host::user_rc::rc_main());
     }
     cli::main()
 }

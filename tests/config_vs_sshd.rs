@@ -130,6 +130,17 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
                 "user=alice,host=h,addr=192.168.0.1,laddr=127.0.0.1,lport=22",
             ],
         ),
+        (
+            // Revocation, DNS and forwarding switches; Match RDomain (a VRF name, or
+            // "" for a socket bound to no device).
+            "UseDNS yes\nRevokedKeys /etc/ssh/revoked_keys\n\
+             Match RDomain blue,!red\n  DisableForwarding yes\n  RevokedKeys /etc/ssh/krl.blue\n  PermitUserRC no\n",
+            vec![
+                "user=alice,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22,rdomain=blue",
+                "user=alice,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22,rdomain=red",
+                "user=alice,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22,rdomain=",
+            ],
+        ),
     ]
 }
 

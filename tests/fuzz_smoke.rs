@@ -78,3 +78,8 @@ fn fuzz_pattern() {
 fn fuzz_control() {
     fuzz("control");
 }
+
+#[test]
+fn fuzz_krl() {
+    fuzz("krl");
+}

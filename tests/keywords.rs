@@ -100,7 +100,7 @@ fn refused_keyword_stops_test_mode_start_and_reload() {
     let text = std::fs::read_to_string(&srv.config).unwrap();
     std::fs::write(
         &srv.config,
-        format!("{text}Match User nobody\n  RevokedKeys /x\n"),
+        format!("{text}Match User nobody\n  PermitTunnel yes\n"),
     )
     .unwrap();
     nix::sys::signal::kill(
@@ -117,7 +117,7 @@ fn refused_keyword_stops_test_mode_start_and_reload() {
         srv.log()
     );
     assert!(
-        srv.log().contains("RevokedKeys: not implemented by rsshd"),
+        srv.log().contains("PermitTunnel: not implemented by rsshd"),
         "{}",
         srv.log()
     );

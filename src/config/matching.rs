@@ -17,6 +17,7 @@ pub(crate) enum Criterion {
     Address(String),
     LocalAddress(String),
     LocalPort(u16),
+    RDomain(String),
 }
 
 /// The criteria of one `Match` line; all must hold.
@@ -46,13 +47,10 @@ pub(crate) fn parse_match(args: &[String]) -> Result<MatchLine, String> {
             "Address",
             "LocalAddress",
             "LocalPort",
+            "RDomain",
         ];
         let Some(canon) = known.iter().find(|k| k.eq_ignore_ascii_case(name)) else {
-            return Err(if name.eq_ignore_ascii_case("rdomain") {
-                "criterion \"RDomain\" is not supported".into()
-            } else {
-                format!("unsupported criterion \"{name}\"")
-            });
+            return Err(format!("unsupported criterion \"{name}\""));
         };
         let arg = it
             .next()
@@ -63,6 +61,7 @@ pub(crate) fn parse_match(args: &[String]) -> Result<MatchLine, String> {
             "User" => Criterion::User(arg),
             "Group" => Criterion::Group(arg),
             "Host" => Criterion::Host(arg),
+            "RDomain" => Criterion::RDomain(arg),
             "Address" | "LocalAddress" => {
                 // Validate the list now so a bad network is a load-time error.
                 match_address_list(IpAddr::V4(Ipv4Addr::UNSPECIFIED), &arg)
@@ -164,6 +163,10 @@ impl MatchLine {
             Criterion::Address(list) => addr(list, spec.addr),
             Criterion::LocalAddress(list) => addr(list, spec.laddr),
             Criterion::LocalPort(p) => spec.lport == Some(*p),
+            Criterion::RDomain(list) => spec
+                .rdomain
+                .as_deref()
+                .is_some_and(|r| match_pattern_list(r, list, false).is_positive()),
         })
     }
 }
@@ -198,7 +201,10 @@ mod tests {
         assert!(m("User x All").is_err());
         assert!(m("Address 10.0.0.0/99").is_err());
         assert!(m("LocalPort http").is_err());
-        assert!(m("RDomain x").is_err());
+        assert_eq!(
+            m("rdomain blue").unwrap().0,
+            vec![Criterion::RDomain("blue".into())]
+        );
         assert_eq!(m("all").unwrap().0, vec![Criterion::All]);
         assert!(m("uSeR alice HOST x").is_ok());
     }
@@ -223,6 +229,12 @@ mod tests {
         assert!(!hit("LocalAddress 127.0.0.1", "laddr=::1"));
         assert!(hit("LocalPort 2222", "lport=2222"));
         assert!(!hit("LocalPort 2222", "lport=22"));
+        // Linux: the VRF device; "" for a socket bound to none, which `*` matches
+        // as in sshd (`rdomain ""` in its connection log line).
+        assert!(hit("RDomain blue,red", "rdomain=red"));
+        assert!(!hit("RDomain blue", "rdomain=red"));
+        assert!(hit("RDomain *", "rdomain="));
+        assert!(!hit("RDomain *,!red", "rdomain=red"));
         // All criteria on a line must hold.
         assert!(hit(
             "User alice Address 10.0.0.0/8",
@@ -241,6 +253,7 @@ mod tests {
         assert!(!hit("Host *", "user=x"));
         assert!(!hit("Address *", "user=x"));
         assert!(!hit("LocalPort 22", "user=x"));
+        assert!(!hit("RDomain *", "user=x"));
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct ConnSpec {
     pub addr: Option<IpAddr>,
     pub laddr: Option<IpAddr>,
     pub lport: Option<u16>,
+    /// The routing domain (on Linux the VRF device the connection's socket is bound
+    /// to, `""` when none, as sshd's `get_rdomain`); `None` when unknown (a
+    /// connection on pipes), which no `Match RDomain` matches.
+    pub rdomain: Option<String>,
     /// The user's group names when the caller already has them; `None` = look them up
     /// in the system databases when a `Match Group` needs them.
     pub groups: Option<Vec<String>>,
@@ -68,7 +72,7 @@ pub struct ConnSpec {
 
 impl ConnSpec {
     /// Parse sshd's `-C` syntax: comma-separated `key=value` with keys `user`, `host`,
-    /// `addr`, `laddr`, `lport` (and `rdomain`, accepted and ignored).
+    /// `addr`, `laddr`, `lport` and `rdomain`.
     pub fn parse_cli(s: &str) -> Result<ConnSpec, ConfigError> {
         let err = |what: String| ConfigError::Spec {
             spec: s.to_string(),
@@ -91,7 +95,7 @@ impl ConnSpec {
                 "lport" => {
                     c.lport = Some(keywords::parse_port(v).map_err(|e| err(format!("lport: {e}")))?)
                 }
-                "rdomain" => {}
+                "rdomain" => c.rdomain = Some(v.to_string()),
                 _ => return Err(err(format!("unknown key \"{k}\""))),
             }
         }

@@ -150,6 +150,11 @@ pub struct Settings {
     pub password_authentication: bool,
     pub kbd_interactive_authentication: bool,
     pub permit_empty_passwords: bool,
+    /// `RevokedKeys`: a KRL or a list of public keys; `None` for `none`.
+    pub revoked_keys: Option<PathBuf>,
+    /// `RefuseConnection` (OpenSSH 9.9+): drop the connection once the user name
+    /// is known.
+    pub refuse_connection: bool,
     pub use_pam: bool,
     pub pam_service_name: String,
     /// Each entry a comma-joined chain, e.g. `publickey,password`; empty = any one method.
@@ -171,10 +176,14 @@ pub struct Settings {
     pub print_motd: bool,
     pub print_last_log: bool,
     pub permit_tty: bool,
+    /// `PermitUserRC`: run `~/.ssh/rc` before the shell or command.
+    pub permit_user_rc: bool,
     pub chroot_directory: Option<PathBuf>,
     // --- forwarding ---
     pub allow_tcp_forwarding: Forwarding,
     pub allow_agent_forwarding: bool,
+    /// `DisableForwarding`: no forwarding of any kind, whatever else says.
+    pub disable_forwarding: bool,
     pub gateway_ports: GatewayPorts,
     /// `PermitOpen`: `any` = `["any"]`, `none` = `["none"]`, else `host:port` entries.
     pub permit_open: Vec<String>,
@@ -257,6 +266,8 @@ impl Default for Settings {
             password_authentication: true,
             kbd_interactive_authentication: true,
             permit_empty_passwords: false,
+            revoked_keys: None,
+            refuse_connection: false,
             use_pam: false,
             pam_service_name: "sshd".to_string(),
             authentication_methods: Vec::new(),
@@ -273,9 +284,11 @@ impl Default for Settings {
             print_motd: true,
             print_last_log: true,
             permit_tty: true,
+            permit_user_rc: true,
             chroot_directory: None,
             allow_tcp_forwarding: Forwarding::Yes,
             allow_agent_forwarding: true,
+            disable_forwarding: false,
             gateway_ports: GatewayPorts::No,
             permit_open: vec!["any".to_string()],
             permit_listen: vec!["any".to_string()],

@@ -50,7 +50,8 @@ pub enum Denied {
 
 /// May this login open `host:port` (direct-tcpip)?
 pub fn check_open(s: &Settings, k: &KeyOptions, host: &str, port: u32) -> Result<(), Denied> {
-    if k.no_port_forwarding
+    if s.disable_forwarding
+        || k.no_port_forwarding
         || !matches!(s.allow_tcp_forwarding, Forwarding::Yes | Forwarding::Local)
     {
         return Err(Denied::Disabled);
@@ -71,7 +72,8 @@ pub fn check_listen(
     host: &str,
     port: u32,
 ) -> Result<(), Denied> {
-    if k.no_port_forwarding
+    if s.disable_forwarding
+        || k.no_port_forwarding
         || !matches!(s.allow_tcp_forwarding, Forwarding::Yes | Forwarding::Remote)
     {
         return Err(Denied::Disabled);
@@ -380,7 +382,11 @@ impl Forwards {
         let Some(login) = login else {
             return false;
         };
-        if !login.settings.allow_agent_forwarding || login.key_options.no_agent_forwarding {
+        let s = &login.settings;
+        if s.disable_forwarding
+            || !s.allow_agent_forwarding
+            || login.key_options.no_agent_forwarding
+        {
             tracing::info!("refused agent forwarding for user {}", login.user.name);
             return false;
         }
@@ -468,6 +474,13 @@ mod tests {
         k.permit_open.clear();
         k.no_port_forwarding = true;
         assert_eq!(check_open(&s, &k, "h", 443), Err(Denied::Disabled));
+        // DisableForwarding wins over everything that would allow it.
+        let mut s = Settings::default();
+        s.disable_forwarding = true;
+        assert_eq!(
+            check_open(&s, &KeyOptions::default(), "h", 80),
+            Err(Denied::Disabled)
+        );
     }
 
     #[test]
@@ -489,6 +502,8 @@ mod tests {
         s.permit_listen = list(&["*:8080"]);
         assert_eq!(check_listen(&s, &k, 0, "", 8080), Ok(()));
         assert_eq!(check_listen(&s, &k, 0, "", 8081), Err(Denied::NotPermitted));
+        s.disable_forwarding = true;
+        assert_eq!(check_listen(&s, &k, 0, "", 8080), Err(Denied::Disabled));
     }
 
     #[tokio::test]

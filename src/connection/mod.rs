@@ -50,12 +50,41 @@ pub struct ConnContext {
     pub daemon_uid: u32,
     /// The daemon's bound on unauthenticated connections at work (see `gate`).
     pub preauth_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// The routing domain `Match RDomain` sees ([`rdomain_of`] the connection's
+    /// socket); `None` on pipes.
+    pub rdomain: Option<String>,
+    /// Under `UseDNS yes`, the name the peer's address maps to and back, once
+    /// [`ConnContext::look_up_name`] has run.
+    pub dns_name: std::sync::OnceLock<String>,
 }
 
 impl ConnContext {
-    /// The name Match Host and `from=` see: without UseDNS, the address itself.
+    /// The name `Match Host`, `from=`, `AllowUsers user@host`, PAM's RHOST and utmp
+    /// see, as sshd's `auth_get_canonical_hostname`: with `UseDNS yes`, the name
+    /// [`ConnContext::look_up_name`] confirmed; otherwise (or before that, or when the
+    /// lookup failed) the address itself.
     pub fn remote_host(&self) -> String {
-        crate::log::display_ip(&self.peer)
+        match self.dns_name.get() {
+            Some(name) => name.clone(),
+            None => crate::log::display_ip(&self.peer),
+        }
+    }
+
+    /// With `UseDNS yes`, look the peer's name up once (as sshd, when the user name
+    /// arrives), off the async workers and within a bound; the result stays for the
+    /// connection.
+    pub async fn look_up_name(&self) {
+        if !self.config.global().use_dns || self.dns_name.get().is_some() {
+            return;
+        }
+        let ip = self.peer.ip();
+        let name = if ip.is_unspecified() {
+            // sshd's UNKNOWN (pipes): nothing to look up.
+            crate::log::display_ip(&self.peer)
+        } else {
+            crate::host::remote_hostname(ip).await
+        };
+        let _ = self.dns_name.set(name);
     }
 
     /// The Match criteria of this connection, for `user` once known.
@@ -66,6 +95,7 @@ impl ConnContext {
             addr: Some(self.peer.ip()).filter(|a| !a.is_unspecified()),
             laddr: Some(self.local.ip()).filter(|a| !a.is_unspecified()),
             lport: Some(self.local.port()),
+            rdomain: self.rdomain.clone(),
             groups,
         }
     }
@@ -88,9 +118,20 @@ pub(crate) enum PamState {
     Failed,
 }
 
+/// The routing domain of a connection's socket as sshd's `get_rdomain` reports it on
+/// Linux: the device it is bound to (`SO_BINDTODEVICE`, a VRF), `""` when none;
+/// `None` when the descriptor is no socket (or the kernel would not say).
+pub fn rdomain_of(fd: &impl std::os::fd::AsFd) -> Option<String> {
+    nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::BindToDevice)
+        .ok()
+        .map(|d| d.to_string_lossy().into_owned())
+}
+
 /// State the handler writes and the connection task reads.
 pub struct ConnShared {
     user: Mutex<Option<String>>,
+    /// RefuseConnection ended the connection (already logged).
+    refused: std::sync::atomic::AtomicBool,
     login: watch::Sender<Option<Arc<Login>>>,
     /// The session channels' programs, for the connection's end.
     pub(crate) sessions: Sessions,
@@ -118,6 +159,7 @@ impl ConnShared {
     fn new(events: Events, entry: Arc<Entry>, gate: Option<Arc<gate::Ticket>>) -> Self {
         ConnShared {
             user: Mutex::new(None),
+            refused: Default::default(),
             login: watch::channel(None).0,
             sessions: Sessions::default(),
             pam: Mutex::new(PamState::NotOpened),
@@ -141,6 +183,12 @@ impl ConnShared {
         if let Ok(mut facts) = self.entry.facts.lock() {
             f(&mut facts);
         }
+    }
+
+    /// `RefuseConnection` ends this connection: its log line says it all.
+    pub fn refused(&self) {
+        self.refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Remember the user name last asked for, for the preauth close log line. Every
@@ -410,6 +458,7 @@ pub async fn serve(
                 human_duration(started.elapsed())
             );
         }
+        None if shared.refused.load(std::sync::atomic::Ordering::Relaxed) => {}
         None if ending.is_none() && !auth_exhausted => {
             let user = shared.user.lock().ok().and_then(|u| u.clone());
             match user {

@@ -200,12 +200,14 @@ fn serve(
     else {
         return;
     };
+    let rdomain = connection::rdomain_of(&stream);
     let pre_auth = config.resolve(&ConnSpec {
         user: None,
         host: Some(display_ip(&peer)),
         addr: Some(peer.ip()),
         laddr: Some(local.ip()),
         lport: Some(local.port()),
+        rdomain: rdomain.clone(),
         groups: None,
     });
     if pre_auth.tcp_keep_alive {
@@ -233,6 +235,8 @@ fn serve(
             pre_auth,
             daemon_uid,
             preauth_gate,
+            rdomain,
+            dns_name: Default::default(),
         };
         // RekeyLimit from a Match on the address or port.
         let protocol =

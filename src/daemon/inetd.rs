@@ -80,12 +80,17 @@ pub fn prepare(
 pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
     let (transport, peer_addr, local) = connection_of(stdio)?;
     let config = Arc::new(p.config);
+    let rdomain = match &transport {
+        Transport::Tcp(s) => connection::rdomain_of(s),
+        _ => None,
+    };
     let pre_auth = config.resolve(&ConnSpec {
         user: None,
         host: Some(display_ip(&peer_addr)),
         addr: Some(peer_addr.ip()).filter(|a| !a.is_unspecified()),
         laddr: Some(local.ip()).filter(|a| !a.is_unspecified()),
         lport: Some(local.port()),
+        rdomain: rdomain.clone(),
         groups: None,
     });
     if let Transport::Tcp(s) = &transport
@@ -126,6 +131,8 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
         daemon_uid: nix::unistd::geteuid().as_raw(),
         // One connection per process: nothing to share the workers with.
         preauth_gate: None,
+        rdomain,
+        dns_name: Default::default(),
     };
     Ok(connection::serve(transport, ctx, protocol, registry, || {}).await)
 }

@@ -6,6 +6,7 @@ pub mod as_user;
 mod authorized_keys;
 mod child;
 mod chroot;
+mod dns;
 pub mod fds;
 mod hushlogin;
 mod key_options;
@@ -16,12 +17,14 @@ pub mod memory;
 pub mod pam;
 mod process;
 mod pty;
+mod revoked_keys;
 pub mod sftp;
 pub mod spawn;
 mod strict_modes;
 mod ttymodes;
 mod user_env;
 mod user_files;
+pub mod user_rc;
 mod user_socket;
 mod users;
 mod utmp;
@@ -30,6 +33,7 @@ mod utmp;
 #[doc(hidden)]
 pub use authorized_keys::parse_line;
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
+pub use dns::remote_hostname;
 pub use hushlogin::hush_login;
 pub use key_options::KeyOptions;
 #[doc(hidden)]
@@ -38,6 +42,7 @@ pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
 pub use process::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
+pub use revoked_keys::{Revocable, RevocationError, revoked};
 pub use sftp::InternalSftp;
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,

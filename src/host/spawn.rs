@@ -14,7 +14,7 @@ use super::pam::PamLogin;
 use super::process::ProcessKiller;
 use super::pty::{self, Master, PtyParams, PtyResizer};
 use super::sftp::InternalSftp;
-use super::{HostError, UserInfo, chroot};
+use super::{HostError, UserInfo, chroot, user_rc};
 
 /// What to start, for whom, on what terminal.
 #[derive(Debug, Clone)]
@@ -31,6 +31,9 @@ pub struct SpawnRequest {
     pub chroot: Option<String>,
     /// `internal-sftp` instead of a program (see `sftp`).
     pub internal_sftp: Option<InternalSftp>,
+    /// Whether `~/.ssh/rc` may run first (`PermitUserRC`, no `no-user-rc` key
+    /// option, no subsystem, no `ForceCommand`); `/etc/ssh/sshrc` runs otherwise.
+    pub user_rc: bool,
 }
 
 /// The variables a session gets besides the login ones, by origin. [`ExecPlan`]
@@ -333,8 +336,17 @@ impl ExecPlan {
         if let Some(orig) = &e.original_command {
             set_var(&mut over, "SSH_ORIGINAL_COMMAND", orig);
         }
+        // The rc files run in the session's process, as the user, before the
+        // program (see `user_rc`); only when one may be there.
+        let (program, argv0, args) = if user_rc::may_run(req.user_rc, &user.home) {
+            let mut argv = user_rc::wrap(req.user_rc, &user.home, &shell, &shell, &argv0, &args);
+            let own = argv.remove(0);
+            (PathBuf::from("/proc/self/exe"), own, argv)
+        } else {
+            (shell, argv0, args)
+        };
         ExecPlan {
-            program: shell,
+            program,
             argv0,
             args,
             env,
@@ -573,6 +585,7 @@ mod tests {
                 gids: vec![],
             },
             command: Some("true".into()),
+            user_rc: false,
             pty: Some(PtyParams {
                 term: "xterm".into(),
                 cols: 80,

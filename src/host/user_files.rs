@@ -173,7 +173,7 @@ impl FileReader<'_> {
     }
 }
 
-enum Opened {
+pub(super) enum Opened {
     Missing,
     Failed(nix::errno::Errno),
     NotRegular,
@@ -182,7 +182,7 @@ enum Opened {
 /// Open without blocking (a FIFO or a device must not hold the thread), without
 /// becoming a controlling terminal, close-on-exec from birth; then only a regular
 /// file goes on.
-fn open_checked(path: &Path) -> Result<(OwnedFd, FileStat), Opened> {
+pub(super) fn open_checked(path: &Path) -> Result<(OwnedFd, FileStat), Opened> {
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let fd = match nix::fcntl::open(path, flags, Mode::empty()) {
         Ok(fd) => fd,

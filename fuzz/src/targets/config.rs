@@ -97,6 +97,7 @@ fn specs() -> Vec<ConnSpec> {
         addr: addr.parse().ok(),
         laddr: laddr.parse().ok(),
         lport: Some(lport),
+        rdomain: Some(String::new()),
         groups: Some(groups.iter().map(|g| g.to_string()).collect()),
     };
     vec![

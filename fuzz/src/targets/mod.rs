@@ -7,11 +7,13 @@
 mod authorized_keys;
 mod config;
 mod control;
+mod krl;
 mod pattern;
 
 pub use authorized_keys::authorized_keys;
 pub use config::config;
 pub use control::control;
+pub use krl::krl;
 pub use pattern::pattern;
 
 /// A target: arbitrary bytes in, a panic when an oracle fails.
@@ -23,4 +25,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("authorized_keys", authorized_keys),
     ("pattern", pattern),
     ("control", control),
+    ("krl", krl),
 ];

@@ -274,14 +274,6 @@ impl Keyword {
         }
     }
 
-    /// A keyword rsshd parses into its field but does not apply yet: any value that
-    /// leaves the field at its default is refused. Deleting `.refused()` is all it
-    /// takes once the feature is implemented.
-    pub(crate) const fn refused(mut self) -> Keyword {
-        self.class = Class::Refused;
-        self
-    }
-
     /// A keyword rsshd parses, checks and prints but cannot apply yet, where
     /// ignoring it cannot widen access: accepted, with its caveat as the warning.
     pub(crate) const fn warned(mut self) -> Keyword {

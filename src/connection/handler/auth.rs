@@ -327,6 +327,31 @@ impl ConnHandler {
         }
     }
 
+    /// What every authentication request goes through first, as sshd once the user
+    /// name arrives: the client's name under `UseDNS` (once per connection), the
+    /// user's `Match` settings, and `RefuseConnection`, which ends the connection
+    /// (an `Err`) with sshd's log line.
+    pub(super) async fn admit(&mut self, user: &str) -> Result<(), ConnError> {
+        self.shared.set_user(user);
+        self.ctx.look_up_name().await;
+        let c = self.candidate(user);
+        if !c.settings.refuse_connection {
+            return Ok(());
+        }
+        let invalid = if c.info.is_some() {
+            ""
+        } else {
+            "invalid user "
+        };
+        tracing::info!(
+            "administratively prohibited connection for {invalid}{user} from {} port {}",
+            crate::log::display_ip(&self.ctx.peer),
+            self.ctx.peer.port()
+        );
+        self.shared.refused();
+        Err(ConnError::Protocol(russh::Error::Disconnect))
+    }
+
     /// Look the user up once per name, resolve `Match` for them, and log refusals in
     /// sshd's words the first time.
     pub(super) fn candidate(&mut self, user: &str) -> &Candidate {
@@ -361,7 +386,7 @@ impl ConnHandler {
                     if let Some(r) = &r {
                         tracing::info!(
                             "User {user} from {} not allowed because {}",
-                            crate::log::display_ip(&ctx.peer),
+                            ctx.remote_host(),
                             r.reason()
                         );
                     }
@@ -424,6 +449,30 @@ impl ConnHandler {
             return Some(None);
         }
         let settings = Arc::clone(&c.settings);
+        let info = info.clone();
+        // sshd checks RevokedKeys before reading any authorized_keys file.
+        if let Some(file) = &settings.revoked_keys {
+            let (kind, fp) = (
+                key_type_name(key),
+                crate::daemon::algorithms::fingerprint(key, self.ctx.pre_auth.fingerprint_hash),
+            );
+            let file_text = file.display();
+            match host::revoked(file, host::Revocable::Key(key.key_data().clone())).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::error!("Authentication key {kind} {fp} revoked by file {file_text}");
+                    return Some(None);
+                }
+                Err(e) => {
+                    // An unreadable or malformed file refuses every key, as in sshd.
+                    tracing::error!(
+                        "Error checking authentication key {kind} {fp} in revoked keys file {file_text}: {e}"
+                    );
+                    // A file that could not be read in time is asked again.
+                    return (!e.is_transient()).then_some(None);
+                }
+            }
+        }
         let query = host::KeyQuery {
             user: info.clone(),
             files: settings.authorized_keys_file.clone(),

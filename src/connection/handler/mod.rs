@@ -245,8 +245,7 @@ impl Handler for ConnHandler {
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         // Resolve (and log an invalid user) on the first request, as sshd does.
-        self.candidate(user);
-        self.shared.set_user(user);
+        self.admit(user).await?;
         // Only a first `none` is free (sshd's userauth_finish).
         if std::mem::replace(&mut self.auth_seen, true) && !self.exhausted {
             self.count_failure(user);
@@ -259,7 +258,7 @@ impl Handler for ConnHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.shared.set_user(user);
+        self.admit(user).await?;
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
@@ -297,7 +296,7 @@ impl Handler for ConnHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.shared.set_user(user);
+        self.admit(user).await?;
         self.shared.attempted();
         if self.exhausted {
             return Ok(Auth::reject());
@@ -333,7 +332,7 @@ impl Handler for ConnHandler {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let started = std::time::Instant::now();
-        self.shared.set_user(user);
+        self.admit(user).await?;
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
@@ -373,7 +372,7 @@ impl Handler for ConnHandler {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        self.shared.set_user(user);
+        self.admit(user).await?;
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {

@@ -160,6 +160,10 @@ impl ConnHandler {
             command,
             pty: chan.pty.clone(),
             env,
+            user_rc: s.permit_user_rc
+                && !login.key_options.no_user_rc
+                && !is_subsystem
+                && s.force_command.is_none(),
             pam: s.use_pam.then(|| PamSession {
                 service: s.pam_service_name.clone(),
                 rhost: self.ctx.remote_host(),

@@ -27,7 +27,11 @@ use crate::host::spawn::{ExecPlan, ExitOutcome, PamSession};
 pub(crate) enum ToHelper {
     /// Start `plan`; its terminal (one descriptor, when `tty`) or its stdin,
     /// stdout and stderr (three) come with this frame.
-    Start { id: u32, plan: Box<ExecPlan>, tty: bool },
+    Start {
+        id: u32,
+        plan: Box<ExecPlan>,
+        tty: bool,
+    },
     /// Send `signal` to the program's process group while it runs.
     Signal { id: u32, signal: i32 },
     /// `SessionCleanup hangup` after a lost connection: SIGHUP and SIGCONT to
@@ -138,7 +142,11 @@ impl Link {
             && self
                 .out
                 .send(Outgoing::Frame(
-                    Box::new(ToHelper::Start { id, plan: Box::new(plan), tty }),
+                    Box::new(ToHelper::Start {
+                        id,
+                        plan: Box::new(plan),
+                        tty,
+                    }),
                     fds,
                 ))
                 .is_ok();
