@@ -7,6 +7,7 @@ pub mod agent;
 mod flow;
 pub mod forward;
 pub mod handler;
+mod inflow;
 mod limits;
 pub mod methods;
 pub mod pump;

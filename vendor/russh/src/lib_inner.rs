@@ -512,6 +512,9 @@ pub(crate) struct ChannelParams {
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,
     pending_close: bool,
+    /// Manual window mode: bytes the application consumed that were not yet
+    /// given back to the peer in a `CHANNEL_WINDOW_ADJUST`.
+    consumed: u32,
 }
 
 impl ChannelParams {

@@ -313,11 +313,7 @@ impl Encrypted {
                 "adjust_window_size, channel = {}, size = {},",
                 channel.sender_channel, target
             );
-            // Ignore extra data.
-            // https://tools.ietf.org/html/rfc4254#section-5.2
-            if data.len() as u32 <= channel.sender_window_size {
-                channel.sender_window_size -= data.len() as u32;
-            }
+            Self::take_window(channel, data);
             if channel.sender_window_size < target / 2 {
                 debug!(
                     "sender_window_size {:?}, target {:?}",
@@ -333,6 +329,53 @@ impl Encrypted {
             }
         }
         Ok(false)
+    }
+
+    fn take_window(channel: &mut ChannelParams, data: &[u8]) {
+        // Ignore extra data.
+        // https://tools.ietf.org/html/rfc4254#section-5.2
+        if data.len() as u32 <= channel.sender_window_size {
+            channel.sender_window_size -= data.len() as u32;
+        }
+    }
+
+    /// Manual window mode: data arrived on `channel`. Its window shrinks and is
+    /// not re-opened until the application reports the data consumed.
+    pub(crate) fn take_window_size(&mut self, channel: ChannelId, data: &[u8]) {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            Self::take_window(channel, data);
+        }
+    }
+
+    /// Manual window mode: the application consumed `bytes` of the data received
+    /// on `channel`, whose window is `window` at most. The credit goes back to
+    /// the peer in one `CHANNEL_WINDOW_ADJUST` once the peer has used more than
+    /// three packets or half of its window, as in OpenSSH's
+    /// `channel_check_window`, and never past `window` outstanding, whatever
+    /// the application reports.
+    pub(crate) fn consume_window_size(
+        &mut self,
+        channel: ChannelId,
+        bytes: u32,
+        window: u32,
+    ) -> Result<(), crate::Error> {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            let used = window.saturating_sub(channel.sender_window_size);
+            channel.consumed = channel.consumed.saturating_add(bytes).min(used);
+            if channel.consumed > 0
+                && (used > channel.sender_maximum_packet_size.saturating_mul(3)
+                    || channel.sender_window_size < window / 2)
+            {
+                push_packet!(self.write, {
+                    self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+                    channel.recipient_channel.encode(&mut self.write)?;
+                    channel.consumed.encode(&mut self.write)?;
+                });
+                channel.sender_window_size += channel.consumed;
+                channel.consumed = 0;
+            }
+        }
+        Ok(())
     }
 
     fn flush_channel(
@@ -783,6 +826,7 @@ impl Encrypted {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    consumed: 0,
                 });
                 return ChannelId(self.last_channel_id.0);
             }
@@ -912,6 +956,7 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            consumed: 0,
         }
     }
 
@@ -966,6 +1011,7 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            consumed: 0,
         }
     }
 

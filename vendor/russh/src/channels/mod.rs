@@ -106,6 +106,11 @@ pub enum ChannelMsg {
     WindowAdjusted {
         new_size: u32,
     },
+    /// (server only) The application consumed this many bytes of the data it
+    /// received on the channel: see [`crate::server::Handle::channel_consumed`].
+    Consumed {
+        bytes: u32,
+    },
     /// (server only)
     Success,
     /// (server only)

@@ -81,6 +81,18 @@ pub struct Config {
     pub limits: Limits,
     /// The initial size of a channel (used for flow control).
     pub window_size: u32,
+    /// Re-open a channel's window only for data the application consumed.
+    ///
+    /// By default (`false`) the server tops a channel's window up as soon as
+    /// data arrives, to the target [`Handler::adjust_window`] returns, whether or
+    /// not anything reads the data. With `true`, [`Handler::adjust_window`] is
+    /// not called: the application reports the bytes it consumed with
+    /// [`Handle::channel_consumed`], and the window given back is exactly that,
+    /// so a client never has more than `window_size` bytes of a channel in
+    /// flight or unread. A slow consumer then holds back its own channel only,
+    /// and the memory a channel takes stays bounded without the application
+    /// having to stop reading it (which would stall the whole session).
+    pub manual_window: bool,
     /// The maximal size of a single packet.
     pub maximum_packet_size: u32,
     /// Buffer size for each channel (a number of unprocessed messages to store before propagating backpressure to the TCP stream)
@@ -116,6 +128,7 @@ impl Default for Config {
             keys: Vec::new(),
             certificates: Vec::new(),
             window_size: 2097152,
+            manual_window: false,
             maximum_packet_size: 32768,
             channel_buffer_size: 100,
             event_buffer_size: 10,
@@ -144,6 +157,7 @@ impl Debug for Config {
             .field("keys", &"***")
             .field("certificates", &"***")
             .field("window_size", &self.window_size)
+            .field("manual_window", &self.manual_window)
             .field("maximum_packet_size", &self.maximum_packet_size)
             .field("channel_buffer_size", &self.channel_buffer_size)
             .field("event_buffer_size", &self.event_buffer_size)
@@ -537,7 +551,7 @@ pub trait Handler: Sized {
     }
 
     /// Called when this server adjusts the network window. Return the
-    /// next target window.
+    /// next target window. Not called with [`Config::manual_window`].
     #[allow(unused_variables)]
     fn adjust_window(&mut self, channel: ChannelId, current: u32) -> u32 {
         current

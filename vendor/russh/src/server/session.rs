@@ -149,6 +149,18 @@ impl Handle {
             })
     }
 
+    /// Report that the application consumed `bytes` of the data it received on
+    /// channel `id` (wrote them on, or otherwise stopped holding them). With
+    /// [`Config::manual_window`] this is what re-opens the channel's window;
+    /// without it, it does nothing. It never waits, and the report does not
+    /// queue behind outgoing data: a channel whose output waits for the
+    /// client's window still gets its own window re-opened.
+    pub fn channel_consumed(&self, id: ChannelId, bytes: u32) -> Result<(), ()> {
+        self.priority_sender
+            .send(Msg::Channel(id, ChannelMsg::Consumed { bytes }))
+            .map_err(|_| ())
+    }
+
     /// Send EOF to the session referenced by this handler.
     pub async fn eof(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
@@ -534,6 +546,13 @@ impl Session {
             }
             Msg::Channel(id, ChannelMsg::WindowAdjusted { new_size }) => {
                 debug!("window adjusted to {new_size:?} for channel {id:?}");
+            }
+            Msg::Channel(id, ChannelMsg::Consumed { bytes }) => {
+                if self.common.config.manual_window
+                    && let Some(enc) = self.common.encrypted.as_mut()
+                {
+                    enc.consume_window_size(id, bytes, self.common.config.window_size)?;
+                }
             }
             Msg::ChannelOpenAgent { channel_ref } => {
                 let id = self.channel_open_agent()?;
