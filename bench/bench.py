@@ -480,12 +480,18 @@ def main():
         path, expect = duplex_input(work, dsize)
         servers = start_servers(work)
         try:
-            for name, srv in servers.items():
-                r = results[name]
+            # Reps interleave the servers: on a shared machine a slow minute then
+            # costs each server one run, not one server all of its runs.
+            runs = {(n, label): [] for n in servers for label, _ in DUPLEX_CONSUMERS}
+            for _ in range(reps):
                 for label, consumer in DUPLEX_CONSUMERS:
-                    runs = [duplex(srv, key, path, consumer, expect[label]) for _ in range(reps)]
-                    r[f"duplex_{label}_s"] = med([x and x["s"] for x in runs])
-                    r[f"duplex_{label}_cpu"] = med([x and x["cpu_s"] for x in runs])
+                    for name, srv in servers.items():
+                        runs[name, label].append(duplex(srv, key, path, consumer, expect[label]))
+            for name in servers:
+                r = results[name]
+                for label, _ in DUPLEX_CONSUMERS:
+                    r[f"duplex_{label}_s"] = med([x and x["s"] for x in runs[name, label]])
+                    r[f"duplex_{label}_cpu"] = med([x and x["cpu_s"] for x in runs[name, label]])
                 print(name, json.dumps({k: v for k, v in r.items() if k.startswith("duplex")}), flush=True)
         finally:
             for s in servers.values():
@@ -581,7 +587,8 @@ def write_report(results):
             rows.append((f"{cipher} {d}, server CPU s/GiB", f"cpugib_{cipher}_{d}", False, 2))
     dmib = meta.get("duplex_size", 100 << 20) >> 20
     for label, consumer in DUPLEX_CONSUMERS:
-        rows.append((f"duplex: `ssh -T host cat < {dmib} MiB \\| {consumer}` (s)", f"duplex_{label}_s", False, 2))
+        shown = consumer.replace("|", "\\|")
+        rows.append((f"duplex: `ssh -T host cat < {dmib} MiB \\| {shown}` (s)", f"duplex_{label}_s", False, 2))
         rows.append((f"duplex into {consumer.split(' |')[0]}, server CPU (s)", f"duplex_{label}_cpu", False, 2))
     for k in ks:
         rows.append((f"server PSS per idle PTY session, {k} sessions (kB)", f"pss_{k}", False, 1))
