@@ -233,6 +233,44 @@ def throughput(srv, key, cipher, direction, size):
     return {"mb_s": size / 1e6 / dt, "cpu_s_per_gib": dc * (1 << 30) / size}
 
 
+def duplex_input(work, size):
+    """A file of `size` random bytes for the duplex phase (random, so gzip works
+    for its output), and the checksums each consumer must print."""
+    path = work / f"duplex-{size}"
+    if not path.exists():
+        with open("/dev/urandom", "rb") as src, open(path, "wb") as dst:
+            left = size
+            while left:
+                chunk = src.read(min(left, 1 << 20))
+                dst.write(chunk)
+                left -= len(chunk)
+    expect = {}
+    for name, consumer in DUPLEX_CONSUMERS:
+        expect[name] = subprocess.run(f"cat {path} | {consumer}", shell=True, check=True, capture_output=True,
+                                      text=True).stdout.split()[0]
+    return path, expect
+
+
+# What reads the echoed data on the client side: a fast consumer, and one slower
+# than the link (gzip -1 takes 4.7 s for 100 MiB of random data here), so the server's
+# output waits for the client's window while its input keeps coming.
+DUPLEX_CONSUMERS = (("sha256", "sha256sum"), ("gzip", "gzip -1 | sha256sum"))
+
+
+def duplex(srv, key, path, consumer, expect):
+    """Both directions at once through one channel: `ssh -T host cat < file | consumer`,
+    timed end to end, with the server's CPU; None if the output was wrong."""
+    c0, t0 = cpu_seconds(srv), time.time()
+    p = subprocess.run(" ".join(ssh_cmd(key, srv.port, ["-T"])) + f" cat < {path} | {consumer}",
+                       shell=True, capture_output=True, text=True)
+    dt = time.time() - t0
+    settle(srv)
+    dc = cpu_seconds(srv) - c0
+    if p.returncode != 0 or p.stdout.split()[:1] != [expect]:
+        return None
+    return {"s": dt, "cpu_s": dc}
+
+
 def idle_memory(srv, key, k):
     """Server PSS per idle `ssh -tt` session, the users' programs not counted."""
     base = pss_kb(srv.server_pids())
@@ -378,7 +416,7 @@ def med(values):
     return (statistics.median(values), min(values), max(values))
 
 
-PHASES = ("cost", "bulk", "memory", "scale", "flood")
+PHASES = ("cost", "bulk", "duplex", "memory", "scale", "flood")
 
 
 def main():
@@ -392,7 +430,10 @@ def main():
     ap.add_argument("--flood-seconds", type=float, help="echo measurement per flood (default 15)")
     ap.add_argument("--rsshd-before", type=Path,
                     help="flood phase: also measure this rsshd binary (e.g. a build of an older commit)")
+    ap.add_argument("--rsshd", type=Path, help="the rsshd binary to measure (default target/release/rsshd)")
     args = ap.parse_args()
+    global RSSHD
+    RSSHD = (args.rsshd or RSSHD).resolve()
     saved_path = ROOT / "bench/results.json"
     if args.report_only:
         results = json.loads(saved_path.read_text())
@@ -437,6 +478,28 @@ def main():
             for s in servers.values():
                 s.stop()
         meta.update(reps=reps, conns=conns, size=size)
+    if "duplex" in phases:
+        dsize = (8 << 20) if args.quick else (100 << 20)
+        path, expect = duplex_input(work, dsize)
+        servers = start_servers(work)
+        try:
+            # Reps interleave the servers: on a shared machine a slow minute then
+            # costs each server one run, not one server all of its runs.
+            runs = {(n, label): [] for n in servers for label, _ in DUPLEX_CONSUMERS}
+            for _ in range(reps):
+                for label, consumer in DUPLEX_CONSUMERS:
+                    for name, srv in servers.items():
+                        runs[name, label].append(duplex(srv, key, path, consumer, expect[label]))
+            for name in servers:
+                r = results[name]
+                for label, _ in DUPLEX_CONSUMERS:
+                    r[f"duplex_{label}_s"] = med([x and x["s"] for x in runs[name, label]])
+                    r[f"duplex_{label}_cpu"] = med([x and x["cpu_s"] for x in runs[name, label]])
+                print(name, json.dumps({k: v for k, v in r.items() if k.startswith("duplex")}), flush=True)
+        finally:
+            for s in servers.values():
+                s.stop()
+        meta.update(duplex_reps=reps, duplex_size=dsize)
     if "memory" in phases:
         # Memory on freshly started servers, so earlier transfers' heap does not hide
         # what sessions cost. One rep per size: K sessions are already K samples.
@@ -532,6 +595,11 @@ def write_report(results):
         for d in ("up", "down"):
             rows.append((f"{cipher} {d} (MB/s)", f"mbs_{cipher}_{d}", True, 1))
             rows.append((f"{cipher} {d}, server CPU s/GiB", f"cpugib_{cipher}_{d}", False, 2))
+    dmib = meta.get("duplex_size", 100 << 20) >> 20
+    for label, consumer in DUPLEX_CONSUMERS:
+        shown = consumer.replace("|", "\\|")
+        rows.append((f"duplex: `ssh -T host cat < {dmib} MiB \\| {shown}` (s)", f"duplex_{label}_s", False, 2))
+        rows.append((f"duplex into {consumer.split(' |')[0]}, server CPU (s)", f"duplex_{label}_cpu", False, 2))
     for k in ks:
         rows.append((f"server PSS per idle PTY session, {k} sessions (kB)", f"pss_{k}", False, 1))
     for k in ks:

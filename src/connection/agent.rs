@@ -123,7 +123,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let opened = handle.channel_open_agent().await;
             tunnels
-                .serve_opened(opened, "agent-connection", stream, hold)
+                .serve_opened(opened, handle, "agent-connection", stream, hold)
                 .await;
         });
     }

@@ -1,18 +1,18 @@
-//! Flow control across a whole connection. Each channel's own backlog is counted
-//! in a `session::BacklogCounter`; this module adds what bounds the connection:
-//! the sum of its channels' backlogs ([`ConnQueue`]), which throttles every
-//! channel once it is high, and the window each channel was granted
-//! ([`Credits`]), which a client must not exceed. Without the second, a client
-//! that ignores the window could queue without limit, since russh delivers data
-//! past the window (RFC 4254 lets a receiver ignore it) and rsshd never blocks
-//! russh's loop on a slow consumer.
+//! Flow control across a whole connection. Each channel's window follows what its
+//! consumer took (`inflow::Inflow`); this module adds what bounds the connection:
+//! the sum of its channels' queues ([`ConnQueue`]), above which no channel of the
+//! connection gets window back, and the check that a client stays within the
+//! window it was given ([`Credits`]). Without the second, a client that ignores
+//! the window could queue without limit, since russh delivers data past the
+//! window (RFC 4254 lets a receiver ignore it) and rsshd never blocks russh's
+//! loop on a slow consumer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::limits::{CONN_QUEUED_HIGH, USER_QUEUED_HIGH, USER_QUEUED_MAX, user_queue};
-use super::session::WINDOW_NORMAL;
+use super::session::WINDOW;
 
 /// Client bytes queued for all the consumers of one connection, also counted
 /// for its user across all their connections.
@@ -65,10 +65,9 @@ impl ConnQueue {
 /// How far past its window a client may send on one channel, over the channel's
 /// life, before it is disconnected: OpenSSH's 10% grace ("Allow 10% grace before
 /// bringing the hammer down", channels.c). OpenSSH forgives the excess after a
-/// packet that fits; russh tops the window up as data arrives, so forgiving would
-/// let a client push a tenth of a window past it again and again. Counted over
-/// the channel's life instead, the excess stays bounded.
-const GRACE: u64 = WINDOW_NORMAL as u64 / 10;
+/// packet that fits; counted over the channel's life instead, a client cannot
+/// push a tenth of a window past it again and again.
+const GRACE: u64 = WINDOW as u64 / 10;
 
 /// A client sent more on a channel than the window allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,41 +80,50 @@ pub(crate) struct Overrun {
     pub fatal: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Credit {
-    window: u32,
+    /// Bytes received on the channel over its life, less those given back at once.
+    received: u64,
     excess: u64,
 }
 
-/// The window each channel of a connection has left, as russh granted it. russh
-/// changes a channel's window only while it handles that channel's data (it
-/// subtracts the packet and may top the window up), and every channel starts
-/// with [`WINDOW_NORMAL`] (the daemon's russh config), so the value russh reports
-/// after one packet is exactly what the client may send before the next.
+/// What each channel of a connection received, against the window it was given.
+/// Every channel starts with [`WINDOW`] (the daemon's russh config), and russh
+/// gives back only what the channel's consumer reported consumed, never before
+/// the report (`inflow::Inflow::released` counts it first), so a client that
+/// keeps to its window never has more than [`WINDOW`] received and not released.
 #[derive(Debug, Default)]
 pub(crate) struct Credits {
     channels: HashMap<u32, Credit>,
 }
 
 impl Credits {
-    /// `len` bytes arrived on channel `id`; russh's window for it is now `now`.
-    pub(crate) fn received(&mut self, id: u32, len: usize, now: u32) -> Result<(), Overrun> {
-        let c = self.channels.entry(id).or_insert(Credit {
-            window: WINDOW_NORMAL,
-            excess: 0,
-        });
-        let before = c.window;
-        c.window = now;
+    /// `len` bytes arrived on channel `id`, whose consumer has had `released`
+    /// bytes given back to the client so far.
+    pub(crate) fn received(&mut self, id: u32, len: usize, released: u64) -> Result<(), Overrun> {
+        let c = self.channels.entry(id).or_default();
         let len = len as u64;
-        if len <= u64::from(before) {
+        c.received += len;
+        let held = c.received.saturating_sub(released);
+        let over = held.saturating_sub(u64::from(WINDOW)).min(len);
+        if over == 0 {
             return Ok(());
         }
-        c.excess += len - u64::from(before);
+        c.excess += over;
+        let window = u64::from(WINDOW).saturating_sub(held - len);
         Err(Overrun {
-            window: before,
+            window: u32::try_from(window).unwrap_or(WINDOW),
             excess: c.excess,
             fatal: c.excess > GRACE,
         })
+    }
+
+    /// `len` bytes just received on channel `id` were given back at once (data
+    /// nothing reads, such as a client's extended data).
+    pub(crate) fn given_back(&mut self, id: u32, len: usize) {
+        if let Some(c) = self.channels.get_mut(&id) {
+            c.received = c.received.saturating_sub(len as u64);
+        }
     }
 
     /// The channel is gone; its number may be used again.
@@ -132,39 +140,61 @@ mod tests {
     fn a_client_within_its_window_is_fine() {
         let mut c = Credits::default();
         let id = 3;
-        // 2 MiB in 32 KiB packets; russh tops up to 2 MiB below 1 MiB.
-        let mut window = WINDOW_NORMAL;
-        for _ in 0..1000 {
-            window -= 32 * 1024;
-            if window < WINDOW_NORMAL / 2 {
-                window = WINDOW_NORMAL;
+        // 64 MiB in 32 KiB packets; the consumer releases in 64 KiB batches, a
+        // window behind the client at most.
+        let (mut received, mut released) = (0u64, 0u64);
+        for _ in 0..2048 {
+            assert_eq!(c.received(id, 32 * 1024, released), Ok(()));
+            received += 32 * 1024;
+            if received - released >= u64::from(WINDOW) {
+                released += 64 * 1024;
             }
-            assert_eq!(c.received(id, 32 * 1024, window), Ok(()));
         }
+        // A full window with nothing released fits exactly.
+        let mut fresh = Credits::default();
+        for _ in 0..WINDOW / (32 * 1024) {
+            assert_eq!(fresh.received(id, 32 * 1024, 0), Ok(()));
+        }
+        assert!(fresh.received(id, 1, 0).is_err());
     }
 
     #[test]
     fn excess_accumulates_until_the_grace_is_gone() {
         let mut c = Credits::default();
         let id = 0;
-        assert_eq!(c.received(id, 2_000_000, 97_152), Ok(()));
-        // russh does not subtract a packet larger than the window, so its window
-        // stays; each such packet adds to the excess.
-        let first = c.received(id, 100_000, 97_152).unwrap_err();
+        let w = u64::from(WINDOW);
+        assert_eq!(c.received(id, 2_000_000, 0), Ok(()));
+        // 97,152 bytes of window left.
+        let first = c.received(id, 100_000, 0).unwrap_err();
         assert_eq!(
             (first.window, first.excess, first.fatal),
             (97_152, 2_848, false)
         );
-        // A packet that fits is no pardon.
-        assert_eq!(c.received(id, 1_000, 96_152), Ok(()));
+        // Consumed and released, the window is back; a packet that fits is no
+        // pardon for the excess.
+        assert_eq!(c.received(id, 1_000, 2_100_000), Ok(()));
+        // Ignoring the window again: each packet past it adds to the excess.
         let mut last = first;
-        while !last.fatal {
-            last = c.received(id, 200_000, 96_152).unwrap_err();
+        let mut over = 0;
+        for _ in 0..100 {
+            if let Err(o) = c.received(id, 200_000, 2_100_000) {
+                assert!(o.excess > last.excess);
+                last = o;
+                over += 1;
+            }
+            if last.fatal {
+                break;
+            }
         }
-        assert!(last.excess > GRACE);
+        assert!(last.fatal && last.excess > GRACE && over > 1, "{last:?}");
+        // Data given back at once does not count.
+        let mut g = Credits::default();
+        assert_eq!(g.received(id, 2_000_000, 0), Ok(()));
+        g.given_back(id, 2_000_000);
+        assert_eq!(g.received(id, (w - 1) as usize, 0), Ok(()));
         // A new channel with the same number starts afresh.
         c.closed(id);
-        assert_eq!(c.received(id, 1_000, WINDOW_NORMAL - 1_000), Ok(()));
+        assert_eq!(c.received(id, 1_000, 0), Ok(()));
     }
 
     #[test]

@@ -28,7 +28,6 @@ use super::handler::Login;
 use super::limits::{CHANNELS_MAX, FORWARDS_MAX, FdLease, Limit, refused};
 use super::pump::{Hold, Tunnels, pump};
 use super::remote::{accept_loop, bind_all};
-use super::session::BacklogCounter;
 use crate::config::{Forwarding, GatewayPorts, Settings};
 use crate::host::as_user::Creds;
 use crate::host::{self, KeyOptions};
@@ -195,9 +194,10 @@ impl Forwards {
         &self.tunnels
     }
 
-    /// The backlog of a forwarded channel, for the handler's window throttle.
-    pub fn backlog(&self, id: ChannelId) -> Option<Arc<BacklogCounter>> {
-        self.tunnels.backlog(id)
+    /// Bytes a forwarded channel's consumer has had given back to the client as
+    /// window, for the handler's window check.
+    pub(crate) fn released(&self, id: ChannelId) -> Option<u64> {
+        self.tunnels.released(id)
     }
 
     /// Handle a `direct-tcpip` open: refuse it at once, or connect in a task (russh's
@@ -206,6 +206,7 @@ impl Forwards {
     pub async fn open_direct(
         &self,
         login: Option<&Login>,
+        handle: Handle,
         channel: Channel<Msg>,
         host: &str,
         port: u32,
@@ -270,7 +271,7 @@ impl Forwards {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let reg = tunnels.register(channel.id(), "direct-tcpip", hold);
+            let reg = tunnels.register(channel.id(), "direct-tcpip", hold, handle);
             reply.accept().await;
             pump(channel, stream, reg).await;
         });

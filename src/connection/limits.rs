@@ -39,9 +39,9 @@ pub(crate) const CHANNELS_MAX: usize = 128;
 
 /// Client bytes a connection may have queued for its consumers (processes and
 /// sockets that read slower than the client sends) before every channel of the
-/// connection stops getting more window. One channel alone is throttled at
-/// `session::BACKLOG_HIGH` (1 MiB); this bounds the sum, so a connection with
-/// many slow channels queues at most this plus the windows already granted.
+/// connection stops getting more window back. One channel alone holds at most
+/// its window (`session::WINDOW`, 2 MiB); this bounds the sum, so a connection
+/// with many slow channels queues at most this plus the windows already granted.
 pub(crate) const CONN_QUEUED_HIGH: usize = 16 * 1024 * 1024;
 
 /// Client bytes all of one user's connections may have queued before every

@@ -11,6 +11,7 @@ mod flow;
 pub mod forward;
 pub mod gate;
 pub mod handler;
+mod inflow;
 mod limits;
 pub mod methods;
 pub mod pump;

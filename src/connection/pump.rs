@@ -2,37 +2,37 @@
 //! channels and tunnels; and the tables through which a forwarded channel (tunnel,
 //! `-R` connection, agent connection) is known to its connection while it runs.
 //!
-//! Flow control is the one session channels use (see [`super::session`]): russh's
+//! Flow control is the one session channels use (see [`super::inflow`]): russh's
 //! loop must never wait on a slow socket, or the data flowing the other way through
 //! the same connection stops too, and an echoing peer deadlocks. So client data is
-//! always drained into a queue whose size is counted in a [`BacklogCounter`], and the
-//! handler throttles the window of a channel whose backlog is high. Data towards the
-//! client goes through a fixed buffer and russh's window-aware writer.
+//! always taken at once into the channel's queue, and the channel's window re-opens
+//! as the socket takes the data. Data towards the client goes through a fixed
+//! buffer and russh's window-aware writer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use russh::server::Msg;
+use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use super::ConnShared;
 use super::channels::Retired;
 use super::flow::ConnQueue;
+use super::inflow::{ChannelWindow, Inflow, Input};
 use super::limits::{ChannelSlot, ChannelSlots, FdLease, Notices};
-use super::session::{BacklogCounter, Input};
 use crate::lifetime::ChannelStamps;
 
-/// Backlog counters of the connection's forwarded channels, for the window throttle.
-type Backlogs = Arc<Mutex<HashMap<ChannelId, Arc<BacklogCounter>>>>;
+/// Input queues of the connection's forwarded channels, for the handler's window
+/// check.
+type Inflows = Arc<Mutex<HashMap<ChannelId, Arc<Inflow>>>>;
 
 /// What a forwarded channel's task needs from its connection.
 #[derive(Clone)]
 pub struct Tunnels {
     shared: Arc<ConnShared>,
-    backlogs: Backlogs,
+    inflows: Inflows,
     /// Every channel's backlog also counts here.
     pub(crate) conn: Arc<ConnQueue>,
     /// The connection's open channels, sessions included.
@@ -47,7 +47,7 @@ impl Tunnels {
     pub(crate) fn new(shared: Arc<ConnShared>, peer: SocketAddr) -> Self {
         Tunnels {
             shared,
-            backlogs: Arc::default(),
+            inflows: Arc::default(),
             conn: Arc::default(),
             slots: ChannelSlots::default(),
             notices: Notices::default(),
@@ -55,31 +55,42 @@ impl Tunnels {
         }
     }
 
-    /// The backlog of a forwarded channel, for the handler's window throttle.
-    pub(crate) fn backlog(&self, id: ChannelId) -> Option<Arc<BacklogCounter>> {
-        self.backlogs.lock().ok().and_then(|b| b.get(&id).cloned())
+    /// Bytes a forwarded channel's consumer has had given back to the client as
+    /// window, for the handler's window check.
+    pub(crate) fn released(&self, id: ChannelId) -> Option<u64> {
+        let inflows = self.inflows.lock().ok()?;
+        inflows.get(&id).map(|f| f.released())
     }
 
     /// Announce a confirmed channel to the lifetime engine (so `ChannelTimeout`
     /// applies and it can be closed by number), enter it in the connection's
-    /// table (which takes its place among the channels) and give it a backlog
-    /// counter.
-    pub(crate) fn register(&self, id: ChannelId, kind: &str, hold: Hold) -> Registration {
+    /// table (which takes its place among the channels) and give it an input
+    /// queue, whose consumption `handle` reports to russh.
+    pub(crate) fn register(
+        &self,
+        id: ChannelId,
+        kind: &str,
+        hold: Hold,
+        handle: Handle,
+    ) -> Registration {
         let n = u32::from(id);
         let stamps = self.shared.events.channel_opened(n, kind);
         let Hold { slot, fds } = hold;
         let retired = self.shared.channels.open(id, false, slot);
-        let backlog = Arc::new(BacklogCounter::new(Arc::clone(&self.conn)));
-        if let Ok(mut b) = self.backlogs.lock() {
-            b.insert(id, Arc::clone(&backlog));
+        let inflow = Arc::new(Inflow::new(
+            ChannelWindow { handle, id },
+            Arc::clone(&self.conn),
+        ));
+        if let Ok(mut f) = self.inflows.lock() {
+            f.insert(id, Arc::clone(&inflow));
         }
         Registration {
             id,
-            backlogs: Arc::clone(&self.backlogs),
+            inflows: Arc::clone(&self.inflows),
             shared: Arc::clone(&self.shared),
             retired: Some(retired),
             stamps,
-            backlog,
+            inflow,
             _fds: fds,
         }
     }
@@ -89,6 +100,7 @@ impl Tunnels {
     pub(crate) async fn serve_opened<S>(
         &self,
         opened: Result<Channel<Msg>, russh::Error>,
+        handle: Handle,
         kind: &str,
         stream: S,
         hold: Hold,
@@ -97,7 +109,7 @@ impl Tunnels {
     {
         match opened {
             Ok(channel) => {
-                let reg = self.register(channel.id(), kind, hold);
+                let reg = self.register(channel.id(), kind, hold, handle);
                 pump(channel, stream, reg).await;
             }
             Err(e) => tracing::debug!("{kind} channel not opened: {e}"),
@@ -123,19 +135,19 @@ impl Hold {
 /// [`super::channels`]).
 pub(crate) struct Registration {
     id: ChannelId,
-    backlogs: Backlogs,
+    inflows: Inflows,
     shared: Arc<ConnShared>,
     /// Fulfilled if the channel is retired while the pump runs (ChannelTimeout).
     retired: Option<Retired>,
     stamps: Arc<ChannelStamps>,
-    backlog: Arc<BacklogCounter>,
+    inflow: Arc<Inflow>,
     _fds: FdLease,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(mut b) = self.backlogs.lock() {
-            b.remove(&self.id);
+        if let Ok(mut f) = self.inflows.lock() {
+            f.remove(&self.id);
         }
         self.shared.retire(u32::from(self.id));
     }
@@ -150,12 +162,11 @@ where
 {
     let (mut read, write) = channel.split();
     let (sock_read, sock_write) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel();
     // Never blocks on the socket: see the module docs.
-    let drain = from_client(&mut read, &tx, &reg.stamps, &reg.backlog);
+    let drain = from_client(&mut read, &reg.inflow, &reg.stamps);
     let copy = async {
         tokio::try_join!(
-            to_socket(rx, sock_write, &reg.backlog),
+            to_socket(&reg.inflow, sock_write),
             socket_to_client(sock_read, write.make_writer(), &reg.stamps),
         )
     };
@@ -170,17 +181,17 @@ where
     }
 }
 
-/// Client data to the socket; the client's EOF shuts the socket's write side.
+/// Client data to the socket; what the socket took is the window the client gets
+/// back. The client's EOF shuts the socket's write side.
 async fn to_socket(
-    mut rx: mpsc::UnboundedReceiver<Input>,
+    inflow: &Inflow,
     mut sock: impl AsyncWrite + Unpin,
-    backlog: &BacklogCounter,
 ) -> Result<(), std::io::Error> {
-    while let Some(msg) = rx.recv().await {
-        match msg {
+    while let Some(input) = inflow.next().await {
+        match input {
             Input::Data(data) => {
                 let written = sock.write_all(&data).await;
-                backlog.sub(data.len());
+                inflow.consumed(data.len());
                 written?;
             }
             Input::Eof => {
@@ -203,33 +214,32 @@ async fn socket_to_client(
     to.shutdown().await
 }
 
-/// Drain a channel's messages until it closes: data and EOF go to the queue, whose
-/// size `backlog` counts. It never waits on the consumer, so russh's loop (which
-/// also carries the other direction) is never held by a slow process or socket.
-/// True if the client closed the channel (its CHANNEL_CLOSE); false if the
-/// channel went with the connection, or after our own close.
+/// Drain a channel's messages until it closes: data and EOF go to its queue. It
+/// never waits on the consumer, so russh's loop (which also carries the other
+/// direction) is never held by a slow process or socket; the window, which only
+/// the consumer re-opens, bounds the queue. True if the client closed the
+/// channel (its CHANNEL_CLOSE); false if the channel went with the connection,
+/// or after our own close.
 pub(crate) async fn from_client(
     read: &mut ChannelReadHalf,
-    tx: &mpsc::UnboundedSender<Input>,
+    inflow: &Inflow,
     stamps: &ChannelStamps,
-    backlog: &BacklogCounter,
 ) -> bool {
     while let Some(msg) = read.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
                 stamps.input.touch();
-                let len = data.len();
-                if tx.send(Input::Data(data)).is_ok() {
-                    backlog.add(len);
-                }
+                inflow.push(data);
             }
-            ChannelMsg::Eof => {
-                let _ = tx.send(Input::Eof);
+            ChannelMsg::Eof => inflow.eof(),
+            ChannelMsg::Close => {
+                inflow.close();
+                return true;
             }
-            ChannelMsg::Close => return true,
             _ => {}
         }
     }
+    inflow.close();
     false
 }
 

@@ -117,7 +117,7 @@ pub(super) async fn accept_loop(
                     )
                     .await;
                 tunnels
-                    .serve_opened(opened, "forwarded-tcpip", stream, hold)
+                    .serve_opened(opened, handle, "forwarded-tcpip", stream, hold)
                     .await;
             });
         }

@@ -1,14 +1,10 @@
 //! Session channels: the requests that shape a user's process (pty-req, env, shell,
 //! exec, subsystem) and the pumps that move bytes between the channel and it.
 //!
-//! Flow control: russh re-opens a channel's window as soon as data arrives, and a
-//! reader that blocks russh's loop also blocks the output the process is waiting to
-//! send (a deadlock for `cat`). So the loop is never blocked: client data goes to an
-//! unbounded queue whose size is counted in `backlog`, and while a channel's backlog
-//! is over [`BACKLOG_HIGH`], or its connection's over `limits::CONN_QUEUED_HIGH`,
-//! the handler shrinks the window russh grants ([`window_target`]). Memory per
-//! channel stays bounded by the high-water mark plus the window already granted,
-//! which the client must respect (`flow::Credits`).
+//! Flow control (see [`super::inflow`]): client data is taken from russh at once
+//! and queued for the process, and the channel's window re-opens only as the
+//! process reads it, so a process that stops reading stops its own channel and
+//! nothing else: not the connection's other channels, not its own output.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +13,12 @@ use bytes::Bytes;
 use russh::server::{Handle, Msg};
 use russh::{ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use super::ConnShared;
 use super::channels::Retired;
 use super::cleanup::SessionEnd;
 use super::flow::ConnQueue;
+use super::inflow::{self, ChannelWindow, Inflow, Input};
 use super::limits::FdLease;
 use crate::config::SessionCleanup;
 use crate::host::{
@@ -30,108 +26,22 @@ use crate::host::{
 };
 use crate::lifetime::ChannelStamps;
 
-/// Client bytes a channel may hold for a process that is not reading fast enough
-/// before the window is throttled.
-pub const BACKLOG_HIGH: usize = 1024 * 1024;
-/// The window russh tops channels up to normally, and while throttled.
-pub const WINDOW_NORMAL: u32 = 2 * 1024 * 1024;
-pub const WINDOW_THROTTLED: u32 = 2;
+/// The window every channel starts with, and gets back as its consumer takes the
+/// data (russh's `manual_window`): OpenSSH's session window
+/// (CHAN_SES_WINDOW_DEFAULT, 64 packets of 32 KiB). It is also the most client
+/// data one channel can make the daemon hold (`flow::Credits`). On loopback a
+/// window this size carries over 1 GB/s; a larger one would only let a stalled
+/// channel hold more.
+pub const WINDOW: u32 = 2 * 1024 * 1024;
 
-/// The window target to give russh after a top-up on a channel, by whether the
-/// channel (or its connection) is throttled.
-pub(crate) fn window_target(throttled: bool) -> u32 {
-    if throttled {
-        WINDOW_THROTTLED
-    } else {
-        WINDOW_NORMAL
-    }
-}
-
-/// How long russh's loop may be held per data packet while a channel is throttled.
-/// Throttled, the client gets a 2-byte window per round trip; holding the loop a
-/// little turns that trickle from a busy loop into a few packets per second.
-pub const THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// Bytes of client input queued for a channel's process, with a wake-up for when
-/// the queue drains. Every byte also counts in the connection's queue.
-#[derive(Debug)]
-pub struct BacklogCounter {
-    bytes: std::sync::atomic::AtomicUsize,
-    drained: tokio::sync::Notify,
-    conn: Arc<ConnQueue>,
-}
-
-impl BacklogCounter {
-    pub(crate) fn new(conn: Arc<ConnQueue>) -> Self {
-        BacklogCounter {
-            bytes: std::sync::atomic::AtomicUsize::new(0),
-            drained: tokio::sync::Notify::new(),
-            conn,
-        }
-    }
-
-    pub fn get(&self) -> usize {
-        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(crate) fn add(&self, n: usize) {
-        self.bytes
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        self.conn.add(n);
-    }
-
-    pub(crate) fn sub(&self, n: usize) {
-        let before = self
-            .bytes
-            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-        let conn_throttled = self.conn.throttled();
-        self.conn.sub(n);
-        if before > BACKLOG_HIGH || conn_throttled {
-            // Progress while throttled: let a paced loop go on at once.
-            self.drained.notify_waiters();
-        }
-    }
-
-    /// Whether this channel should get no more window for now.
-    pub(crate) fn throttled(&self) -> bool {
-        self.get() > BACKLOG_HIGH || self.conn.throttled()
-    }
-
-    /// Called for each data packet: while throttled, hold the caller until the
-    /// process consumes some input or [`THROTTLE_PAUSE`] passes, so a stalled process
-    /// costs a few packets a second and a draining one is not slowed down.
-    pub async fn pace(&self) {
-        if self.throttled() {
-            let drained = self.drained.notified();
-            let _ = tokio::time::timeout(THROTTLE_PAUSE, drained).await;
-        }
-    }
-}
-
-impl Drop for BacklogCounter {
-    /// Input still queued when the channel goes is dropped with it.
-    fn drop(&mut self) {
-        self.conn.sub(self.get());
-    }
-}
-
-type Backlog = Arc<BacklogCounter>;
 /// How long to keep reading a PTY after its shell exited, for output still in flight.
 const PTY_DRAIN: Duration = Duration::from_millis(300);
-
-/// What the reader task passes on from the client.
-#[derive(Debug)]
-pub(crate) enum Input {
-    Data(Bytes),
-    Eof,
-}
 
 /// One open session channel, owned by the connection handler until its process starts.
 pub struct SessionChannel {
     write: Option<ChannelWriteHalf<Msg>>,
-    input: Option<mpsc::UnboundedReceiver<Input>>,
-    /// Client bytes received but not yet written to the process.
-    pub backlog: Backlog,
+    /// Client bytes on their way to the process, and the channel's window.
+    pub(crate) inflow: Arc<Inflow>,
     pub pty: Option<PtyParams>,
     pub env: Vec<(String, String)>,
     /// The terminal's size control while the program runs: shared with the
@@ -159,27 +69,26 @@ impl SessionChannel {
     /// up whatever process it ends up running.
     pub(crate) fn open(
         channel: russh::Channel<Msg>,
+        handle: Handle,
         stamps: Arc<ChannelStamps>,
         conn: &Arc<ConnQueue>,
         retired: Retired,
         shared: Arc<ConnShared>,
     ) -> Self {
-        let end = SessionEnd::new(u32::from(channel.id()));
+        let id = channel.id();
+        let end = SessionEnd::new(u32::from(id));
         let (read, write) = channel.split();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let backlog = Arc::new(BacklogCounter::new(Arc::clone(conn)));
+        let inflow = Arc::new(Inflow::new(ChannelWindow { handle, id }, Arc::clone(conn)));
         tokio::spawn(read_client(
             read,
-            tx,
+            Arc::clone(&inflow),
             Arc::clone(&end),
             Arc::clone(&stamps),
-            Arc::clone(&backlog),
             retired,
         ));
         SessionChannel {
             write: Some(write),
-            input: Some(rx),
-            backlog,
+            inflow,
             pty: None,
             env: Vec::new(),
             resizer: Arc::default(),
@@ -246,7 +155,7 @@ impl SessionChannel {
         login: Option<LoginRecord>,
         cleanup: SessionCleanup,
     ) {
-        let (Some(write), Some(input)) = (self.write.take(), self.input.take()) else {
+        let Some(write) = self.write.take() else {
             return;
         };
         if let Ok(mut r) = self.resizer.lock() {
@@ -263,12 +172,7 @@ impl SessionChannel {
         let stamps = Arc::clone(&self.stamps);
         let fds = self.fds.take();
         let io = process.take_io();
-        let feed = tokio::spawn(feed_process(
-            input,
-            io.input,
-            has_pty,
-            Arc::clone(&self.backlog),
-        ));
+        let feed = tokio::spawn(feed_process(Arc::clone(&self.inflow), io.input, has_pty));
         end.add_io(feed.abort_handle());
         if let Some(rec) = login.clone() {
             tokio::task::spawn_blocking(move || {
@@ -387,22 +291,21 @@ impl SessionChannel {
 /// the end of its session unless its program ended first.
 async fn read_client(
     mut read: ChannelReadHalf,
-    tx: mpsc::UnboundedSender<Input>,
+    inflow: Arc<Inflow>,
     end: Arc<SessionEnd>,
     stamps: Arc<ChannelStamps>,
-    backlog: Backlog,
     retired: Retired,
 ) {
     let closed_by_client = tokio::select! {
-        c = super::pump::from_client(&mut read, &tx, &stamps, &backlog) => Some(c),
+        c = super::pump::from_client(&mut read, &inflow, &stamps) => Some(c),
         // We closed the channel (its program ended, or ChannelTimeout, which
         // ended the session itself): russh keeps its end of this reader open for
         // the connection's life, so the loop above would never end.
         _ = retired => None,
     };
-    // Let go of the reader and the input queue (the feeder ends with it).
+    // Let go of the reader and end the input queue (the feeder ends with it).
     drop(read);
-    drop(tx);
+    inflow.close();
     // Boxed so the end's state is not part of the idle reader's. Without the
     // client's close, the channel went with its connection: a lost session
     // (a no-op after a normal end).
@@ -413,44 +316,34 @@ async fn read_client(
     }
 }
 
-/// Write client input to the process. EOF closes a pipe; a PTY has no half-close,
-/// so there EOF is only the end of input, as in sshd.
+/// Write client input to the process; what it has written is the window the
+/// client gets back. EOF closes a pipe; a PTY has no half-close, so there EOF is
+/// only the end of input, as in sshd.
 async fn feed_process(
-    mut input: mpsc::UnboundedReceiver<Input>,
+    inflow: Arc<Inflow>,
     mut sink: Box<dyn AsyncWrite + Send + Unpin>,
     has_pty: bool,
-    backlog: Backlog,
 ) {
-    while let Some(msg) = input.recv().await {
-        match msg {
+    while let Some(input) = inflow.next().await {
+        match input {
             Input::Data(data) => {
                 let ok = sink.write_all(&data).await.is_ok();
-                backlog.sub(data.len());
+                inflow.consumed(data.len());
                 if !ok {
                     break;
                 }
             }
-            Input::Eof => {
-                if !has_pty {
-                    let _ = sink.shutdown().await;
-                    drop(sink);
-                    // Keep consuming so the client is never blocked by a closed stdin.
-                    discard(&mut input, &backlog).await;
-                    return;
-                }
+            Input::Eof if !has_pty => {
+                let _ = sink.shutdown().await;
+                break;
             }
+            Input::Eof => {}
         }
     }
-    // Process gone or channel closed: discard whatever still arrives.
-    discard(&mut input, &backlog).await;
-}
-
-async fn discard(input: &mut mpsc::UnboundedReceiver<Input>, backlog: &Backlog) {
-    while let Some(msg) = input.recv().await {
-        if let Input::Data(d) = msg {
-            backlog.sub(d.len());
-        }
-    }
+    drop(sink);
+    // Input closed, process gone or channel closed: the client is never blocked
+    // by a stdin nobody reads.
+    inflow::discard(&inflow).await;
 }
 
 /// Copy process output to the channel writer, which waits for the client's window.

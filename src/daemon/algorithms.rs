@@ -131,6 +131,7 @@ fn with_limits(c: &russh::server::Config, limits: Limits) -> russh::server::Conf
         keepalive_interval: c.keepalive_interval,
         keepalive_max: c.keepalive_max,
         nodelay: c.nodelay,
+        manual_window: c.manual_window,
     }
 }
 

@@ -107,7 +107,13 @@ impl ConnHandler {
         session: &mut Session,
     ) -> Result<bool, ConnError> {
         let n = u32::from(channel);
-        let Err(o) = self.credits.received(n, len, session.window_size(&channel)) else {
+        let released = self
+            .channels
+            .get(&channel)
+            .map(|c| c.inflow.released())
+            .or_else(|| self.forwards.released(channel))
+            .unwrap_or(0);
+        let Err(o) = self.credits.received(n, len, released) else {
             return Ok(false);
         };
         refused!(
@@ -115,7 +121,7 @@ impl ConnHandler {
             Limit::Window,
             "channel {n}: rcvd too much data {len}, win {}/{} (excess {})",
             o.window,
-            super::session::WINDOW_NORMAL,
+            super::session::WINDOW,
             o.excess
         );
         if !o.fatal {
@@ -194,32 +200,16 @@ impl ConnHandler {
 impl Handler for ConnHandler {
     type Error = ConnError;
 
-    fn adjust_window(&mut self, channel: ChannelId, _current: u32) -> u32 {
-        let throttled = self
-            .channels
-            .get(&channel)
-            .map(|c| c.backlog.throttled())
-            .or_else(|| self.forwards.backlog(channel).map(|b| b.throttled()))
-            .unwrap_or_else(|| self.forwards.tunnels().conn.throttled());
-        super::session::window_target(throttled)
-    }
-
     async fn data(
         &mut self,
         channel: ChannelId,
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.window_overrun(channel, data.len(), session)? || self.user_overrun(session)? {
-            return Ok(());
-        }
-        // The data itself went to the channel's reader; here we only pace a
-        // throttled client (see `session::BacklogCounter::pace`).
-        if let Some(c) = self.channels.get(&channel) {
-            let backlog = Arc::clone(&c.backlog);
-            backlog.pace().await;
-        } else if let Some(backlog) = self.forwards.backlog(channel) {
-            backlog.pace().await;
+        // The data itself went to the channel's reader, whose consumer gives the
+        // window back (`inflow`); here it is only checked against the window.
+        if !self.window_overrun(channel, data.len(), session)? {
+            self.user_overrun(session)?;
         }
         Ok(())
     }
@@ -231,8 +221,14 @@ impl Handler for ConnHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Nothing reads a client's extended data, but it uses the window too.
-        self.window_overrun(channel, data.len(), session)?;
+        // Nothing reads a client's extended data, but it uses the window too:
+        // check it, then give its window back at once.
+        if !self.window_overrun(channel, data.len(), session)? {
+            self.credits.given_back(u32::from(channel), data.len());
+            let _ = session
+                .handle()
+                .channel_consumed(channel, data.len() as u32);
+        }
         Ok(())
     }
 
@@ -431,7 +427,7 @@ impl Handler for ConnHandler {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         // Sessions we closed count no more (MaxSessions is about open ones).
         self.forget_retired();
@@ -477,7 +473,7 @@ impl Handler for ConnHandler {
         let shared = Arc::clone(&self.shared);
         self.channels.insert(
             id,
-            SessionChannel::open(channel, stamps, &conn, retired, shared),
+            SessionChannel::open(channel, session.handle(), stamps, &conn, retired, shared),
         );
         reply.accept().await;
         Ok(())
@@ -637,13 +633,14 @@ impl Handler for ConnHandler {
         originator_address: &str,
         originator_port: u32,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.forget_retired();
         let login = self.login.clone();
         self.forwards
             .open_direct(
                 login.as_deref(),
+                session.handle(),
                 channel,
                 host_to_connect,
                 port_to_connect,
