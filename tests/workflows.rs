@@ -310,6 +310,49 @@ print("100 ok")
     );
 }
 
+/// paramiko's second step after a partial success (`AuthenticationMethods
+/// publickey,password`): each of its authentication calls starts with a new
+/// `ssh-userauth` service request, which sshd answers until authentication is
+/// over. Before, russh ignored the second request and paramiko hung.
+#[test]
+fn paramiko_second_step_after_partial_success() {
+    if skip_unless_root_with(TEST_USER) || skip_without(&["ssh-keygen", "/usr/bin/python3"]) {
+        return;
+    }
+    let srv = Server::start("UsePAM yes\nAuthenticationMethods publickey,password");
+    let script = r#"
+import sys, paramiko
+port, user, key, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+t = paramiko.Transport(("127.0.0.1", port))
+t.banner_timeout = t.auth_timeout = 20
+t.connect()
+rest = t.auth_publickey(user, paramiko.Ed25519Key.from_private_key_file(key))
+print("after publickey:", rest)
+rest = t.auth_password(user, pw)
+print("after password:", rest, t.is_authenticated())
+c = t.open_session(timeout=10)
+c.exec_command("echo second-step")
+print(c.makefile().read().decode().strip())
+t.close()
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script, &srv.port.to_string(), TEST_USER])
+        .arg(&srv.client_key)
+        .arg("rsshd-test-pw-1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("after publickey: ['password']")
+            && stdout.contains("after password: [] True")
+            && stdout.contains("second-step"),
+        "stdout: {stdout}\nstderr: {}\nlog tail:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&srv.log(), 10)
+    );
+}
+
 /// A target that greets each connection and hangs up: the tunnel's far side
 /// closes first.
 fn greeter() -> u16 {

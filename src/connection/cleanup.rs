@@ -168,7 +168,8 @@ impl SessionEnd {
     pub(crate) async fn closed(&self) {
         let taken = {
             let mut st = self.state();
-            if st.phase != Phase::Running {
+            // Not running, or already ended by a loss or a lifetime limit.
+            if st.phase != Phase::Running || st.lost {
                 return;
             }
             st.phase = Phase::Closed;
@@ -188,20 +189,29 @@ impl SessionEnd {
     /// The connection is lost or a lifetime limit ended the session (see the
     /// module comment). Returns once the hang-up is done.
     pub(crate) async fn lost(&self) {
+        if self.mark_lost() {
+            self.apply_lost().await;
+        }
+    }
+
+    /// The decision part of [`Self::lost`], taken at once (so that a close seen
+    /// meanwhile is not mistaken for a normal end); false if the session had
+    /// already ended. [`Self::apply_lost`] then does the hanging up.
+    pub(crate) fn mark_lost(&self) -> bool {
         {
             let mut st = self.state();
             // A session that already ended normally is not ended again.
             if matches!(st.phase, Phase::Exited | Phase::Closed)
                 || std::mem::replace(&mut st.lost, true)
             {
-                return;
+                return false;
             }
         }
         self.ended.send_replace(true);
-        self.apply_lost().await;
+        true
     }
 
-    async fn apply_lost(&self) {
+    pub(crate) async fn apply_lost(&self) {
         let Some((killer, policy)) = Self::stop_io(&mut self.state()) else {
             return;
         };

@@ -396,8 +396,12 @@ pub async fn serve(
                     if let Some(id) = shared.channels.id(n) {
                         tracing::debug!("channel {n}: ChannelTimeout expired, closing");
                         // A lifetime limit: its session ends as a lost one.
+                        // Decided before the close, which the session's reader
+                        // would otherwise take for the client's.
                         for end in shared.sessions.live(Some(n)) {
-                            tokio::spawn(async move { end.lost().await });
+                            if end.mark_lost() {
+                                tokio::spawn(async move { end.apply_lost().await });
+                            }
                         }
                         let _ = Box::pin(handle.close(id)).await;
                         // russh forgot it with our CLOSE: retire it here.

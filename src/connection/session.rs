@@ -308,11 +308,12 @@ async fn read_client(
     inflow.close();
     // Boxed so the end's state is not part of the idle reader's. Without the
     // client's close, the channel went with its connection: a lost session
-    // (a no-op after a normal end).
+    // (a no-op after a normal end). Retired: the client's close, which the
+    // handler may see before this reader does, or our own (a no-op after the
+    // program's exit or a lifetime end, both decided before our close).
     match closed_by_client {
-        Some(true) => Box::pin(end.closed()).await,
         Some(false) => Box::pin(end.lost()).await,
-        None => {}
+        Some(true) | None => Box::pin(end.closed()).await,
     }
 }
 

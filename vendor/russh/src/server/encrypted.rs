@@ -105,6 +105,20 @@ impl Session {
                 }
                 Ok(())
             }
+            // A client may ask for the service again before authentication is
+            // over (paramiko does before each method it tries): answer it, as
+            // OpenSSH does, instead of leaving the client waiting.
+            (EncryptedState::WaitingAuthRequest(_), Some((&msg::SERVICE_REQUEST, mut r))) => {
+                let request = map_err!(String::decode(&mut r))?;
+                map_err!(ensure_end(&r))?;
+                if request == "ssh-userauth" {
+                    push_packet!(enc.write, {
+                        enc.write.push(msg::SERVICE_ACCEPT);
+                        map_err!("ssh-userauth".encode(&mut enc.write))?;
+                    });
+                }
+                Ok(())
+            }
             (EncryptedState::WaitingAuthRequest(_), Some((&msg::USERAUTH_REQUEST, mut r))) => {
                 enc.server_read_auth_request(
                     rejection_wait_until,
