@@ -198,8 +198,16 @@ pub fn match_address_list(ip: IpAddr, list: &str) -> Result<ListMatch, String> {
 /// OpenSSH's `match_host_and_ip`: a list may name hosts or addresses; a negated hit on
 /// either denies. `Err` for a malformed address list, which callers must treat as a
 /// denial (and log).
+///
+/// The unspecified address stands for sshd's `UNKNOWN` peer (inetd mode on pipes;
+/// no real peer has it): the list is still checked, but no address pattern matches
+/// it, negated or not, as sshd's `addr_match_list` matches nothing for an address
+/// it cannot parse. Only host patterns (`*`, `UNKNOWN`) can.
 pub fn match_host_and_ip(host: &str, ip: IpAddr, list: &str) -> Result<ListMatch, String> {
-    let by_ip = match_address_list(ip, list)?;
+    let by_ip = match match_address_list(ip, list)? {
+        _ if ip.is_unspecified() => ListMatch::None,
+        m => m,
+    };
     let by_host = match_pattern_list(host, list, true);
     Ok(
         if by_ip == ListMatch::Negated || by_host == ListMatch::Negated {
@@ -230,6 +238,18 @@ pub fn match_user(user: &str, host: &str, ip: IpAddr, pattern: &str) -> Result<b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unknown_peer_matches_no_address_pattern() {
+        let unknown = IpAddr::from([0, 0, 0, 0]);
+        let m = |list| match_host_and_ip("UNKNOWN", unknown, list);
+        assert_eq!(m("0.0.0.0/0").unwrap(), ListMatch::None);
+        assert_eq!(m("0.0.0.0").unwrap(), ListMatch::None);
+        assert_eq!(m("*,!10.0.0.0/8").unwrap(), ListMatch::Positive);
+        assert_eq!(m("UNKNOWN").unwrap(), ListMatch::Positive);
+        assert!(m("10.0.0.0/99").is_err(), "still fails closed");
+        assert!(!match_user("u", "UNKNOWN", unknown, "u@0.0.0.0/0").unwrap());
+    }
 
     #[test]
     fn globs() {

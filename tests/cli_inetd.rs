@@ -60,6 +60,36 @@ fn inetd_mode_under_proxy_command_is_sshd_s() {
     );
 }
 
+/// No address pattern matches the UNKNOWN peer, as in sshd: a key restricted to
+/// `from="0.0.0.0/0"` is refused under a ProxyCommand by both (rsshd stood for
+/// UNKNOWN with 0.0.0.0 and let it in).
+#[test]
+fn inetd_unknown_peer_matches_no_address_pattern() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    if let Err(why) = sshd_ready() {
+        skip(&why);
+        return;
+    }
+    let s = Setup::new("inetd-cidr", Some("from=\"0.0.0.0/0\""), "");
+    let ours = s.ssh_via(&format!("{RSSHD} -i -f {}", s.config.display()), "echo in");
+    let theirs = s.ssh_via(&format!("{SSHD} -i -f {}", s.config.display()), "echo in");
+    assert_eq!(
+        theirs.status.code(),
+        Some(255),
+        "the sshd reference refuses"
+    );
+    assert_eq!(
+        ours.status.code(),
+        Some(255),
+        "rsshd -i: {} {}",
+        text(&ours.stdout),
+        text(&ours.stderr)
+    );
+    assert_eq!(text(&ours.stdout), "");
+}
+
 /// Garbage instead of a version line, and end-of-file before one: both exit 255,
 /// as sshd does, after sending the server's version line.
 #[test]
