@@ -8,9 +8,10 @@
 //!   sessions over the same connection (an OpenSSH ControlMaster) keep moving in
 //!   both directions meanwhile.
 
+mod session_common;
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -19,63 +20,8 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const SSHD: &str = "/usr/sbin/sshd";
+use session_common::{RefSshd, SSHD};
 const DUPLEX_BYTES: usize = 100 * 1024 * 1024;
-
-/// The reference sshd on a free port, sharing rsshd's authorized_keys file.
-struct RefSshd {
-    child: Child,
-    port: u16,
-}
-
-impl RefSshd {
-    fn start(dir: &Path, keys: &Path) -> RefSshd {
-        let host_key = keygen(dir, "ref_host_key");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let cfg = dir.join("ref_sshd_config");
-        std::fs::write(
-            &cfg,
-            format!(
-                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM no\nPrintMotd no\nPrintLastLog no\n",
-                host_key.display(),
-                keys.display()
-            ),
-        )
-        .expect("write sshd config");
-        let mut child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sshd");
-        let err = child.stderr.take().expect("sshd stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if l.contains("Server listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        assert!(
-            rx.recv_timeout(Duration::from_secs(20)).is_ok(),
-            "reference sshd did not start"
-        );
-        RefSshd { child, port }
-    }
-}
-
-impl Drop for RefSshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `len` bytes that gzip cannot shrink much and that differ along the file, so a
 /// reordered or lost chunk changes the checksum (xorshift64).
@@ -141,7 +87,11 @@ fn duplex_through_one_channel_is_as_fast_as_sshd() {
     }
     let srv = Server::start("PrintMotd no\nPrintLastLog no");
     let dir = temp_dir("flow-duplex");
-    let reference = RefSshd::start(&dir, &srv.dir.join("authorized_keys"));
+    let reference = RefSshd::start(
+        &dir,
+        &srv.dir.join("authorized_keys"),
+        "UsePAM no\nPrintMotd no\nPrintLastLog no",
+    );
     let input = dir.join("input");
     write_input(&input, DUPLEX_BYTES);
     let want = sha256_of(&input);

@@ -1,19 +1,18 @@
-//! Issue 11, attack 7: with `AcceptEnv PATH SSH_* ...`, what a client sends must
+//! With `AcceptEnv PATH SSH_* ...`, what a client sends must
 //! not replace what the server sets. The same OpenSSH client, sending the same
 //! variables, asks both rsshd and the reference `/usr/sbin/sshd` for `env`; the
 //! two environments must be the same.
 
+mod session_common;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use support::*;
 
-const SSHD: &str = "/usr/sbin/sshd";
+use session_common::{RefSshd, SSHD};
 const ACCEPT: &str = "AcceptEnv PATH SSH_* USER LOGNAME HOME SHELL MAIL TERM LANG RSSHD_*";
 
 /// What the client sends, all of it hostile or at least not the server's.
@@ -31,65 +30,6 @@ const SENT: [(&str, &str); 12] = [
     ("LANG", "C"),
     ("RSSHD_CLIENT", "sent"),
 ];
-
-/// The reference sshd on a free port, with its own host key, sharing rsshd's
-/// authorized_keys file.
-struct RefSshd {
-    child: Child,
-    port: u16,
-}
-
-impl RefSshd {
-    fn start(dir: &Path, keys: &Path, use_pam: bool) -> RefSshd {
-        let pam = if use_pam { "yes" } else { "no" };
-        let host_key = keygen(dir, "ref_host_key");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = dir.join("ref_sshd_config");
-        std::fs::write(
-            &cfg,
-            format!(
-                "ListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM {pam}\n{ACCEPT}\n",
-                host_key.display(),
-                keys.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&cfg)
-            .args(["-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sshd");
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if l.contains("Server listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        assert!(
-            rx.recv_timeout(Duration::from_secs(20)).is_ok(),
-            "reference sshd did not start"
-        );
-        RefSshd { child, port }
-    }
-}
-
-impl Drop for RefSshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `env` as seen by `user` on `port`, asked for with `command` (none: shell) and
 /// `-tt` if `tty`, the client sending every variable of [`SENT`].
@@ -164,7 +104,12 @@ fn compare_with_sshd(use_pam: bool) {
     let pam = if use_pam { "yes" } else { "no" };
     // A forced `env`, so that SSH_ORIGINAL_COMMAND is the server's business.
     let srv = Server::start_with_keys(&format!("{ACCEPT}\nUsePAM {pam}"), Some("command=\"env\""));
-    let reference = RefSshd::start(&srv.dir, &srv.dir.join("authorized_keys"), use_pam);
+    let pam = if use_pam { "yes" } else { "no" };
+    let reference = RefSshd::start(
+        &srv.dir,
+        &srv.dir.join("authorized_keys"),
+        &format!("UsePAM {pam}\n{ACCEPT}"),
+    );
     for (tty, command) in [(false, Some("asked")), (true, Some("asked")), (true, None)] {
         let ours = env_seen(srv.port, &srv.client_key, TEST_USER, tty, command);
         let theirs = env_seen(reference.port, &srv.client_key, TEST_USER, tty, command);

@@ -1,5 +1,5 @@
-//! Shared by the session tests (`session_login.rs`, `session_cleanup.rs`): the
-//! reference OpenSSH sshd started next to an rsshd, sharing its authorized_keys,
+//! Shared by the session tests (`session_login.rs`, `session_cleanup.rs`,
+//! `session_env.rs`, `flow_control.rs`): the reference OpenSSH sshd started next to an rsshd, sharing its authorized_keys,
 //! and small helpers about processes.
 #![allow(dead_code)]
 
