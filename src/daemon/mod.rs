@@ -99,8 +99,12 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         keys,
         preferred,
         limits: algorithms::limits(s),
-        // russh counts the client's initial "none" probe as an attempt; sshd does not.
-        max_auth_attempts: s.max_auth_tries as usize + 1,
+        // rsshd counts failures as sshd does and ends the connection itself at
+        // MaxAuthTries, with sshd's reason and words (the connection task sends the
+        // disconnect). russh's own cap is only a backstop, set well past that so the
+        // two do not race: on a busy machine russh's "Too many authentication
+        // attempts" (reason 14) was seen winning when it sat one request behind.
+        max_auth_attempts: (s.max_auth_tries as usize).saturating_add(16),
         inactivity_timeout: None,
         keepalive_interval: None,
         nodelay: true,
