@@ -8,15 +8,17 @@
 //! SIGKILL killed it before it could run pam_close_session. OpenSSH's client has
 //! no signal command: paramiko sends the requests.
 
+mod session_common;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use session_common::PamService;
 use support::*;
 
 /// Debian's python3 (paramiko from python3-paramiko), not one a user put first
@@ -325,53 +327,6 @@ fn signals_and_hang_ups_never_reach_a_process_that_took_the_leaders_number() {
     eprintln!("leader {leader} held as a zombie: {held}; {verdicts:?}");
 }
 
-/// A PAM service of the test's own, whose session hook logs `open_session USER`
-/// and `close_session USER` lines to `log`; removed on drop.
-struct PamService {
-    name: String,
-    file: PathBuf,
-    log: PathBuf,
-}
-
-impl PamService {
-    fn new(tag: &str) -> PamService {
-        let dir = temp_dir(tag);
-        let log = dir.join("pam.log");
-        let hook = dir.join("hook.sh");
-        std::fs::write(
-            &hook,
-            format!("echo \"$PAM_TYPE $PAM_USER\" >> {}\n", log.display()),
-        )
-        .unwrap();
-        let name = format!("rsshd-{tag}-{}", std::process::id());
-        let file = PathBuf::from("/etc/pam.d").join(&name);
-        std::fs::write(
-            &file,
-            format!(
-                "auth required pam_permit.so\naccount required pam_permit.so\n\
-                 session required pam_exec.so /bin/sh {}\n",
-                hook.display()
-            ),
-        )
-        .unwrap();
-        PamService { name, file, log }
-    }
-
-    fn count(&self, line: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| *l == line)
-            .count()
-    }
-}
-
-impl Drop for PamService {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-    }
-}
-
 fn pam_ready() -> bool {
     if let Err(e) = rsshd::host::pam::available() {
         skip(&e);
@@ -385,7 +340,7 @@ fn signal_kill_and_hang_ups_leave_the_pam_session_to_close() {
     if !ready(&[TEST_USER]) || !pam_ready() {
         return;
     }
-    let pam = PamService::new("sigpam");
+    let pam = PamService::new(&temp_dir("sigpam"), "sigpam");
     // `SessionCleanup kill`: a channel's close ends every process of its session.
     let srv = Server::start(&format!(
         "UsePAM yes\nPAMServiceName {}\nSessionCleanup kill",
@@ -493,7 +448,7 @@ fn a_client_signal_reaches_the_program() {
     if !ready(&[TEST_USER]) || !pam_ready() {
         return;
     }
-    let pam = PamService::new("sigok");
+    let pam = PamService::new(&temp_dir("sigok"), "sigok");
     for config in [
         "UsePAM no".to_string(),
         format!("UsePAM yes\nPAMServiceName {}", pam.name),
