@@ -21,9 +21,7 @@ use russh::keys::ssh_key::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
 
-use super::{
-    BLOCKING_KEEP_ALIVE, SandboxOptions, WARM_BLOCKING_THREADS, enter, warm_blocking_pool,
-};
+use super::{SandboxOptions, WARM_BLOCKING_THREADS, enter, runtime};
 
 /// The hidden first argument that selects the harness.
 pub const CHECK_ARG: &str = "__sandbox-check";
@@ -102,7 +100,9 @@ pub fn check_main() -> i32 {
 
 /// Claim the inherited listening socket.
 fn take_listener(fd: RawFd) -> Result<std::net::TcpListener, String> {
-    if fd < 3 {
+    // 0 as for inetd-style activation (the listener as standard input), else
+    // one from 3 up; never stdout or stderr.
+    if fd < 0 || fd == 1 || fd == 2 {
         return Err(format!("descriptor {fd} is not an inherited listener"));
     }
     // Checked before claiming: open, a socket, listening.
@@ -117,7 +117,8 @@ fn take_listener(fd: RawFd) -> Result<std::net::TcpListener, String> {
         return Err(format!("descriptor {fd} is not open"));
     }
     // SAFETY: `fd` is open (checked above) and was inherited across exec: no
-    // object of this process owns it, and the harness claims it exactly once.
+    // object of this process owns it (std's stdin handle does not own or close
+    // descriptor 0, and nothing else reads it), and the harness claims it once.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let listening =
         nix::sys::socket::getsockopt(&owned.as_fd(), nix::sys::socket::sockopt::AcceptConn)
@@ -158,17 +159,10 @@ fn run(argv: &[String]) -> Result<(), String> {
     } else {
         None
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    let listener = runtime.block_on(async {
-        if !args.cold {
-            warm_blocking_pool().await.map_err(|e| e.to_string())?;
-        }
-        tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())
-    })?;
+    let warm = if args.cold { 0 } else { WARM_BLOCKING_THREADS };
+    let runtime = runtime(warm).map_err(|e| e.to_string())?;
+    let listener = runtime.block_on(async { tokio::net::TcpListener::from_std(listener) });
+    let listener = listener.map_err(|e| e.to_string())?;
     if let Some(e) = entered {
         let debug = e.debug();
         e.lock().map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@
 //!   other system call kills the whole process (as OpenSSH's sandbox), or in the
 //!   debugging mode ([`super::DEBUG_ENV`]) raises SIGSYS, whose handler reports the
 //!   call on stderr and lets it fail with ENOSYS;
-//! - open, openat and openat2 fail with EACCES instead of killing: the chroot is
+//! - open, openat, openat2 and readlink fail with EACCES instead of killing: the chroot is
 //!   empty, so they could only fail anyway, and a library opening a file lazily
 //!   (a locale, a /proc or /sys file) then sees an ordinary error and carries on
 //!   instead of taking every connection down (OpenSSH's sandbox answers open the
@@ -89,14 +89,19 @@ const ALLOWED: &[(i64, &str)] = &[
     // The end.
     (libc::SYS_exit, "exit"),
     (libc::SYS_exit_group, "exit_group"),
+    // A panic's backtrace asks for it (the answer is "/").
+    (libc::SYS_getcwd, "getcwd"),
     // Answered by the errno filters below, not by this one.
     (libc::SYS_openat, "openat"),
     (libc::SYS_openat2, "openat2"),
+    (libc::SYS_readlinkat, "readlinkat"),
     (libc::SYS_clone3, "clone3"),
     #[cfg(target_arch = "x86_64")]
     (libc::SYS_epoll_wait, "epoll_wait"),
     #[cfg(target_arch = "x86_64")]
     (libc::SYS_open, "open"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_readlink, "readlink"),
 ];
 
 /// fcntl commands: descriptor and status flags only (no F_SETOWN, no leases).
@@ -116,12 +121,17 @@ const IOCTL_CMDS: &[u64] = &[
     libc::TIOCSWINSZ,
 ];
 
-/// Answered with an errno instead of the allowlist's verdict (see the module comment).
-const OPEN_CALLS: &[i64] = &[
+/// Answered with EACCES instead of the allowlist's verdict (see the module
+/// comment): path lookups. readlink is here because a panic's backtrace reads
+/// /proc/self/exe (RUST_BACKTRACE set): the panic must stay a panic.
+const PATH_CALLS: &[i64] = &[
     libc::SYS_openat,
     libc::SYS_openat2,
+    libc::SYS_readlinkat,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_open,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_readlink,
 ];
 
 fn cond(arg: u8, len: Len, op: Op, value: u64) -> Result<SeccompCondition, SandboxError> {
@@ -202,7 +212,7 @@ fn programs(pid: u32, debug: bool) -> Result<Vec<BpfProgram>, SandboxError> {
         SeccompAction::KillProcess
     };
     Ok(vec![
-        errno_for(OPEN_CALLS, libc::EACCES)?,
+        errno_for(PATH_CALLS, libc::EACCES)?,
         errno_for(&[libc::SYS_clone3], libc::ENOSYS)?,
         compile(allowlist(pid)?, outside, SeccompAction::Allow)?,
     ])
@@ -239,7 +249,24 @@ fn report_violations() -> Result<(), SandboxError> {
 /// code (3 x 4 bytes) padded to 16, then `_call_addr` (8 bytes).
 const SI_SYSCALL_OFFSET: usize = 24;
 
-extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // The kernel rolls a trapped call back, leaving its number where the
+    // result goes: a trapped fork() would "return" 57. Make it fail with ENOSYS.
+    let enosys = -libc::c_long::from(libc::ENOSYS);
+    // SAFETY: for an SA_SIGINFO handler the third argument is the interrupted
+    // thread's ucontext_t, which the kernel restores on return; the result
+    // register is rax on x86_64 and x0 on aarch64.
+    unsafe {
+        let uc = ctx.cast::<libc::ucontext_t>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] = enosys;
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            (*uc).uc_mcontext.regs[0] = enosys as u64;
+        }
+    }
     // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers, and
     // for SIGSYS from seccomp it fills the `_sigsys` member, whose `_syscall`
     // int sits at SI_SYSCALL_OFFSET on every 64-bit Linux architecture.

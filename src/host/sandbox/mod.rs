@@ -159,7 +159,7 @@ pub(crate) fn enter(opts: &SandboxOptions) -> Result<Entered, SandboxError> {
 
 impl Entered {
     /// The multi-threaded half: call it once the runtime's worker threads and its
-    /// warm blocking threads exist ([`warm_blocking_pool`]). From here on no
+    /// warm blocking threads exist and have started ([`runtime`]). From here on no
     /// thread or process can be created and only the allowlisted system calls work.
     pub(crate) fn lock(self) -> Result<(), SandboxError> {
         // RLIMIT_NPROC counts the real uid's tasks, threads included: with 0, the
@@ -176,12 +176,48 @@ impl Entered {
     }
 }
 
-/// Start [`WARM_BLOCKING_THREADS`] blocking threads (all at once, so each is a
-/// thread of its own) and wait until they are idle again. The runtime must have
-/// been built with [`BLOCKING_KEEP_ALIVE`] for them to stay.
-pub(crate) async fn warm_blocking_pool() -> Result<(), SandboxError> {
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(WARM_BLOCKING_THREADS));
-    let tasks: Vec<_> = (0..WARM_BLOCKING_THREADS)
+/// The network process's tokio runtime, ready for [`Entered::lock`]: its worker
+/// threads and `warm` blocking threads started, and every one of them past its
+/// own start-up (glibc registers rseq and the robust futex list, std sets the
+/// signal stack and the thread name: calls the filter does not allow, so they
+/// must be over before it goes on; locking right after `build()` lost that race
+/// now and then, SIGSYS on rseq). Pass [`WARM_BLOCKING_THREADS`] for `warm`.
+pub(crate) fn runtime(warm: usize) -> Result<tokio::runtime::Runtime, SandboxError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        .on_thread_start(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .map_err(|e| SandboxError::Refused(format!("tokio runtime: {e}")))?;
+    if warm > 0 {
+        rt.block_on(warm_blocking_pool(warm))?;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) < workers + warm {
+        if std::time::Instant::now() > deadline {
+            return Err(SandboxError::Refused(
+                "runtime threads did not start".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(rt)
+}
+
+/// Start `n` blocking threads (all at once, so each is a thread of its own)
+/// and wait until they are idle again. They stay: [`runtime`] sets
+/// [`BLOCKING_KEEP_ALIVE`].
+async fn warm_blocking_pool(n: usize) -> Result<(), SandboxError> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
         .map(|_| {
             let b = std::sync::Arc::clone(&barrier);
             tokio::task::spawn_blocking(move || {
