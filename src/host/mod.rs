@@ -18,6 +18,7 @@ pub mod pam;
 mod process;
 mod pty;
 mod revoked_keys;
+pub mod sandbox;
 pub mod sftp;
 pub mod spawn;
 mod strict_modes;
