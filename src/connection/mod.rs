@@ -150,10 +150,10 @@ pub struct ConnShared {
     attempted: std::sync::atomic::AtomicBool,
     /// This connection's place at the pre-auth work gate.
     gate: Option<Arc<gate::Ticket>>,
-    /// Notified by the handler when MaxAuthTries is reached (it has logged
-    /// sshd's lines): the connection task sends the DISCONNECT, which the
-    /// handler's authentication callbacks have no session to send with.
-    pub(crate) auth_exhausted: tokio::sync::Notify,
+    /// Set by the handler when MaxAuthTries is reached (it has logged sshd's
+    /// lines and answers with sshd's DISCONNECT), so the end of the
+    /// connection is not logged as the client's close.
+    pub(crate) auth_exhausted: std::sync::atomic::AtomicBool,
 }
 
 impl ConnShared {
@@ -169,7 +169,7 @@ impl ConnShared {
             entry,
             attempted: std::sync::atomic::AtomicBool::new(false),
             gate,
-            auth_exhausted: tokio::sync::Notify::new(),
+            auth_exhausted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -341,25 +341,12 @@ pub async fn serve(
     let mut on_auth = Some(on_auth);
     let mut ending: Option<Ending> = None;
     let mut crashed = false;
-    // Ended for too many authentication failures (already logged as sshd does).
-    let mut auth_exhausted = false;
     loop {
         tokio::select! {
             r = &mut run => {
                 // russh reports its task's panic as a join error.
                 crashed = matches!(r, Err(handler::ConnError::Protocol(russh::Error::Join(_))));
                 break;
-            }
-            _ = shared.auth_exhausted.notified(), if !auth_exhausted => {
-                auth_exhausted = true;
-                // sshd's auth_maxtries_exceeded: reason 2 and its words.
-                let _ = handle
-                    .disconnect(
-                        russh::Disconnect::ProtocolError,
-                        "Too many authentication failures".into(),
-                        String::new(),
-                    )
-                    .await;
             }
             changed = login_rx.changed(), if on_auth.is_some() => {
                 if changed.is_ok() && login_rx.borrow().is_some()
@@ -464,7 +451,10 @@ pub async fn serve(
             );
         }
         None if shared.refused.load(std::sync::atomic::Ordering::Relaxed) => {}
-        None if ending.is_none() && !auth_exhausted => {
+        None if ending.is_none()
+            // Ended for too many authentication failures (logged as sshd does).
+            && !shared.auth_exhausted.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
             let user = shared.user.lock().ok().and_then(|u| u.clone());
             match user {
                 Some(u) => tracing::info!(

@@ -130,6 +130,11 @@ impl Session {
                 )
                 .await?;
                 self.common.auth_attempts += 1;
+                if let Some((reason, description)) = take_disconnect(&mut enc.state) {
+                    tokio::time::sleep_until(rejection_wait_until).await;
+                    self.common.disconnect(reason, &description, "")?;
+                    return Ok(());
+                }
                 if let EncryptedState::InitCompression = enc.state {
                     if enc.client_compression.is_deferred() {
                         enc.client_compression.init_decompress(&mut enc.decompress);
@@ -151,6 +156,11 @@ impl Session {
                     &mut r,
                 )
                 .await?;
+                if let Some((reason, description)) = take_disconnect(&mut enc.state) {
+                    tokio::time::sleep_until(rejection_wait_until).await;
+                    self.common.disconnect(reason, &description, "")?;
+                    return Ok(());
+                }
                 if resp {
                     enc.state = EncryptedState::InitCompression;
                     if enc.client_compression.is_deferred() {
@@ -268,6 +278,82 @@ mod tests {
             max + 1,
             "publickey probes counted toward max_auth_attempts",
         );
+    }
+
+    /// The packets (payloads) the session has queued for the client.
+    fn queued_payloads(session: &Session) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut w = session
+            .common
+            .encrypted
+            .as_ref()
+            .map(|e| &e.write[..])
+            .unwrap_or(&[]);
+        while w.len() >= 4 {
+            let n = u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as usize;
+            out.push(w[4..4 + n].to_vec());
+            w = &w[4 + n..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn auth_disconnect_replaces_the_failure() {
+        // Fails every password and, at the third, asks for sshd's MaxAuthTries
+        // disconnect.
+        struct Limited {
+            tries: usize,
+        }
+
+        impl Handler for Limited {
+            type Error = Error;
+
+            async fn auth_password(&mut self, _: &str, _: &str) -> Result<Auth, Self::Error> {
+                self.tries += 1;
+                Ok(if self.tries < 3 {
+                    Auth::reject()
+                } else {
+                    Auth::Disconnect {
+                        reason: Disconnect::ProtocolError,
+                        description: "Too many authentication failures".into(),
+                    }
+                })
+            }
+        }
+
+        let mut password = vec![MSG_USERAUTH_REQUEST];
+        encode_string(&mut password, b"alice");
+        encode_string(&mut password, b"ssh-connection");
+        encode_string(&mut password, b"password");
+        password.push(0);
+        encode_string(&mut password, b"wrong");
+
+        let mut session = test_auth_session();
+        let mut handler = Limited { tries: 0 };
+        for _ in 0..3 {
+            session
+                .process_packet(&mut handler, &password)
+                .await
+                .unwrap();
+        }
+        let sent = queued_payloads(&session);
+        let kinds: Vec<u8> = sent.iter().filter_map(|p| p.first().copied()).collect();
+        assert_eq!(
+            kinds,
+            [
+                MSG_USERAUTH_FAILURE,
+                MSG_USERAUTH_FAILURE,
+                crate::msg::DISCONNECT
+            ],
+            "the third answer must be the disconnect, not a failure"
+        );
+        let mut disconnect = sent[2].get(1..).unwrap_or_default();
+        assert_eq!(u32::decode(&mut disconnect).unwrap(), 2);
+        assert_eq!(
+            String::decode(&mut disconnect).unwrap(),
+            "Too many authentication failures"
+        );
+        assert!(session.common.disconnected);
     }
 
     #[tokio::test]
@@ -904,6 +990,14 @@ mod tests {
     }
 }
 
+/// The disconnect a handler asked for with [`Auth::Disconnect`], if any.
+fn take_disconnect(state: &mut EncryptedState) -> Option<(Disconnect, String)> {
+    match state {
+        EncryptedState::WaitingAuthRequest(a) => a.disconnect.take(),
+        _ => None,
+    }
+}
+
 fn server_accept_service(
     banner: Option<String>,
     methods: MethodSet,
@@ -979,6 +1073,9 @@ impl Encrypted {
                 } else {
                     handler.auth_password(&user, &password).await?
                 };
+                let Some(auth) = defer_disconnect(auth, auth_request) else {
+                    return Ok(());
+                };
                 if let Auth::Accept = auth {
                     server_auth_request_success(&mut self.write);
                     self.state = EncryptedState::InitCompression;
@@ -1024,6 +1121,9 @@ impl Encrypted {
                 map_err!(ensure_end(r))?;
 
                 let auth = handler.auth_none(&user).await?;
+                let Some(auth) = defer_disconnect(auth, auth_request) else {
+                    return Ok(());
+                };
                 if let Auth::Accept = auth {
                     server_auth_request_success(&mut self.write);
                     self.state = EncryptedState::InitCompression;
@@ -1215,6 +1315,9 @@ impl Encrypted {
                             algorithm: &algorithm,
                         };
                         let auth = handler.auth_publickey_offered(user, offer).await?;
+                        let Some(auth) = defer_disconnect(auth, auth_request) else {
+                            return Ok(());
+                        };
                         auth == Auth::Accept
                     };
 
@@ -1241,6 +1344,9 @@ impl Encrypted {
                                 PublicKeyOrCertificate::Certificate(ref cert) => {
                                     handler.auth_openssh_certificate(user, cert).await?
                                 }
+                            };
+                            let Some(auth) = defer_disconnect(auth, auth_request) else {
+                                return Ok(());
                             };
 
                             if auth == Auth::Accept {
@@ -1286,6 +1392,9 @@ impl Encrypted {
                         algorithm: &algorithm,
                     };
                     let auth = handler.auth_publickey_offered(user, offer).await?;
+                    let Some(auth) = defer_disconnect(auth, auth_request) else {
+                        return Ok(());
+                    };
                     match auth {
                         Auth::Accept => {
                             let mut public_key = Vec::new();
@@ -1443,6 +1552,28 @@ async fn reply_userauth_info_response(
             Ok(false)
         }
         Auth::UnsupportedMethod => Err(Error::UnsupportedAuthMethod),
+        Auth::Disconnect {
+            reason,
+            description,
+        } => {
+            auth_request.disconnect = Some((reason, description.into_owned()));
+            Ok(false)
+        }
+    }
+}
+
+/// Keeps an [`Auth::Disconnect`] answer for `process_packet`, which ends the
+/// connection with it instead of replying; any other answer is returned.
+fn defer_disconnect(auth: Auth, auth_request: &mut AuthRequest) -> Option<Auth> {
+    match auth {
+        Auth::Disconnect {
+            reason,
+            description,
+        } => {
+            auth_request.disconnect = Some((reason, description.into_owned()));
+            None
+        }
+        auth => Some(auth),
     }
 }
 

@@ -210,6 +210,18 @@ pub enum Auth {
         /// typed by the user.
         prompts: Cow<'static, [(Cow<'static, str>, bool)]>,
     },
+
+    /// End the connection with this `SSH_MSG_DISCONNECT` instead of
+    /// answering the request, as OpenSSH's sshd does at the failure that
+    /// reaches its `MaxAuthTries` (reason 2, "Too many authentication
+    /// failures"). A client then does not try again, which it would after an
+    /// `SSH_MSG_USERAUTH_FAILURE`.
+    Disconnect {
+        /// The reason code sent.
+        reason: crate::Disconnect,
+        /// The description sent.
+        description: Cow<'static, str>,
+    },
 }
 
 impl Auth {
