@@ -13,7 +13,6 @@
 // limitations under the License.
 //
 use core::str;
-use std::cell::RefCell;
 use std::time::SystemTime;
 
 use auth::*;
@@ -22,7 +21,6 @@ use bytes::Bytes;
 use cert::PublicKeyOrCertificate;
 use log::{debug, error, info, trace, warn};
 use msg;
-use signature::Verifier;
 use ssh_encoding::{Decode, Encode, Reader};
 use ssh_key::{PublicKey, Signature};
 use tokio::time::Instant;
@@ -354,6 +352,137 @@ mod tests {
             "Too many authentication failures"
         );
         assert!(session.common.disconnected);
+    }
+
+    /// A signed publickey request, as a client sends it in a session whose
+    /// identifier is `session_id`, and the part of it that was signed.
+    fn signed_request(session_id: &[u8], key: &PrivateKey) -> (Vec<u8>, Vec<u8>) {
+        let mut packet = vec![msg::USERAUTH_REQUEST];
+        "alice".encode(&mut packet).unwrap();
+        "ssh-connection".encode(&mut packet).unwrap();
+        "publickey".encode(&mut packet).unwrap();
+        1u8.encode(&mut packet).unwrap();
+        "ssh-ed25519".encode(&mut packet).unwrap();
+        key.public_key()
+            .to_bytes()
+            .unwrap()
+            .encode(&mut packet)
+            .unwrap();
+        let mut signed = Vec::new();
+        session_id.encode(&mut signed).unwrap();
+        signed.extend_from_slice(&packet);
+        let signature: Signature = signature::Signer::try_sign(key, &signed).unwrap();
+        let mut blob = Vec::new();
+        signature.encode(&mut blob).unwrap();
+        blob.encode(&mut packet).unwrap();
+        (packet, signed)
+    }
+
+    fn session_with_id(session_id: &[u8]) -> Session {
+        let mut session = test_auth_session();
+        if let Some(enc) = session.common.encrypted.as_mut() {
+            enc.session_id = CryptoVec::from_slice(session_id);
+        }
+        session
+    }
+
+    /// Keeps what `auth_publickey` was given; `verify` overrides the
+    /// signature check when set.
+    #[derive(Default)]
+    struct Keep {
+        verified: Option<(Vec<u8>, Signature)>,
+        checked: Option<(Vec<u8>, Signature)>,
+        verify: Option<bool>,
+    }
+
+    impl Handler for Keep {
+        type Error = Error;
+
+        async fn auth_publickey_offered(
+            &mut self,
+            _: &str,
+            _: PublicKeyOffer<'_>,
+        ) -> Result<Auth, Self::Error> {
+            Ok(Auth::Accept)
+        }
+
+        async fn verify_publickey_signature(
+            &mut self,
+            _: &str,
+            request: SignedPublicKey<'_>,
+        ) -> Result<bool, Self::Error> {
+            self.checked = Some((request.signed_data.to_vec(), request.signature.clone()));
+            Ok(match self.verify {
+                Some(v) => v,
+                None => signature::Verifier::verify(
+                    request.public_key,
+                    request.signed_data,
+                    request.signature,
+                )
+                .is_ok(),
+            })
+        }
+
+        async fn auth_publickey(
+            &mut self,
+            _: &str,
+            key: VerifiedPublicKey<'_>,
+        ) -> Result<Auth, Self::Error> {
+            self.verified = Some((key.signed_data.to_vec(), key.signature.clone()));
+            Ok(Auth::Accept)
+        }
+    }
+
+    #[tokio::test]
+    async fn verified_key_carries_what_was_signed() {
+        let id = b"exchange hash of the first key exchange";
+        let private = PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519).unwrap();
+        let (packet, signed) = signed_request(id, &private);
+        let mut session = session_with_id(id);
+        let mut handler = Keep::default();
+        session.process_packet(&mut handler, &packet).await.unwrap();
+        let Some((data, signature)) = handler.verified else {
+            panic!("auth_publickey was not called");
+        };
+        assert_eq!(data, signed);
+        let mut prefix = Vec::new();
+        id.as_slice().encode(&mut prefix).unwrap();
+        assert!(
+            data.starts_with(&prefix),
+            "signed data starts with the session id"
+        );
+        // Another party can check it on its own, and it fails for another key.
+        assert!(signature::Verifier::verify(private.public_key(), &data, &signature).is_ok());
+        let other = PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519).unwrap();
+        assert!(signature::Verifier::verify(other.public_key(), &data, &signature).is_err());
+        assert_eq!(handler.checked.map(|c| c.0), Some(signed));
+    }
+
+    #[tokio::test]
+    async fn handler_decides_the_signature_check() {
+        let id = b"session";
+        let private = PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519).unwrap();
+        let (packet, _) = signed_request(id, &private);
+        // A valid signature the handler's verifier refuses is rejected, and
+        // auth_publickey is never asked.
+        let mut session = session_with_id(id);
+        let mut handler = Keep {
+            verify: Some(false),
+            ..Keep::default()
+        };
+        session.process_packet(&mut handler, &packet).await.unwrap();
+        assert!(handler.checked.is_some() && handler.verified.is_none());
+        let kinds: Vec<u8> = queued_payloads(&session)
+            .iter()
+            .filter_map(|p| p.first().copied())
+            .collect();
+        assert_eq!(kinds, [MSG_USERAUTH_FAILURE]);
+        // With the default check, a signature over another session's data
+        // is refused.
+        let mut session = session_with_id(b"another session");
+        let mut handler = Keep::default();
+        session.process_packet(&mut handler, &packet).await.unwrap();
+        assert!(handler.checked.is_some() && handler.verified.is_none());
     }
 
     #[tokio::test]
@@ -1188,10 +1317,6 @@ impl Encrypted {
     }
 }
 
-thread_local! {
-    static SIGNATURE_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Encrypted {
     async fn server_read_auth_request_pk<H: Handler + Send>(
         &mut self,
@@ -1322,22 +1447,25 @@ impl Encrypted {
                     };
 
                     if is_valid {
-                        let session_id = self.session_id.as_ref();
-                        #[allow(clippy::blocks_in_conditions)]
-                        if SIGNATURE_BUFFER.with(|buf| {
-                            let mut buf = buf.borrow_mut();
-                            buf.clear();
-                            map_err!(session_id.encode(&mut *buf))?;
-                            buf.extend_from_slice(sig_init_buffer);
-
-                            Ok(Verifier::verify(&pubkey, &buf, &sig).is_ok())
-                        })? {
+                        // What the client signed, kept for the handler.
+                        let mut signed_data = Vec::new();
+                        map_err!(self.session_id.as_ref().encode(&mut signed_data))?;
+                        signed_data.extend_from_slice(sig_init_buffer);
+                        let request = SignedPublicKey {
+                            public_key: &pubkey,
+                            algorithm: &algorithm,
+                            signed_data: &signed_data,
+                            signature: &sig,
+                        };
+                        if handler.verify_publickey_signature(user, request).await? {
                             debug!("signature verified");
                             let auth = match pk_or_cert {
                                 PublicKeyOrCertificate::PublicKey { ref key, .. } => {
                                     let key = VerifiedPublicKey {
                                         public_key: key,
                                         algorithm: &algorithm,
+                                        signed_data: &signed_data,
+                                        signature: &sig,
                                     };
                                     handler.auth_publickey(user, key).await?
                                 }
