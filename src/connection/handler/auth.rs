@@ -160,8 +160,8 @@ impl ConnHandler {
     }
 
     /// Count a failed attempt as sshd's userauth_finish does; at MaxAuthTries,
-    /// log sshd's two lines (fail2ban and logwatch match them) and have the
-    /// connection ended with sshd's DISCONNECT.
+    /// log sshd's two lines (fail2ban and logwatch match them); the request's
+    /// answer is then sshd's DISCONNECT (`rejected`).
     pub(super) fn count_failure(&mut self, user: &str) {
         self.failures += 1;
         let c = self.candidate(user);
@@ -182,7 +182,24 @@ impl ConnHandler {
         tracing::info!(
             "Disconnecting {whom} {user} {p}: Too many authentication failures [preauth]"
         );
-        self.shared.auth_exhausted.notify_one();
+        self.shared
+            .auth_exhausted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The answer to a failed request: plain USERAUTH_FAILURE, or once
+    /// MaxAuthTries is reached sshd's auth_maxtries_exceeded, which ends the
+    /// connection (reason 2, its words) instead of sending that failure, so a
+    /// client does not prompt or offer a key once more.
+    pub(super) fn rejected(&self) -> Auth {
+        if self.exhausted {
+            Auth::Disconnect {
+                reason: russh::Disconnect::ProtocolError,
+                description: "Too many authentication failures".into(),
+            }
+        } else {
+            Auth::reject()
+        }
     }
 
     /// A failed attempt's answer, listing the methods `user` may use now as
@@ -191,6 +208,9 @@ impl ConnHandler {
     /// drops `password` after one wrong password, so clients would not ask again
     /// (OpenSSH's NumberOfPasswordPrompts, PuTTY's retries).
     pub(super) fn failure(&mut self, user: &str) -> Auth {
+        if self.exhausted {
+            return self.rejected();
+        }
         let s = Arc::clone(&self.candidate(user).settings);
         let pam = s.use_pam && pam::available().is_ok();
         let enabled = [
@@ -265,7 +285,7 @@ impl ConnHandler {
     /// Finish a keyboard-interactive exchange.
     pub(super) async fn kbd_step(&mut self, event: KbdEvent) -> Auth {
         let Some(state) = self.kbd.as_ref() else {
-            return Auth::reject();
+            return self.rejected();
         };
         let (user, started) = (state.user.clone(), state.started);
         match event {
@@ -321,7 +341,7 @@ impl ConnHandler {
                     auth
                 } else {
                     tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-                    Auth::reject()
+                    self.rejected()
                 }
             }
         }

@@ -126,7 +126,7 @@ impl Handler for ConnHandler {
         if std::mem::replace(&mut self.auth_seen, true) && !self.exhausted {
             self.count_failure(user);
         }
-        Ok(Auth::reject())
+        Ok(self.rejected())
     }
 
     async fn auth_publickey_offered(
@@ -138,11 +138,11 @@ impl Handler for ConnHandler {
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         if !self.method_ok(user, "publickey") {
             self.count_failure(user);
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         match self
             .check_key(user, offer.public_key, offer.algorithm)
@@ -162,7 +162,7 @@ impl Handler for ConnHandler {
                 );
                 // Each key refused is a failed attempt for sshd.
                 self.count_failure(user);
-                Ok(Auth::reject())
+                Ok(self.rejected())
             }
         }
     }
@@ -175,15 +175,15 @@ impl Handler for ConnHandler {
         self.admit(user).await?;
         self.shared.attempted();
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         if !self.method_ok(user, "publickey") {
             self.count_failure(user);
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         let Some(options) = self.check_key(user, key.public_key, key.algorithm).await else {
             self.count_failure(user);
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         };
         self.pending_key = None;
         if let Some(params) = self.account_params(user) {
@@ -191,7 +191,7 @@ impl Handler for ConnHandler {
                 .await
                 .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()));
             if !self.log_pam(user, "publickey", &outcome) {
-                return Ok(Auth::reject());
+                return Ok(self.rejected());
             }
         }
         self.keys.used(key.public_key);
@@ -212,7 +212,7 @@ impl Handler for ConnHandler {
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         let Some(params) = self.pam_params(user, "password") else {
             self.log_fail_without_pam(user, "password");
@@ -252,7 +252,7 @@ impl Handler for ConnHandler {
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         match response {
             None => {
@@ -286,9 +286,9 @@ impl Handler for ConnHandler {
                             self.log_fail_without_pam(&user, "keyboard-interactive/pam");
                         }
                         tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-                        return Ok(Auth::reject());
+                        return Ok(self.rejected());
                     }
-                    None => return Ok(Auth::reject()),
+                    None => return Ok(self.rejected()),
                 }
             }
         }
@@ -298,7 +298,7 @@ impl Handler for ConnHandler {
                 instructions: String::new(),
                 prompts: vec![("Password: ".into(), false)],
             },
-            None => return Ok(Auth::reject()),
+            None => return Ok(self.rejected()),
         };
         Ok(self.kbd_step(event).await)
     }
