@@ -128,7 +128,7 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
         local,
         config,
         pre_auth,
-        daemon_uid: nix::unistd::geteuid().as_raw(),
+        daemon_uid: crate::host::Privilege::current().uid(),
         // One connection per process: nothing to share the workers with.
         preauth_gate: None,
         rdomain,

@@ -287,7 +287,7 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
         Arc::clone(&live),
         Arc::clone(&registry),
         Arc::clone(&limits),
-        nix::unistd::geteuid().as_raw(),
+        crate::host::Privilege::current().uid(),
     );
     let mut accepts = tokio::task::JoinSet::new();
     for l in p.listeners {
