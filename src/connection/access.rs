@@ -9,7 +9,7 @@ use crate::pattern::{ListMatch, match_pattern_list, match_user};
 
 /// Why a known user is refused before any key is looked at; the text is sshd's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     ShellNotExecutable(String),
     DenyUsers,
     NotInAllowUsers,
@@ -24,7 +24,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The log line, after `User NAME from ADDR not allowed because `.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             Refusal::ShellNotExecutable(s) => format!("shell {s} is not executable"),
             Refusal::DenyUsers => "listed in DenyUsers".into(),
@@ -38,7 +38,7 @@ impl Refusal {
 }
 
 /// OpenSSH's order: shell, DenyUsers, AllowUsers, DenyGroups, AllowGroups.
-pub fn check_user(
+pub(crate) fn check_user(
     user: &UserInfo,
     host: &str,
     ip: IpAddr,
@@ -105,7 +105,7 @@ fn shell_ok(shell: &std::path::Path) -> bool {
 }
 
 /// `PermitRootLogin` for a key login: `forced-commands-only` needs a forced command.
-pub fn root_key_login_allowed(s: &Settings, key_has_command: bool) -> bool {
+pub(crate) fn root_key_login_allowed(s: &Settings, key_has_command: bool) -> bool {
     match s.permit_root_login {
         PermitRootLogin::Yes | PermitRootLogin::ProhibitPassword => true,
         PermitRootLogin::ForcedCommandsOnly => key_has_command,

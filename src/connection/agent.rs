@@ -14,14 +14,14 @@ use russh::server::Handle;
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
-use super::forward::hold;
 use super::limits::FdLease;
-use super::pump::Tunnels;
+use super::pump::serve_opened;
+use super::tunnels::{Tunnels, hold};
 use crate::host::UserInfo;
 use crate::host::as_user::Creds;
 
 /// The forwarded agent of one connection; dropping it closes and removes the socket.
-pub struct AgentSocket {
+pub(crate) struct AgentSocket {
     creds: Creds,
     dir: PathBuf,
     path: PathBuf,
@@ -64,7 +64,7 @@ impl AgentSocket {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -122,9 +122,7 @@ async fn accept_loop(
         let tunnels = tunnels.clone();
         tokio::spawn(async move {
             let opened = handle.channel_open_agent().await;
-            tunnels
-                .serve_opened(opened, handle, "agent-connection", stream, hold)
-                .await;
+            serve_opened(&tunnels, opened, handle, "agent-connection", stream, hold).await;
         });
     }
 }

@@ -2,17 +2,24 @@
 //! consumer took (`inflow::Inflow`); this module adds what bounds the connection:
 //! the sum of its channels' queues ([`ConnQueue`]), above which no channel of the
 //! connection gets window back, and the check that a client stays within the
-//! window it was given ([`Credits`]). Without the second, a client that ignores
+//! window it was given ([`Credit`], one per channel in the connection's
+//! channel table). Without the second, a client that ignores
 //! the window could queue without limit, since russh delivers data past the
 //! window (RFC 4254 lets a receiver ignore it) and rsshd never blocks russh's
 //! loop on a slow consumer.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::limits::{CONN_QUEUED_HIGH, USER_QUEUED_HIGH, USER_QUEUED_MAX, user_queue};
-use super::session::WINDOW;
+
+/// The window every channel starts with, and gets back as its consumer takes the
+/// data (russh's `manual_window`): OpenSSH's session window
+/// (CHAN_SES_WINDOW_DEFAULT, 64 packets of 32 KiB). It is also the most client
+/// data one channel can make the daemon hold ([`Credit`]). On loopback a
+/// window this size carries over 1 GB/s; a larger one would only let a stalled
+/// channel hold more.
+pub(crate) const WINDOW: u32 = 2 * 1024 * 1024;
 
 /// Client bytes queued for all the consumers of one connection, also counted
 /// for its user across all their connections.
@@ -73,62 +80,49 @@ const GRACE: u64 = WINDOW as u64 / 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Overrun {
     /// The window the client had for this packet.
-    pub window: u32,
+    pub(crate) window: u32,
     /// Bytes past the window over the channel's life.
-    pub excess: u64,
+    pub(crate) excess: u64,
     /// Past the grace: end the connection.
-    pub fatal: bool,
+    pub(crate) fatal: bool,
 }
 
+/// What one channel received, against the window it was given. Every channel
+/// starts with [`WINDOW`] (the daemon's russh config), and russh gives back only
+/// what the channel's consumer reported consumed, never before the report
+/// (`inflow::Inflow::released` counts it first), so a client that keeps to its
+/// window never has more than [`WINDOW`] received and not released.
 #[derive(Debug, Clone, Copy, Default)]
-struct Credit {
+pub(crate) struct Credit {
     /// Bytes received on the channel over its life, less those given back at once.
     received: u64,
     excess: u64,
 }
 
-/// What each channel of a connection received, against the window it was given.
-/// Every channel starts with [`WINDOW`] (the daemon's russh config), and russh
-/// gives back only what the channel's consumer reported consumed, never before
-/// the report (`inflow::Inflow::released` counts it first), so a client that
-/// keeps to its window never has more than [`WINDOW`] received and not released.
-#[derive(Debug, Default)]
-pub(crate) struct Credits {
-    channels: HashMap<u32, Credit>,
-}
-
-impl Credits {
-    /// `len` bytes arrived on channel `id`, whose consumer has had `released`
+impl Credit {
+    /// `len` bytes arrived on the channel, whose consumer has had `released`
     /// bytes given back to the client so far.
-    pub(crate) fn received(&mut self, id: u32, len: usize, released: u64) -> Result<(), Overrun> {
-        let c = self.channels.entry(id).or_default();
+    pub(crate) fn received(&mut self, len: usize, released: u64) -> Result<(), Overrun> {
         let len = len as u64;
-        c.received += len;
-        let held = c.received.saturating_sub(released);
+        self.received += len;
+        let held = self.received.saturating_sub(released);
         let over = held.saturating_sub(u64::from(WINDOW)).min(len);
         if over == 0 {
             return Ok(());
         }
-        c.excess += over;
+        self.excess += over;
         let window = u64::from(WINDOW).saturating_sub(held - len);
         Err(Overrun {
             window: u32::try_from(window).unwrap_or(WINDOW),
-            excess: c.excess,
-            fatal: c.excess > GRACE,
+            excess: self.excess,
+            fatal: self.excess > GRACE,
         })
     }
 
-    /// `len` bytes just received on channel `id` were given back at once (data
-    /// nothing reads, such as a client's extended data).
-    pub(crate) fn given_back(&mut self, id: u32, len: usize) {
-        if let Some(c) = self.channels.get_mut(&id) {
-            c.received = c.received.saturating_sub(len as u64);
-        }
-    }
-
-    /// The channel is gone; its number may be used again.
-    pub(crate) fn closed(&mut self, id: u32) {
-        self.channels.remove(&id);
+    /// `len` bytes just received were given back at once (data nothing reads,
+    /// such as a client's extended data).
+    pub(crate) fn given_back(&mut self, len: usize) {
+        self.received = self.received.saturating_sub(len as u64);
     }
 }
 
@@ -138,46 +132,44 @@ mod tests {
 
     #[test]
     fn a_client_within_its_window_is_fine() {
-        let mut c = Credits::default();
-        let id = 3;
+        let mut c = Credit::default();
         // 64 MiB in 32 KiB packets; the consumer releases in 64 KiB batches, a
         // window behind the client at most.
         let (mut received, mut released) = (0u64, 0u64);
         for _ in 0..2048 {
-            assert_eq!(c.received(id, 32 * 1024, released), Ok(()));
+            assert_eq!(c.received(32 * 1024, released), Ok(()));
             received += 32 * 1024;
             if received - released >= u64::from(WINDOW) {
                 released += 64 * 1024;
             }
         }
         // A full window with nothing released fits exactly.
-        let mut fresh = Credits::default();
+        let mut fresh = Credit::default();
         for _ in 0..WINDOW / (32 * 1024) {
-            assert_eq!(fresh.received(id, 32 * 1024, 0), Ok(()));
+            assert_eq!(fresh.received(32 * 1024, 0), Ok(()));
         }
-        assert!(fresh.received(id, 1, 0).is_err());
+        assert!(fresh.received(1, 0).is_err());
     }
 
     #[test]
     fn excess_accumulates_until_the_grace_is_gone() {
-        let mut c = Credits::default();
-        let id = 0;
+        let mut c = Credit::default();
         let w = u64::from(WINDOW);
-        assert_eq!(c.received(id, 2_000_000, 0), Ok(()));
+        assert_eq!(c.received(2_000_000, 0), Ok(()));
         // 97,152 bytes of window left.
-        let first = c.received(id, 100_000, 0).unwrap_err();
+        let first = c.received(100_000, 0).unwrap_err();
         assert_eq!(
             (first.window, first.excess, first.fatal),
             (97_152, 2_848, false)
         );
         // Consumed and released, the window is back; a packet that fits is no
         // pardon for the excess.
-        assert_eq!(c.received(id, 1_000, 2_100_000), Ok(()));
+        assert_eq!(c.received(1_000, 2_100_000), Ok(()));
         // Ignoring the window again: each packet past it adds to the excess.
         let mut last = first;
         let mut over = 0;
         for _ in 0..100 {
-            if let Err(o) = c.received(id, 200_000, 2_100_000) {
+            if let Err(o) = c.received(200_000, 2_100_000) {
                 assert!(o.excess > last.excess);
                 last = o;
                 over += 1;
@@ -188,13 +180,10 @@ mod tests {
         }
         assert!(last.fatal && last.excess > GRACE && over > 1, "{last:?}");
         // Data given back at once does not count.
-        let mut g = Credits::default();
-        assert_eq!(g.received(id, 2_000_000, 0), Ok(()));
-        g.given_back(id, 2_000_000);
-        assert_eq!(g.received(id, (w - 1) as usize, 0), Ok(()));
-        // A new channel with the same number starts afresh.
-        c.closed(id);
-        assert_eq!(c.received(id, 1_000, 0), Ok(()));
+        let mut g = Credit::default();
+        assert_eq!(g.received(2_000_000, 0), Ok(()));
+        g.given_back(2_000_000);
+        assert_eq!(g.received((w - 1) as usize, 0), Ok(()));
     }
 
     #[test]

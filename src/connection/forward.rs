@@ -17,17 +17,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
-use russh::{Channel, ChannelId, ChannelOpenFailure};
+use russh::{Channel, ChannelOpenFailure};
 
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::ConnShared;
 use super::agent::AgentSocket;
-use super::handler::Login;
-use super::limits::{CHANNELS_MAX, FORWARDS_MAX, FdLease, Limit, refused};
-use super::pump::{Hold, Tunnels, pump};
+use super::limits::{FORWARDS_MAX, FdLease, Limit, refused};
+use super::login::Login;
+use super::pump::pump;
 use super::remote::{accept_loop, bind_all};
+use super::shared::ConnShared;
+use super::tunnels::{Hold, Tunnels, hold};
 use crate::config::{Forwarding, GatewayPorts, Settings};
 use crate::host::as_user::Creds;
 use crate::host::{self, KeyOptions};
@@ -38,7 +39,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Why a forwarding request is refused; decides the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// `AllowTcpForwarding` or the key's `no-port-forwarding`/`restrict`.
     Disabled,
     /// `PermitOpen`/`PermitListen` or the key's `permitopen=`/`permitlisten=`.
@@ -48,7 +49,12 @@ pub enum Denied {
 }
 
 /// May this login open `host:port` (direct-tcpip)?
-pub fn check_open(s: &Settings, k: &KeyOptions, host: &str, port: u32) -> Result<(), Denied> {
+pub(crate) fn check_open(
+    s: &Settings,
+    k: &KeyOptions,
+    host: &str,
+    port: u32,
+) -> Result<(), Denied> {
     if s.disable_forwarding
         || k.no_port_forwarding
         || !matches!(s.allow_tcp_forwarding, Forwarding::Yes | Forwarding::Local)
@@ -64,7 +70,7 @@ pub fn check_open(s: &Settings, k: &KeyOptions, host: &str, port: u32) -> Result
 }
 
 /// May this login listen on `host:port` (tcpip-forward)?
-pub fn check_listen(
+pub(crate) fn check_listen(
     s: &Settings,
     k: &KeyOptions,
     uid: u32,
@@ -174,14 +180,14 @@ impl Drop for Listening {
 
 /// The forwarding state of one connection, owned by its handler: dropping it (the
 /// connection ended) closes every listener and removes the agent socket.
-pub struct Forwards {
+pub(crate) struct Forwards {
     tunnels: Tunnels,
     listeners: HashMap<(String, u32), Listening>,
     agent: Option<AgentSocket>,
 }
 
 impl Forwards {
-    pub fn new(shared: Arc<ConnShared>, peer: SocketAddr) -> Self {
+    pub(crate) fn new(shared: Arc<ConnShared>, peer: SocketAddr) -> Self {
         Forwards {
             tunnels: Tunnels::new(shared, peer),
             listeners: HashMap::new(),
@@ -194,16 +200,10 @@ impl Forwards {
         &self.tunnels
     }
 
-    /// Bytes a forwarded channel's consumer has had given back to the client as
-    /// window, for the handler's window check.
-    pub(crate) fn released(&self, id: ChannelId) -> Option<u64> {
-        self.tunnels.released(id)
-    }
-
     /// Handle a `direct-tcpip` open: refuse it at once, or connect in a task (russh's
     /// loop must not wait for a slow target) and answer when the connect is done.
     #[allow(clippy::too_many_arguments)]
-    pub async fn open_direct(
+    pub(crate) async fn open_direct(
         &self,
         login: Option<&Login>,
         handle: Handle,
@@ -285,7 +285,7 @@ impl Forwards {
 
     /// Handle `tcpip-forward`: check, bind, and accept in a task; `port` 0 is
     /// replaced by the port the kernel chose.
-    pub async fn listen(
+    pub(crate) async fn listen(
         &mut self,
         login: Option<&Login>,
         handle: Handle,
@@ -373,13 +373,13 @@ impl Forwards {
     }
 
     /// Handle `cancel-tcpip-forward`: tunnels already open stay, as in OpenSSH.
-    pub fn cancel(&mut self, host: &str, port: u32) -> bool {
+    pub(crate) fn cancel(&mut self, host: &str, port: u32) -> bool {
         tracing::debug!("cancel-tcpip-forward {host} port {port}");
         self.listeners.remove(&(host.to_string(), port)).is_some()
     }
 
     /// Handle `auth-agent-req@openssh.com`.
-    pub async fn start_agent(&mut self, login: Option<&Login>, handle: Handle) -> bool {
+    pub(crate) async fn start_agent(&mut self, login: Option<&Login>, handle: Handle) -> bool {
         let Some(login) = login else {
             return false;
         };
@@ -407,34 +407,10 @@ impl Forwards {
     }
 
     /// The forwarded agent's socket, for `SSH_AUTH_SOCK`.
-    pub fn agent_socket(&self) -> Option<String> {
+    pub(crate) fn agent_socket(&self) -> Option<String> {
         self.agent
             .as_ref()
             .map(|a| a.path().to_string_lossy().into_owned())
-    }
-}
-
-/// A place among the connection's channels and one of the user's descriptors for
-/// a new forwarded channel (`what` names it in the log), or the refusal logged.
-pub(crate) fn hold(tunnels: &Tunnels, uid: u32, user: &str, what: &str) -> Option<Hold> {
-    tunnels.conn.bind_user(uid);
-    let notices = &tunnels.notices;
-    let who = || format!("user {user} from {}", peer(&tunnels.peer));
-    let Some(slot) = tunnels.slots.take() else {
-        refused!(
-            notices,
-            Limit::Channels,
-            "refused {what} for {}: {CHANNELS_MAX} channels open on this connection",
-            who()
-        );
-        return None;
-    };
-    match FdLease::take(uid, 1) {
-        Ok(fds) => Some(Hold::new(slot, fds)),
-        Err(e) => {
-            refused!(notices, Limit::Fds, "refused {what} for {}: {e}", who());
-            None
-        }
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 /// How many unauthenticated connections may work at once: all workers but one,
 /// so one is always free for established sessions (at least one).
-pub fn default_width() -> usize {
+pub(crate) fn default_width() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().saturating_sub(1))
         .unwrap_or(1)
@@ -33,14 +33,14 @@ pub fn default_width() -> usize {
 
 /// One connection's place at the gate, shared by its stream (which takes the
 /// permit) and its handler state (which gives it back and opens the gate at login).
-pub struct Ticket {
+pub(crate) struct Ticket {
     gate: Arc<Semaphore>,
     held: Mutex<Option<OwnedSemaphorePermit>>,
     open: AtomicBool,
 }
 
 impl Ticket {
-    pub fn new(gate: Arc<Semaphore>) -> Arc<Self> {
+    pub(crate) fn new(gate: Arc<Semaphore>) -> Arc<Self> {
         Arc::new(Ticket {
             gate,
             held: Mutex::new(None),
@@ -49,19 +49,19 @@ impl Ticket {
     }
 
     /// Whether the connection is still held to the gate.
-    pub fn gated(&self) -> bool {
+    pub(crate) fn gated(&self) -> bool {
         !self.open.load(Ordering::Relaxed)
     }
 
     /// Give the permit back, if held.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         if let Ok(mut h) = self.held.lock() {
             h.take();
         }
     }
 
     /// The connection logged in: no more gating.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         self.open.store(true, Ordering::Relaxed);
         self.release();
     }
@@ -76,25 +76,25 @@ impl Ticket {
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
 /// The stream's side: a ticket and the wait for a permit in progress.
-pub struct Waiter {
+pub(crate) struct Waiter {
     ticket: Arc<Ticket>,
     acquiring: Option<Acquire>,
 }
 
 impl Waiter {
-    pub fn new(ticket: Arc<Ticket>) -> Self {
+    pub(crate) fn new(ticket: Arc<Ticket>) -> Self {
         Waiter {
             ticket,
             acquiring: None,
         }
     }
 
-    pub fn ticket(&self) -> &Ticket {
+    pub(crate) fn ticket(&self) -> &Ticket {
         &self.ticket
     }
 
     /// Wait for a permit and hold it. Ready at once once the gate is open.
-    pub fn poll_enter(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_enter(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.ticket.gated() {
             self.acquiring = None;
             return Poll::Ready(());

@@ -104,7 +104,7 @@ pub(crate) struct Inflow<W: Window = ChannelWindow> {
     queue: Mutex<Queue>,
     ready: Notify,
     /// Bytes given back to the client as window over the channel's life, for the
-    /// handler's check that the client stays within its window (`flow::Credits`).
+    /// handler's check that the client stays within its window (`flow::Credit`).
     released: AtomicU64,
 }
 

@@ -40,7 +40,7 @@ pub(crate) const CHANNELS_MAX: usize = 128;
 /// Client bytes a connection may have queued for its consumers (processes and
 /// sockets that read slower than the client sends) before every channel of the
 /// connection stops getting more window back. One channel alone holds at most
-/// its window (`session::WINDOW`, 2 MiB); this bounds the sum, so a connection
+/// its window (`flow::WINDOW`, 2 MiB); this bounds the sum, so a connection
 /// with many slow channels queues at most this plus the windows already granted.
 pub(crate) const CONN_QUEUED_HIGH: usize = 16 * 1024 * 1024;
 
@@ -115,7 +115,7 @@ fn held() -> &'static Mutex<HashMap<u32, usize>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{held} descriptors already held for this user (the per-user cap)")]
 pub(crate) struct FdsExhausted {
-    pub held: usize,
+    pub(crate) held: usize,
 }
 
 /// A claim on `n` of a user's descriptors, taken before the descriptors are

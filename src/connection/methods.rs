@@ -1,16 +1,13 @@
 //! `AuthenticationMethods`: which method may come next and when a login is
 //! complete, as OpenSSH's auth2.c decides it, kept pure for testing.
 
-/// The methods rsshd knows, by their protocol names.
-pub const KNOWN: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
-
 /// Normalise `keyboard-interactive:pam` and friends to the method name.
 fn base(method: &str) -> &str {
     method.split(':').next().unwrap_or(method)
 }
 
 /// Chains from the setting; empty (or `any`) means any single method suffices.
-pub fn chains(setting: &[String]) -> Vec<Vec<String>> {
+pub(crate) fn chains(setting: &[String]) -> Vec<Vec<String>> {
     setting
         .iter()
         .filter(|c| c.as_str() != "any")
@@ -20,7 +17,7 @@ pub fn chains(setting: &[String]) -> Vec<Vec<String>> {
 
 /// Methods that may be tried now, given those already completed (in order).
 /// `None` when there is no restriction.
-pub fn next_allowed(chains: &[Vec<String>], done: &[String]) -> Option<Vec<String>> {
+pub(crate) fn next_allowed(chains: &[Vec<String>], done: &[String]) -> Option<Vec<String>> {
     if chains.is_empty() {
         return None;
     }
@@ -38,7 +35,7 @@ pub fn next_allowed(chains: &[Vec<String>], done: &[String]) -> Option<Vec<Strin
 }
 
 /// Whether the completed methods satisfy the setting.
-pub fn satisfied(chains: &[Vec<String>], done: &[String]) -> bool {
+pub(crate) fn satisfied(chains: &[Vec<String>], done: &[String]) -> bool {
     chains.is_empty() || chains.iter().any(|c| c.as_slice() == done)
 }
 

@@ -1,234 +1,73 @@
 //! One SSH connection from accept to close: the protocol runs in russh, decisions in
 //! [`handler`], and this module owns what outlives single callbacks: the login grace
 //! timer, the hard close of the socket, and hanging up every process at the end.
+//!
+//! The submodules form layers, each using only those below it (checked by the
+//! `layering` test; `a: b c` means `a` uses `b` and `c`):
+//!
+//! ```text
+//! handler:  access flow forward limits login methods session shared
+//! forward:  agent limits login pump remote shared tunnels
+//! agent:    limits pump tunnels
+//! remote:   pump tunnels
+//! session:  channels cleanup flow inflow limits pump shared
+//! pump:     inflow tunnels
+//! tunnels:  channels flow inflow limits shared
+//! shared:   channels cleanup gate login
+//! channels: flow inflow limits
+//! inflow:   flow
+//! flow:     limits
+//! stream:   banner gate
+//! access, banner, cleanup, gate, limits, login, methods: nothing in `connection`
+//! ```
+//!
+//! Per-channel state has one owner, [`channels`]' table (kind, place, PTY flag,
+//! retire wake-up, input queue, window credit); the handler keeps only the
+//! not-yet-started session state it mutates across awaits (see there).
 
-pub mod access;
-pub mod agent;
+mod access;
+mod agent;
 mod banner;
 mod channels;
 mod cleanup;
-mod flow;
-pub mod forward;
-pub mod gate;
-pub mod handler;
+pub(crate) mod flow;
+mod forward;
+pub(crate) mod gate;
+mod handler;
 mod inflow;
+#[cfg(test)]
+mod layering;
 mod limits;
-pub mod methods;
-pub mod pump;
+mod login;
+mod methods;
+mod pump;
 mod remote;
-pub mod session;
-pub mod stream;
+mod session;
+mod shared;
+pub(crate) mod stream;
+mod tunnels;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use russh::ChannelId;
 
-use tokio::sync::watch;
-
-use crate::admin::{Control, Facts, Registry, registry::Entry};
-use crate::config::{Config, ConnSpec, Settings};
-use crate::host::pam::PamLogin;
-use crate::lifetime::{Action, Driver, Ending, Event, Events, Policy};
+use crate::admin::{Control, Registry};
+use crate::lifetime::{Action, Driver, Ending, Event, Policy};
 use crate::log::{human_duration, peer};
-use cleanup::Sessions;
-use handler::{ConnHandler, Login};
+use handler::ConnHandler;
+use login::Login;
+pub(crate) use shared::ConnContext;
+use shared::{ConnShared, PamState};
 use stream::{StampedStream, Transport};
-
-/// Fixed facts about a connection, shared by its handler and tasks.
-///
-/// An unspecified address (`0.0.0.0`) with port 65535 is sshd's `UNKNOWN`: a
-/// connection on pipes (`-i` under a ProxyCommand) has no addresses, and no accepted
-/// TCP connection can have that one. It prints as `UNKNOWN` (see
-/// [`crate::log::display_ip`]) and matches no `Match Address`/`LocalAddress`.
-pub struct ConnContext {
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub config: Arc<Config>,
-    /// Settings for this address before a user is known (Banner, LoginGraceTime).
-    pub pre_auth: Settings,
-    pub daemon_uid: u32,
-    /// The daemon's bound on unauthenticated connections at work (see `gate`).
-    pub preauth_gate: Option<Arc<tokio::sync::Semaphore>>,
-    /// The routing domain `Match RDomain` sees ([`rdomain_of`] the connection's
-    /// socket); `None` on pipes.
-    pub rdomain: Option<String>,
-    /// Under `UseDNS yes`, the name the peer's address maps to and back, once
-    /// [`ConnContext::look_up_name`] has run.
-    pub dns_name: std::sync::OnceLock<String>,
-}
-
-impl ConnContext {
-    /// The name `Match Host`, `from=`, `AllowUsers user@host`, PAM's RHOST and utmp
-    /// see, as sshd's `auth_get_canonical_hostname`: with `UseDNS yes`, the name
-    /// [`ConnContext::look_up_name`] confirmed; otherwise (or before that, or when the
-    /// lookup failed) the address itself.
-    pub fn remote_host(&self) -> String {
-        match self.dns_name.get() {
-            Some(name) => name.clone(),
-            None => crate::log::display_ip(&self.peer),
-        }
-    }
-
-    /// With `UseDNS yes`, look the peer's name up once (as sshd, when the user name
-    /// arrives), off the async workers and within a bound; the result stays for the
-    /// connection.
-    pub async fn look_up_name(&self) {
-        if !self.config.global().use_dns || self.dns_name.get().is_some() {
-            return;
-        }
-        let ip = self.peer.ip();
-        let name = if ip.is_unspecified() {
-            // sshd's UNKNOWN (pipes): nothing to look up.
-            crate::log::display_ip(&self.peer)
-        } else {
-            crate::host::remote_hostname(ip).await
-        };
-        let _ = self.dns_name.set(name);
-    }
-
-    /// The Match criteria of this connection, for `user` once known.
-    pub fn spec(&self, user: Option<&str>, groups: Option<Vec<String>>) -> ConnSpec {
-        ConnSpec {
-            user: user.map(str::to_string),
-            host: Some(self.remote_host()),
-            addr: Some(self.peer.ip()).filter(|a| !a.is_unspecified()),
-            laddr: Some(self.local.ip()).filter(|a| !a.is_unspecified()),
-            lport: Some(self.local.port()),
-            rdomain: self.rdomain.clone(),
-            groups,
-        }
-    }
-
-    /// The lifetime policy `config` gives this connection now.
-    fn policy_under(&self, config: &Config, login: Option<&Login>) -> Policy {
-        let spec = match login {
-            Some(l) => self.spec(Some(&l.user.name), Some(l.user.group_names.clone())),
-            None => self.spec(None, None),
-        };
-        Policy::from_settings(&config.resolve(&spec))
-    }
-}
-
-/// The connection's PAM session (`UsePAM yes`).
-pub(crate) enum PamState {
-    NotOpened,
-    Open(Arc<PamLogin>),
-    /// `pam_open_session` failed: sessions end at once (status 254), as sshd's.
-    Failed,
-}
 
 /// The routing domain of a connection's socket as sshd's `get_rdomain` reports it on
 /// Linux: the device it is bound to (`SO_BINDTODEVICE`, a VRF), `""` when none;
 /// `None` when the descriptor is no socket (or the kernel would not say).
-pub fn rdomain_of(fd: &impl std::os::fd::AsFd) -> Option<String> {
+pub(crate) fn rdomain_of(fd: &impl std::os::fd::AsFd) -> Option<String> {
     nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::BindToDevice)
         .ok()
         .map(|d| d.to_string_lossy().into_owned())
-}
-
-/// State the handler writes and the connection task reads.
-pub struct ConnShared {
-    user: Mutex<Option<String>>,
-    /// RefuseConnection ended the connection (already logged).
-    refused: std::sync::atomic::AtomicBool,
-    login: watch::Sender<Option<Arc<Login>>>,
-    /// The session channels' programs, for the connection's end.
-    pub(crate) sessions: Sessions,
-    /// With `UsePAM yes`, the connection's one PAM session, opened by its first
-    /// session and closed at its end.
-    pub(crate) pam: Mutex<PamState>,
-    /// Lifetime events go here.
-    pub events: Events,
-    /// The connection's open channels (see [`channels`]).
-    pub(crate) channels: channels::ChannelTable,
-    /// This connection's row in the daemon's registry.
-    pub entry: Arc<Entry>,
-    /// The client tried an authentication method other than `none`
-    /// (PerSourcePenalties tells `authfail` from `noauth` by it).
-    attempted: std::sync::atomic::AtomicBool,
-    /// This connection's place at the pre-auth work gate.
-    gate: Option<Arc<gate::Ticket>>,
-    /// Notified by the handler when MaxAuthTries is reached (it has logged
-    /// sshd's lines): the connection task sends the DISCONNECT, which the
-    /// handler's authentication callbacks have no session to send with.
-    pub(crate) auth_exhausted: tokio::sync::Notify,
-}
-
-impl ConnShared {
-    fn new(events: Events, entry: Arc<Entry>, gate: Option<Arc<gate::Ticket>>) -> Self {
-        ConnShared {
-            user: Mutex::new(None),
-            refused: Default::default(),
-            login: watch::channel(None).0,
-            sessions: Sessions::default(),
-            pam: Mutex::new(PamState::NotOpened),
-            events,
-            channels: channels::ChannelTable::default(),
-            entry,
-            attempted: std::sync::atomic::AtomicBool::new(false),
-            gate,
-            auth_exhausted: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// The client tried to authenticate with a real method.
-    pub fn attempted(&self) {
-        self.attempted
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Update the registry's facts about this connection.
-    pub fn facts(&self, f: impl FnOnce(&mut Facts)) {
-        if let Ok(mut facts) = self.entry.facts.lock() {
-            f(&mut facts);
-        }
-    }
-
-    /// `RefuseConnection` ends this connection: its log line says it all.
-    pub fn refused(&self) {
-        self.refused
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Remember the user name last asked for, for the preauth close log line. Every
-    /// authentication callback starts here, and may then wait (PAM, files): it
-    /// gives back the pre-auth work permit so that no one waits behind it.
-    pub fn set_user(&self, user: &str) {
-        if let Some(g) = &self.gate {
-            g.release();
-        }
-        if let Ok(mut u) = self.user.lock() {
-            *u = Some(user.to_string());
-        }
-    }
-
-    /// The login is complete: its policy replaces the pre-auth one.
-    pub fn authenticated(&self, login: Arc<Login>) {
-        if let Some(g) = &self.gate {
-            g.open();
-        }
-        self.events
-            .send(Event::PolicyReplaced(Box::new(Policy::from_settings(
-                &login.settings,
-            ))));
-        self.events.send(Event::Authenticated);
-        self.facts(|f| {
-            f.user = Some(login.user.name.clone());
-            f.uid = Some(login.user.uid);
-            f.login_at = Some(std::time::SystemTime::now());
-        });
-        self.login.send_replace(Some(login));
-    }
-
-    fn login(&self) -> Option<Arc<Login>> {
-        self.login.borrow().clone()
-    }
-
-    fn pty_channels(&self) -> Vec<ChannelId> {
-        self.channels.ptys()
-    }
 }
 
 /// The address named in our probe requests (see `Action::SendProbe`).
@@ -268,7 +107,7 @@ impl PreauthEnd {
 
 /// Serve one connection to its end. `on_auth` is called once when it
 /// authenticates (the daemon uses it to free its MaxStartups slot).
-pub async fn serve(
+pub(crate) async fn serve(
     stream: impl Into<Transport>,
     ctx: ConnContext,
     server_config: Arc<russh::server::Config>,

@@ -1,6 +1,6 @@
 //! Moving bytes between a channel and a process or socket, shared by session
-//! channels and tunnels; and the tables through which a forwarded channel (tunnel,
-//! `-R` connection, agent connection) is known to its connection while it runs.
+//! channels and tunnels (a forwarded channel's entry in the connection is in
+//! [`super::tunnels`]).
 //!
 //! Flow control is the one session channels use (see [`super::inflow`]): russh's
 //! loop must never wait on a slow socket, or the data flowing the other way through
@@ -9,147 +9,32 @@
 //! as the socket takes the data. Data towards the client goes through a fixed
 //! buffer and russh's window-aware writer.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf};
+use russh::{Channel, ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::ConnShared;
-use super::channels::Retired;
-use super::flow::ConnQueue;
-use super::inflow::{ChannelWindow, Inflow, Input};
-use super::limits::{ChannelSlot, ChannelSlots, FdLease, Notices};
+use super::inflow::{Inflow, Input};
+use super::tunnels::{Hold, Registration, Tunnels};
 use crate::lifetime::ChannelStamps;
 
-/// Input queues of the connection's forwarded channels, for the handler's window
-/// check.
-type Inflows = Arc<Mutex<HashMap<ChannelId, Arc<Inflow>>>>;
-
-/// What a forwarded channel's task needs from its connection.
-#[derive(Clone)]
-pub struct Tunnels {
-    shared: Arc<ConnShared>,
-    inflows: Inflows,
-    /// Every channel's backlog also counts here.
-    pub(crate) conn: Arc<ConnQueue>,
-    /// The connection's open channels, sessions included.
-    pub(crate) slots: ChannelSlots,
-    /// Which refusals were logged already.
-    pub(crate) notices: Notices,
-    /// The client's address, for log lines.
-    pub(crate) peer: SocketAddr,
-}
-
-impl Tunnels {
-    pub(crate) fn new(shared: Arc<ConnShared>, peer: SocketAddr) -> Self {
-        Tunnels {
-            shared,
-            inflows: Arc::default(),
-            conn: Arc::default(),
-            slots: ChannelSlots::default(),
-            notices: Notices::default(),
-            peer,
+/// Pump an accepted socket through a channel the server opens (forwarded-tcpip
+/// or agent), once the client confirms it.
+pub(crate) async fn serve_opened<S>(
+    tunnels: &Tunnels,
+    opened: Result<Channel<Msg>, russh::Error>,
+    handle: Handle,
+    kind: &str,
+    stream: S,
+    hold: Hold,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    match opened {
+        Ok(channel) => {
+            let reg = tunnels.register(channel.id(), kind, hold, handle);
+            pump(channel, stream, reg).await;
         }
-    }
-
-    /// Bytes a forwarded channel's consumer has had given back to the client as
-    /// window, for the handler's window check.
-    pub(crate) fn released(&self, id: ChannelId) -> Option<u64> {
-        let inflows = self.inflows.lock().ok()?;
-        inflows.get(&id).map(|f| f.released())
-    }
-
-    /// Announce a confirmed channel to the lifetime engine (so `ChannelTimeout`
-    /// applies and it can be closed by number), enter it in the connection's
-    /// table (which takes its place among the channels) and give it an input
-    /// queue, whose consumption `handle` reports to russh.
-    pub(crate) fn register(
-        &self,
-        id: ChannelId,
-        kind: &str,
-        hold: Hold,
-        handle: Handle,
-    ) -> Registration {
-        let n = u32::from(id);
-        let stamps = self.shared.events.channel_opened(n, kind);
-        let Hold { slot, fds } = hold;
-        let retired = self.shared.channels.open(id, false, slot);
-        let inflow = Arc::new(Inflow::new(
-            ChannelWindow { handle, id },
-            Arc::clone(&self.conn),
-        ));
-        if let Ok(mut f) = self.inflows.lock() {
-            f.insert(id, Arc::clone(&inflow));
-        }
-        Registration {
-            id,
-            inflows: Arc::clone(&self.inflows),
-            shared: Arc::clone(&self.shared),
-            retired: Some(retired),
-            stamps,
-            inflow,
-            _fds: fds,
-        }
-    }
-
-    /// Pump an accepted socket through a channel the server opens (forwarded-tcpip
-    /// or agent), once the client confirms it.
-    pub(crate) async fn serve_opened<S>(
-        &self,
-        opened: Result<Channel<Msg>, russh::Error>,
-        handle: Handle,
-        kind: &str,
-        stream: S,
-        hold: Hold,
-    ) where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        match opened {
-            Ok(channel) => {
-                let reg = self.register(channel.id(), kind, hold, handle);
-                pump(channel, stream, reg).await;
-            }
-            Err(e) => tracing::debug!("{kind} channel not opened: {e}"),
-        }
-    }
-}
-
-/// What a forwarded channel holds for as long as it runs: its place among the
-/// connection's channels and its socket's share of the user's descriptors.
-pub(crate) struct Hold {
-    slot: ChannelSlot,
-    fds: FdLease,
-}
-
-impl Hold {
-    pub(crate) fn new(slot: ChannelSlot, fds: FdLease) -> Self {
-        Hold { slot, fds }
-    }
-}
-
-/// A forwarded channel's entry in the connection's tables, withdrawn when its pump
-/// ends: the channel is retired then, whichever side closed it (see
-/// [`super::channels`]).
-pub(crate) struct Registration {
-    id: ChannelId,
-    inflows: Inflows,
-    shared: Arc<ConnShared>,
-    /// Fulfilled if the channel is retired while the pump runs (ChannelTimeout).
-    retired: Option<Retired>,
-    stamps: Arc<ChannelStamps>,
-    inflow: Arc<Inflow>,
-    _fds: FdLease,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Ok(mut f) = self.inflows.lock() {
-            f.remove(&self.id);
-        }
-        self.shared.retire(u32::from(self.id));
+        Err(e) => tracing::debug!("{kind} channel not opened: {e}"),
     }
 }
 
@@ -255,7 +140,7 @@ const MAX: usize = 64 * 1024;
 /// within nine reads, and drops back to 256 bytes after a read that fills less
 /// than a quarter of it: thousands of idle sessions hold 256 bytes each, however
 /// much they once printed.
-pub async fn to_client(
+pub(crate) async fn to_client(
     mut from: impl AsyncRead + Unpin,
     to: &mut (impl AsyncWrite + Unpin),
     stamps: &ChannelStamps,

@@ -9,8 +9,8 @@ use std::os::fd::OwnedFd;
 use russh::server::Handle;
 use tokio::net::TcpStream;
 
-use super::forward::hold;
-use super::pump::Tunnels;
+use super::pump::serve_opened;
+use super::tunnels::{Tunnels, hold};
 use crate::host::as_user::Creds;
 use crate::host::{self, UserInfo};
 
@@ -116,9 +116,7 @@ pub(super) async fn accept_loop(
                         u32::from(from.port()),
                     )
                     .await;
-                tunnels
-                    .serve_opened(opened, handle, "forwarded-tcpip", stream, hold)
-                    .await;
+                serve_opened(&tunnels, opened, handle, "forwarded-tcpip", stream, hold).await;
             });
         }
     }

@@ -14,36 +14,28 @@ use russh::server::{Handle, Msg};
 use russh::{ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::ConnShared;
-use super::channels::Retired;
+use super::channels::{Kind, Retired};
 use super::cleanup::SessionEnd;
 use super::flow::ConnQueue;
 use super::inflow::{self, ChannelWindow, Inflow, Input};
-use super::limits::FdLease;
+use super::limits::{ChannelSlot, FdLease};
+use super::shared::ConnShared;
 use crate::config::SessionCleanup;
 use crate::host::{
     ExitOutcome, LoginRecord, PtyParams, PtyResizer, SessionProcess, record_login, record_logout,
 };
 use crate::lifetime::ChannelStamps;
 
-/// The window every channel starts with, and gets back as its consumer takes the
-/// data (russh's `manual_window`): OpenSSH's session window
-/// (CHAN_SES_WINDOW_DEFAULT, 64 packets of 32 KiB). It is also the most client
-/// data one channel can make the daemon hold (`flow::Credits`). On loopback a
-/// window this size carries over 1 GB/s; a larger one would only let a stalled
-/// channel hold more.
-pub const WINDOW: u32 = 2 * 1024 * 1024;
-
 /// How long to keep reading a PTY after its shell exited, for output still in flight.
 const PTY_DRAIN: Duration = Duration::from_millis(300);
 
 /// One open session channel, owned by the connection handler until its process starts.
-pub struct SessionChannel {
+pub(crate) struct SessionChannel {
     write: Option<ChannelWriteHalf<Msg>>,
     /// Client bytes on their way to the process, and the channel's window.
     pub(crate) inflow: Arc<Inflow>,
-    pub pty: Option<PtyParams>,
-    pub env: Vec<(String, String)>,
+    pub(crate) pty: Option<PtyParams>,
+    pub(crate) env: Vec<(String, String)>,
     /// The terminal's size control while the program runs: shared with the
     /// session's task, which lets go of it when the program ends so that nothing
     /// the handler keeps holds the terminal open.
@@ -51,7 +43,7 @@ pub struct SessionChannel {
     /// How its program's session ends (see `cleanup`).
     pub(crate) end: Arc<SessionEnd>,
     /// Where this channel's input and output are stamped for the lifetime engine.
-    pub stamps: Arc<ChannelStamps>,
+    pub(crate) stamps: Arc<ChannelStamps>,
     /// The connection's state, to retire the channel when we close it.
     shared: Arc<ConnShared>,
     /// The user's descriptors its process's PTY or pipes take, claimed before
@@ -59,26 +51,31 @@ pub struct SessionChannel {
     pub(crate) fds: Option<FdLease>,
     /// Why client signals are refused, as sshd words it: "forced-command" or
     /// "subsystem" (set before the process starts).
-    pub signals_refused: Option<&'static str>,
+    pub(crate) signals_refused: Option<&'static str>,
 }
 
 impl SessionChannel {
-    /// Take over a freshly accepted channel, entered in the connection's table
-    /// (`retired` is fulfilled when it leaves it); client data and EOF start
-    /// flowing into the input queue at once, and the close of the channel hangs
-    /// up whatever process it ends up running.
+    /// Take over a freshly accepted channel and enter it, with its input queue
+    /// and its place among the connection's channels (`slot`), in the
+    /// connection's table; client data and EOF start flowing into the input
+    /// queue at once, and the close of the channel hangs up whatever process it
+    /// ends up running.
     pub(crate) fn open(
         channel: russh::Channel<Msg>,
         handle: Handle,
         stamps: Arc<ChannelStamps>,
         conn: &Arc<ConnQueue>,
-        retired: Retired,
+        slot: ChannelSlot,
         shared: Arc<ConnShared>,
     ) -> Self {
         let id = channel.id();
         let end = SessionEnd::new(u32::from(id));
         let (read, write) = channel.split();
         let inflow = Arc::new(Inflow::new(ChannelWindow { handle, id }, Arc::clone(conn)));
+        let retired: Retired =
+            shared
+                .channels
+                .open(id, Kind::Session { pty: false }, slot, Arc::clone(&inflow));
         tokio::spawn(read_client(
             read,
             Arc::clone(&inflow),
@@ -101,13 +98,13 @@ impl SessionChannel {
     }
 
     /// Whether shell/exec/subsystem already ran (a second one is refused).
-    pub fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         self.write.is_none()
     }
 
     /// The client's window-change: the running program's terminal, or the PTY
     /// still to be created.
-    pub fn resize(&mut self, cols: u32, rows: u32, pix_width: u32, pix_height: u32) {
+    pub(crate) fn resize(&mut self, cols: u32, rows: u32, pix_width: u32, pix_height: u32) {
         if let Some(r) = self.resizer.lock().ok().as_deref().and_then(Option::as_ref) {
             let _ = r.resize(cols, rows, pix_width, pix_height);
         } else if let Some(p) = &mut self.pty {
@@ -121,7 +118,7 @@ impl SessionChannel {
     /// The client's `signal` request: the program's process group gets it, as
     /// from sshd's killpg, with sshd's refusals and their log lines. Only while
     /// the program runs: see `host::process` for why it cannot reach anyone else.
-    pub fn signal(&self, requested: &Sig) {
+    pub(crate) fn signal(&self, requested: &Sig) {
         let name = sig_name(requested);
         let Some(sig) = signal_for(requested) else {
             tracing::error!("session_signal_req: unsupported signal \"{name}\"");
@@ -147,7 +144,7 @@ impl SessionChannel {
     /// goes out first. `login` is the utmp/wtmp record of a PTY session, written
     /// now and closed when the process ends. `cleanup` is what the session's end
     /// means for its processes (see `cleanup`).
-    pub fn start(
+    pub(crate) fn start(
         &mut self,
         mut process: SessionProcess,
         handle: Handle,
@@ -359,7 +356,7 @@ async fn copy_out(
 
 /// Map a signal request to the signal sent to the session's process group:
 /// the ones sshd's name2sig accepts, and no others.
-pub fn signal_for(sig: &Sig) -> Option<nix::sys::signal::Signal> {
+pub(crate) fn signal_for(sig: &Sig) -> Option<nix::sys::signal::Signal> {
     use nix::sys::signal::Signal;
     Some(match sig {
         Sig::HUP => Signal::SIGHUP,

@@ -21,7 +21,7 @@ use super::banner::{self, Verdict, Watch};
 use crate::lifetime::Stamp;
 
 /// What carries one SSH connection.
-pub enum Transport {
+pub(crate) enum Transport {
     Tcp(TcpStream),
     /// Separate descriptors to read from and write to (pipes, or a socket that is
     /// not an internet one): no socket options and no shutdown apply.
@@ -42,7 +42,7 @@ impl From<FdPair> for Transport {
 
 impl Transport {
     /// Small packets (keystrokes) leave at once; a no-op without a TCP socket.
-    pub fn set_nodelay(&self) {
+    pub(crate) fn set_nodelay(&self) {
         if let Transport::Tcp(s) = self {
             let _ = s.set_nodelay(true);
         }
@@ -52,7 +52,7 @@ impl Transport {
 /// A read descriptor and a write descriptor: pipes or (non-internet) stream
 /// sockets, driven by tokio's reactor; anything else (a terminal, a file) through
 /// tokio's blocking-thread file I/O, as sshd reads and writes whatever it is given.
-pub struct FdPair {
+pub(crate) struct FdPair {
     read: ReadHalf,
     write: WriteHalf,
 }
@@ -78,7 +78,7 @@ fn kind(fd: &OwnedFd) -> io::Result<nix::sys::stat::SFlag> {
 impl FdPair {
     /// Takes both descriptors (pipes and sockets are made non-blocking). Needs a
     /// tokio runtime.
-    pub fn new(read: OwnedFd, write: OwnedFd) -> io::Result<Self> {
+    pub(crate) fn new(read: OwnedFd, write: OwnedFd) -> io::Result<Self> {
         use nix::sys::stat::SFlag;
         let read = match kind(&read)? {
             SFlag::S_IFIFO => ReadHalf::Pipe(pipe::Receiver::from_owned_fd(read)?),
@@ -128,7 +128,7 @@ fn unix_stream(fd: OwnedFd) -> io::Result<UnixStream> {
     UnixStream::from_std(s)
 }
 
-pub struct StampedStream {
+pub(crate) struct StampedStream {
     inner: Transport,
     received: Arc<Stamp>,
     cutter: Arc<Cutter>,
@@ -143,7 +143,7 @@ pub struct StampedStream {
 
 impl StampedStream {
     /// The stream and the means to shut it down from another task.
-    pub fn new(inner: Transport, received: Arc<Stamp>) -> (Self, Arc<Cutter>) {
+    pub(crate) fn new(inner: Transport, received: Arc<Stamp>) -> (Self, Arc<Cutter>) {
         let fd = match &inner {
             Transport::Tcp(s) => Some(s.as_raw_fd()),
             Transport::Fds(_) => None,
@@ -164,7 +164,7 @@ impl StampedStream {
     }
 
     /// Hold this connection to the pre-auth work gate until its ticket opens.
-    pub fn gated(mut self, waiter: super::gate::Waiter) -> Self {
+    pub(crate) fn gated(mut self, waiter: super::gate::Waiter) -> Self {
         self.gate = Some(waiter);
         self
     }
@@ -204,7 +204,7 @@ impl Drop for StampedStream {
 ///
 /// Pipes cannot be shut down; an inetd-mode connection on pipes ends when its
 /// process exits, right after the connection task returns.
-pub struct Cutter {
+pub(crate) struct Cutter {
     /// The stream's socket while the stream exists. The lock is taken only
     /// when cutting and when the stream is dropped, never per packet.
     fd: Mutex<Option<RawFd>>,
@@ -215,11 +215,11 @@ pub struct Cutter {
 
 impl Cutter {
     /// The major version the client announced if it was refused (see [`banner`]).
-    pub fn refused_version(&self) -> Option<u32> {
+    pub(crate) fn refused_version(&self) -> Option<u32> {
         Some(self.refused.load(Ordering::Relaxed)).filter(|m| *m != 0)
     }
 
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         if let Ok(fd) = self.fd.lock()
             && let Some(fd) = *fd
         {

@@ -108,7 +108,7 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         inactivity_timeout: None,
         keepalive_interval: None,
         nodelay: true,
-        window_size: crate::connection::session::WINDOW,
+        window_size: crate::connection::flow::WINDOW,
         // Each channel's window follows its consumer (src/connection/inflow.rs).
         manual_window: true,
         ..Default::default()

@@ -4,6 +4,7 @@
 //! session's process in [`start`].
 
 mod auth;
+mod channel;
 mod start;
 
 use auth::{Candidate, FAIL_DELAY, KbdState, KeyState, key_type_name};
@@ -20,9 +21,10 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, 
 
 use super::access::{self, Refusal};
 use super::limits::{CHANNELS_MAX, ENV_MAX_BYTES, ENV_MAX_VARS, Limit, refused};
+use super::login::Login;
 use super::methods;
 use super::session::SessionChannel;
-use super::{ConnContext, ConnShared};
+use super::shared::{ConnContext, ConnShared};
 use crate::config::PermitRootLogin;
 use crate::config::Settings;
 use crate::daemon::algorithms::fingerprint;
@@ -35,20 +37,13 @@ use crate::log::peer;
 
 /// Errors that end a connection.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnError {
+pub(crate) enum ConnError {
     #[error(transparent)]
     Protocol(#[from] russh::Error),
 }
 
-/// The account a connection logged in as, with everything its sessions need.
-pub struct Login {
-    pub user: UserInfo,
-    pub settings: Arc<Settings>,
-    pub key_options: KeyOptions,
-}
-
 /// One per connection; see the module docs.
-pub struct ConnHandler {
+pub(crate) struct ConnHandler {
     ctx: Arc<ConnContext>,
     shared: Arc<ConnShared>,
     /// Tunnels, `-R` listeners and the agent socket; dropped with the connection.
@@ -72,12 +67,10 @@ pub struct ConnHandler {
     auth_seen: bool,
     /// Publickey verdicts and keys already used (see `auth::KeyState`).
     keys: KeyState,
-    /// The window each channel has left, to catch a client that ignores it.
-    credits: super::flow::Credits,
 }
 
 impl ConnHandler {
-    pub fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>) -> Self {
+    pub(crate) fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>) -> Self {
         ConnHandler {
             forwards: super::forward::Forwards::new(Arc::clone(&shared), ctx.peer),
             ctx,
@@ -93,106 +86,6 @@ impl ConnHandler {
             exhausted: false,
             auth_seen: false,
             keys: KeyState::default(),
-            credits: super::flow::Credits::default(),
-        }
-    }
-
-    /// Check a packet of `len` bytes on `channel` against the window the client
-    /// was granted; past OpenSSH's grace, disconnect as sshd does (channels.c).
-    /// True if the connection is being ended.
-    fn window_overrun(
-        &mut self,
-        channel: ChannelId,
-        len: usize,
-        session: &mut Session,
-    ) -> Result<bool, ConnError> {
-        let n = u32::from(channel);
-        let released = self
-            .channels
-            .get(&channel)
-            .map(|c| c.inflow.released())
-            .or_else(|| self.forwards.released(channel))
-            .unwrap_or(0);
-        let Err(o) = self.credits.received(n, len, released) else {
-            return Ok(false);
-        };
-        refused!(
-            self.forwards.tunnels().notices,
-            Limit::Window,
-            "channel {n}: rcvd too much data {len}, win {}/{} (excess {})",
-            o.window,
-            super::session::WINDOW,
-            o.excess
-        );
-        if !o.fatal {
-            return Ok(false);
-        }
-        let text = format!("channel {n}: peer ignored channel window");
-        let user = self
-            .login
-            .as_ref()
-            .map(|l| format!("user {} ", l.user.name))
-            .unwrap_or_default();
-        tracing::info!("Disconnecting {user}{}: {text}", peer(&self.ctx.peer));
-        session.disconnect(russh::Disconnect::ProtocolError, &text, "")?;
-        Ok(true)
-    }
-
-    /// End the connection if its user has more client data queued, on all their
-    /// connections, than the daemon holds for one user (`limits::USER_QUEUED_MAX`).
-    fn user_overrun(&mut self, session: &mut Session) -> Result<bool, ConnError> {
-        if !self.forwards.tunnels().conn.over_user_max() {
-            return Ok(false);
-        }
-        let text = format!(
-            "more than {} MiB of data queued for this user",
-            super::limits::USER_QUEUED_MAX >> 20
-        );
-        let user = self
-            .login
-            .as_ref()
-            .map(|l| format!("user {} ", l.user.name))
-            .unwrap_or_default();
-        tracing::info!("Disconnecting {user}{}: {text}", peer(&self.ctx.peer));
-        session.disconnect(russh::Disconnect::ByApplication, &text, "")?;
-        Ok(true)
-    }
-
-    /// Drop what the handler keeps for channels retired since it last looked
-    /// (see `connection::channels`): their session state and window credit.
-    fn forget_retired(&mut self) {
-        let gone = self.shared.channels.take_retired();
-        if gone.is_empty() {
-            return;
-        }
-        self.channels
-            .retain(|id, _| !gone.contains(&u32::from(*id)));
-        for n in gone {
-            self.credits.closed(n);
-        }
-    }
-
-    /// The user's descriptors a session's PTY or pipes will take, claimed before
-    /// they are created; `None` (logged) past the per-user cap.
-    fn session_fds(&self, login: &Login, pty: bool) -> Option<super::limits::FdLease> {
-        use super::limits::{FDS_PIPE_SESSION, FDS_PTY_SESSION, FdLease};
-        let n = if pty {
-            FDS_PTY_SESSION
-        } else {
-            FDS_PIPE_SESSION
-        };
-        match FdLease::take(login.user.uid, n) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                refused!(
-                    self.forwards.tunnels().notices,
-                    Limit::Fds,
-                    "session for user {} from {} not started: {e}",
-                    login.user.name,
-                    peer(&self.ctx.peer)
-                );
-                None
-            }
         }
     }
 }
@@ -206,12 +99,7 @@ impl Handler for ConnHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // The data itself went to the channel's reader, whose consumer gives the
-        // window back (`inflow`); here it is only checked against the window.
-        if !self.window_overrun(channel, data.len(), session)? {
-            self.user_overrun(session)?;
-        }
-        Ok(())
+        self.on_data(channel, data, session)
     }
 
     async fn extended_data(
@@ -221,15 +109,7 @@ impl Handler for ConnHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Nothing reads a client's extended data, but it uses the window too:
-        // check it, then give its window back at once.
-        if !self.window_overrun(channel, data.len(), session)? {
-            self.credits.given_back(u32::from(channel), data.len());
-            let _ = session
-                .handle()
-                .channel_consumed(channel, data.len() as u32);
-        }
-        Ok(())
+        self.on_extended_data(channel, data, session)
     }
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
@@ -429,54 +309,7 @@ impl Handler for ConnHandler {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Sessions we closed count no more (MaxSessions is about open ones).
-        self.forget_retired();
-        let max = self
-            .login
-            .as_ref()
-            .map(|l| l.settings.max_sessions as usize)
-            .unwrap_or(0);
-        let user = self
-            .login
-            .as_ref()
-            .map(|l| l.user.name.as_str())
-            .unwrap_or("unknown");
-        if self.shared.channels.sessions() >= max {
-            tracing::info!(
-                "Refused session channel for user {user} from {}: MaxSessions {max} reached",
-                peer(&self.ctx.peer)
-            );
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        }
-        let tunnels = self.forwards.tunnels();
-        if let Some(l) = &self.login {
-            tunnels.conn.bind_user(l.user.uid);
-        }
-        let Some(slot) = tunnels.slots.take() else {
-            refused!(
-                tunnels.notices,
-                Limit::Channels,
-                "Refused session channel for user {user} from {}: {CHANNELS_MAX} channels open on this connection",
-                peer(&self.ctx.peer)
-            );
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
-        };
-        let conn = Arc::clone(&tunnels.conn);
-        let id = channel.id();
-        let n = u32::from(id);
-        let stamps = self.shared.events.channel_opened(n, "session");
-        let retired = self.shared.channels.open(id, true, slot);
-        let shared = Arc::clone(&self.shared);
-        self.channels.insert(
-            id,
-            SessionChannel::open(channel, session.handle(), stamps, &conn, retired, shared),
-        );
-        reply.accept().await;
-        Ok(())
+        self.open_session(channel, reply, session).await
     }
 
     async fn channel_close(
@@ -501,26 +334,13 @@ impl Handler for ConnHandler {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let allowed = self
-            .login
-            .as_ref()
-            .is_some_and(|l| l.settings.permit_tty && !l.key_options.no_pty);
-        match self.channels.get_mut(&channel) {
-            Some(chan) if allowed && !chan.started() && chan.pty.is_none() => {
-                chan.pty = Some(PtyParams {
-                    term: term.to_string(),
-                    cols: col_width,
-                    rows: row_height,
-                    pix_width,
-                    pix_height,
-                    modes: modes.iter().map(|(p, v)| (*p as u8, *v)).collect(),
-                });
-                self.shared.channels.set_pty(u32::from(channel));
-                session.channel_success(channel)?;
-            }
-            _ => session.channel_failure(channel)?,
-        }
-        Ok(())
+        self.on_pty_request(
+            channel,
+            term,
+            (col_width, row_height, pix_width, pix_height),
+            modes,
+            session,
+        )
     }
 
     async fn env_request(
@@ -530,42 +350,7 @@ impl Handler for ConnHandler {
         value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let accepted = self.login.as_ref().is_some_and(|l| {
-            l.settings
-                .accept_env
-                .iter()
-                .any(|p| crate::pattern::match_pattern(name, p))
-        });
-        let notices = self.forwards.tunnels().notices.clone();
-        match self.channels.get_mut(&channel) {
-            Some(chan) if !chan.started() => {
-                // sshd's order: the count first, whatever the name.
-                let bytes: usize = chan.env.iter().map(|(k, v)| k.len() + v.len()).sum();
-                if chan.env.len() >= ENV_MAX_VARS {
-                    refused!(
-                        notices,
-                        Limit::EnvCount,
-                        "Ignoring env request {name}: too many env vars"
-                    );
-                    session.channel_failure(channel)?;
-                } else if !accepted {
-                    tracing::debug!("Ignoring env request {name}: disallowed name");
-                    session.channel_failure(channel)?;
-                } else if bytes + name.len() + value.len() > ENV_MAX_BYTES {
-                    refused!(
-                        notices,
-                        Limit::EnvBytes,
-                        "Ignoring env request {name}: more than {ENV_MAX_BYTES} bytes of env vars"
-                    );
-                    session.channel_failure(channel)?;
-                } else {
-                    chan.env.push((name.to_string(), value.to_string()));
-                    session.channel_success(channel)?;
-                }
-            }
-            _ => session.channel_failure(channel)?,
-        }
-        Ok(())
+        self.on_env_request(channel, name, value, session)
     }
 
     async fn shell_request(
@@ -605,9 +390,7 @@ impl Handler for ConnHandler {
         pix_height: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(chan) = self.channels.get_mut(&channel) {
-            chan.resize(col_width, row_height, pix_width, pix_height);
-        }
+        self.on_window_change(channel, col_width, row_height, pix_width, pix_height);
         Ok(())
     }
 
@@ -617,11 +400,7 @@ impl Handler for ConnHandler {
         signal: Sig,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(chan) = self.channels.get(&channel) {
-            // A signal is the user acting: it counts as input.
-            chan.stamps.input.touch();
-            chan.signal(&signal);
-        }
+        self.on_signal(channel, signal);
         Ok(())
     }
 

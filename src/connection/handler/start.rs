@@ -244,7 +244,7 @@ impl ConnHandler {
         login: &Login,
         pam: &PamSession,
     ) -> Result<(Option<Arc<host::pam::PamLogin>>, Vec<String>), host::HostError> {
-        use super::super::PamState;
+        use crate::connection::shared::PamState;
         let state = |s: &Self| match &*s.shared.pam.lock().unwrap_or_else(|p| p.into_inner()) {
             PamState::NotOpened => None,
             PamState::Open(l) => Some(Some(Arc::clone(l))),
