@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use russh::keys::PublicKey;
 
+use super::access::{self, Refusal};
 use super::api::{ConnId, LoginFacts, MethodResult, UserVerdict};
+use super::methods;
 use super::pam::{self, KbdAuth};
 use super::service::Host;
 use super::{KeyOptions, Privilege, UserInfo};
 use crate::config::{Config, ConnSpec, Settings};
-use crate::connection::access::{self, Refusal};
-use crate::connection::methods;
 use crate::log::peer;
 
 /// What is known about a user name the client asked for.

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use russh::keys::{Algorithm, PublicKey};
 
+use super::access;
 use super::api::{KbdStep, KeyAnswer, MethodResult};
 use super::auth_state::{ConnState, KbdState};
 use super::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
 use super::service::Host;
 use super::{HostError, KeyLookup, KeyOptions};
 use crate::config::PermitRootLogin;
-use crate::connection::access;
 use crate::log::peer;
 
 /// Longer passwords fail without reaching PAM, as in sshd (`auth-passwd.c`): the

@@ -182,3 +182,43 @@ impl Host {
         }
     }
 }
+
+/// What a completed login holds of the host: the handle, its connection and its
+/// token. Every post-authentication request goes through it.
+#[derive(Clone)]
+pub(crate) struct Grant {
+    host: Host,
+    conn: ConnId,
+    token: LoginToken,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Grant(conn {})", self.conn.0)
+    }
+}
+
+impl Grant {
+    pub(crate) fn new(host: Host, conn: ConnId, token: LoginToken) -> Grant {
+        Grant { host, conn, token }
+    }
+
+    pub(crate) async fn spawn(
+        &self,
+        ask: SpawnAsk,
+    ) -> Result<(Spawned, SessionProcess), HostError> {
+        self.host.spawn_session(self.conn, self.token, ask).await
+    }
+
+    pub(crate) async fn signal(&self, process: u64, signal: i32) -> Result<bool, HostError> {
+        self.host
+            .signal(self.conn, self.token, process, signal)
+            .await
+    }
+
+    /// A TCP socket of the user's (IPv6 when `ipv6`): non-blocking, close-on-exec,
+    /// neither bound nor connected.
+    pub(crate) async fn tcp_socket(&self, ipv6: bool) -> Result<OwnedFd, HostError> {
+        self.host.tcp_socket(self.conn, self.token, ipv6).await
+    }
+}

@@ -2,23 +2,16 @@
 //! files sits behind this narrow API of plain data, so it can later move into a
 //! separate privileged process while the network side drops root.
 
-// Until the connection calls the handle (the next commit).
-#[allow(dead_code, unused_imports)]
+mod access;
 pub(crate) mod api;
 #[cfg(test)]
 mod api_tests;
 pub mod as_user;
-// Until the connection calls the handle (the next commit).
-#[allow(dead_code, unused_imports)]
 mod auth_state;
-// Until the connection calls the handle (the next commit).
-#[allow(dead_code, unused_imports)]
 mod authn;
 mod authorized_keys;
 mod child;
 mod chroot;
-// Until the connection calls the handle (the next commit).
-#[allow(dead_code, unused_imports)]
 mod client;
 mod dns;
 pub mod fds;
@@ -28,16 +21,13 @@ mod lastlog;
 mod launch;
 mod listen_fds;
 pub mod memory;
+mod methods;
 pub mod pam;
 mod privilege;
 mod process;
 mod pty;
 mod revoked_keys;
-// Until the connection calls the handle (the next commit).
-#[allow(dead_code, unused_imports)]
 mod service;
-// Until the connection calls the handle (the next commit).
-#[allow(dead_code, unused_imports)]
 mod session_start;
 pub mod sftp;
 pub mod spawn;
@@ -50,12 +40,12 @@ mod user_socket;
 mod users;
 mod utmp;
 
-#[allow(unused_imports)]
 pub(crate) use authn::key_type_name;
 /// The line and option parsers on their own, for the fuzz targets (fuzz/).
 #[doc(hidden)]
 pub use authorized_keys::parse_line;
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
+pub(crate) use client::Grant;
 pub use dns::remote_hostname;
 pub use hushlogin::hush_login;
 pub use key_options::KeyOptions;
@@ -68,8 +58,7 @@ pub use process::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use revoked_keys::{Revocable, RevocationError, revoked};
 pub use service::Host;
-#[allow(unused_imports)]
-pub(crate) use session_start::{Plan, plan};
+pub(crate) use session_start::plan;
 pub use sftp::InternalSftp;
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,
