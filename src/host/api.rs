@@ -296,7 +296,7 @@ pub(super) async fn dispatch(host: &Host, request: Request) -> Result<Reply, Hos
             let killer = host.process(conn, process, "Signal")?;
             let signal = nix::sys::signal::Signal::try_from(signal)
                 .map_err(|e| HostError::NotPermitted(format!("signal {signal}: {e}")))?;
-            Response::Signalled(killer.signal(signal)).into()
+            Response::Signalled(killer.is_some_and(|k| k.signal(signal))).into()
         }
         Request::TcpSocket { conn, token, ipv6 } => {
             let (_, login) = host.login(conn, &token, "TcpSocket")?;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::api::{self, ConnId, LoginToken, Reply, Request};
 use super::auth_state::{ConnState, HostLogin};
-use super::process::ProcessKiller;
+use super::process::{ProcessKiller, WeakKiller};
 use super::{HostError, Privilege};
 use crate::config::Config;
 
@@ -25,8 +25,9 @@ struct Inner {
     conns: Mutex<HashMap<ConnId, Arc<tokio::sync::Mutex<ConnState>>>>,
     /// Tokens issued, with the connection and login each proves.
     tokens: Mutex<HashMap<LoginToken, (ConnId, Arc<HostLogin>)>>,
-    /// Session programs started, with the connection each belongs to.
-    processes: Mutex<HashMap<u64, (ConnId, ProcessKiller)>>,
+    /// Session programs started, with the connection each belongs to (weakly: the
+    /// session's own end lets go of its terminal and helper, not this table).
+    processes: Mutex<HashMap<u64, (ConnId, WeakKiller)>>,
 }
 
 /// Locks here guard maps only, never an await; a panic elsewhere leaves them usable.
@@ -159,20 +160,22 @@ impl Host {
     /// Remember a started program's killer under a number of the host's.
     pub(super) fn register_process(&self, conn: ConnId, killer: ProcessKiller) -> u64 {
         let id = self.0.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.0.processes).insert(id, (conn, killer));
+        let mut table = lock(&self.0.processes);
+        table.retain(|_, (_, k)| k.upgrade().is_some());
+        table.insert(id, (conn, killer.downgrade()));
         id
     }
 
-    /// The killer of program `process`, if `conn` started it; refused and logged
-    /// otherwise.
+    /// The killer of program `process`, if `conn` started it (`None` once its
+    /// session is over); refused and logged otherwise.
     pub(super) fn process(
         &self,
         conn: ConnId,
         process: u64,
         what: &str,
-    ) -> Result<ProcessKiller, HostError> {
+    ) -> Result<Option<ProcessKiller>, HostError> {
         match lock(&self.0.processes).get(&process) {
-            Some((owner, killer)) if *owner == conn => Ok(killer.clone()),
+            Some((owner, killer)) if *owner == conn => Ok(killer.upgrade()),
             _ => {
                 tracing::error!(
                     "host: refused {what} on connection {}: process {process} is not one of its sessions",
