@@ -41,6 +41,26 @@ for unit in rsshd.service rsshd.socket rsshd@.service; do
     put "$here/$unit" "$root/etc/systemd/system/$unit" 0644
 done
 
+# The unprivileged account of the network process (see SECURITY.md, "Network process
+# confinement"), made the way Debian packages make theirs: a system user with a group
+# of its own, no home (/nonexistent) and no login shell. Without it rsshd falls back
+# to `nobody` with a warning. Under DESTDIR the target's user database is not ours.
+if [ -z "$root" ]; then
+    if id rsshd >/dev/null 2>&1; then
+        echo "kept existing user rsshd"
+    else
+        nologin=/usr/sbin/nologin
+        [ -x "$nologin" ] || nologin=/sbin/nologin
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell "$nologin" --comment "rsshd network process" rsshd
+        echo "created system user rsshd"
+    fi
+else
+    echo "DESTDIR set: create the system user rsshd on the target" \
+        "(useradd --system --user-group --no-create-home --home-dir /nonexistent" \
+        "--shell /usr/sbin/nologin rsshd)"
+fi
+
 if [ -e "$config" ]; then
     echo "kept existing $config"
 else

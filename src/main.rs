@@ -25,8 +25,18 @@ fn main() -> ExitCode {
         std::process::exit(rsshd::host::sftp::helper_main());
     }
     // So is the runner of `~/.ssh/rc`, already the user.
-    if helper.is_some_and(|a| a == rsshd::host::user_rc::RC_ARG) {
+    if helper
+        .as_ref()
+        .is_some_and(|a| a == rsshd::host::user_rc::RC_ARG)
+    {
         std::process::exit(rsshd::host::user_rc::rc_main());
+    }
+    // And the network process's confinement, on its own for the tests (sandbox).
+    if helper
+        .as_ref()
+        .is_some_and(|a| a == rsshd::host::sandbox::check::CHECK_ARG)
+    {
+        std::process::exit(rsshd::host::sandbox::check::check_main());
     }
     cli::main()
 }

@@ -214,11 +214,11 @@ fn ssh1_client_is_told_protocol_versions_differ() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
 
-/// `ssh` offering `keys` in order (identities only), at the client's default
-/// log level so its disconnect message shows.
+/// `ssh -v` offering `keys` in order (identities only), so its key offers and
+/// its disconnect message show.
 fn offer_keys(port: u16, keys: &[PathBuf]) -> Output {
     let mut c = Command::new("ssh");
-    c.args(["-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o"])
+    c.args(["-v", "-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o"])
         .args(["BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o"])
         .args(["UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"]);
     for k in keys {
@@ -265,10 +265,26 @@ fn max_auth_tries_stops_key_offers_as_sshd() {
             !out.status.success() && out.stdout.is_empty(),
             "{name}: logged in with the seventh key: {out:?}"
         );
-        assert!(
-            err.contains(&format!(
-                "Received disconnect from 127.0.0.1 port {port}:2: Too many authentication failures"
-            )),
+        // The sixth refusal is the DISCONNECT itself, so the client offers six
+        // keys and never the seventh (before, rsshd answered the sixth with a
+        // USERAUTH_FAILURE and the client offered the seventh too).
+        assert_eq!(
+            err.matches("Offering public key: ").count(),
+            6,
+            "{name}: {err}"
+        );
+        let end: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("disconnect") || l.contains("Disconnected"))
+            .collect();
+        assert_eq!(
+            end,
+            [
+                format!(
+                    "Received disconnect from 127.0.0.1 port {port}:2: Too many authentication failures"
+                ),
+                format!("Disconnected from 127.0.0.1 port {port}"),
+            ],
             "{name}: {err}"
         );
         let l = wait_for(&log, "Too many authentication failures [preauth]");
@@ -374,22 +390,36 @@ fn wrong_passwords_are_asked_again_as_sshd() {
             2,
             "{name}: {out:?}"
         );
-        // MaxAuthTries 4 ends it at the fourth wrong password of ten prompts.
+        // MaxAuthTries 4 ends it at the fourth wrong password of ten prompts:
+        // the DISCONNECT comes instead of the fourth failure, so the client
+        // asks exactly four times (rsshd used to answer that failure first and
+        // the client asked a fifth time).
         let failed = || log().matches("Failed password for ").count();
         let before = failed();
         let (out, asked) = password_logins(port, &dir, 99, 10);
         let err = String::from_utf8_lossy(&out.stderr);
         let l = wait_for(&log, "Too many authentication failures [preauth]");
-        assert!(
-            !out.status.success() && err.contains(":2: Too many authentication failures"),
-            "{name}: asked {asked} times: {err}\n{l}"
-        );
+        assert!(!out.status.success(), "{name}: {out:?}");
         assert_eq!(failed() - before, 4, "{name}: {l}");
-        // sshd sends the DISCONNECT instead of the fourth failure; russh 0.65
-        // sends it right after that failure, which the client has already
-        // answered with one more prompt by the time it reads it.
-        let most = if name == "sshd" { 4 } else { 5 };
-        assert!((4..=most).contains(&asked), "{name}: asked {asked} times");
+        assert_eq!(asked, 4, "{name}: asked {asked} times: {err}\n{l}");
+        // What the user sees, word for word.
+        let seen: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.starts_with("Warning: Permanently added"))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "Permission denied, please try again.".to_string(),
+                "Permission denied, please try again.".to_string(),
+                "Permission denied, please try again.".to_string(),
+                format!(
+                    "Received disconnect from 127.0.0.1 port {port}:2: Too many authentication failures"
+                ),
+                format!("Disconnected from 127.0.0.1 port {port}"),
+            ],
+            "{name}: {err}"
+        );
         assert!(
             l.contains(&format!(
                 "maximum authentication attempts exceeded for {TEST_USER} from 127.0.0.1 port "
@@ -397,4 +427,71 @@ fn wrong_passwords_are_asked_again_as_sshd() {
             "{name}: {l}"
         );
     }
+}
+
+/// `tests/auth_retries_clients.py MODE PORT USER [ARGS]`: its JSON line.
+fn retries_client(mode: &str, port: u16, extra: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auth_retries_clients.py");
+    let mut c = Command::new("python3");
+    c.arg(script)
+        .args([mode, &port.to_string(), TEST_USER])
+        .args(extra);
+    let out = run_with_input(&mut c, b"");
+    assert!(out.status.success(), "{mode}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The SHA256 fingerprint of the public key at `path`, for `plink -hostkey`.
+fn fingerprint(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen -l");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string()
+}
+
+/// Item 9 with paramiko and PuTTY's plink: wrong passwords until MaxAuthTries
+/// ends the connection. Both clients are refused and asked as often as by
+/// sshd, and see sshd's disconnect (reason 2, its words).
+#[test]
+fn max_auth_tries_with_paramiko_and_plink_as_sshd() {
+    if skip_without(&["python3", "plink"]) {
+        return;
+    }
+    let Some((srv, reference)) = both("MaxAuthTries 4") else {
+        return;
+    };
+    let ours = fingerprint(&srv.dir.join("host_key.pub"));
+    let theirs = fingerprint(&srv.dir.join("ref_host_key.pub"));
+    let paramiko = (
+        retries_client("paramiko", srv.port, &[]),
+        retries_client("paramiko", reference.port, &[]),
+    );
+    // paramiko sends a password first (no free `none`): three failures, and
+    // the fourth wrong password is answered with the disconnect (which
+    // paramiko also reports as a refusal).
+    assert_eq!(
+        paramiko.1,
+        r#"{"refused": 4, "failures": 3, "ended": "SSHException", "disconnect": ["Disconnect (code 2): Too many authentication failures"]}"#,
+        "sshd"
+    );
+    assert_eq!(paramiko.0, paramiko.1, "rsshd vs sshd\n{}", srv.log());
+    let plink = (
+        retries_client("plink", srv.port, &[&ours]),
+        retries_client("plink", reference.port, &[&theirs]),
+    );
+    assert!(
+        plink
+            .1
+            .starts_with(r#"{"asked": 4, "fatal": "FATAL ERROR: "#)
+            && plink.1.contains("Too many authentication failures"),
+        "sshd: {}",
+        plink.1
+    );
+    assert_eq!(plink.0, plink.1, "rsshd vs sshd\n{}", srv.log());
 }

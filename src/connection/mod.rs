@@ -207,25 +207,12 @@ async fn serve_conn(
     let mut on_auth = Some(on_auth);
     let mut ending: Option<Ending> = None;
     let mut crashed = false;
-    // Ended for too many authentication failures (already logged as sshd does).
-    let mut auth_exhausted = false;
     loop {
         tokio::select! {
             r = &mut run => {
                 // russh reports its task's panic as a join error.
                 crashed = matches!(r, Err(handler::ConnError::Protocol(russh::Error::Join(_))));
                 break;
-            }
-            _ = shared.auth_exhausted.notified(), if !auth_exhausted => {
-                auth_exhausted = true;
-                // sshd's auth_maxtries_exceeded: reason 2 and its words.
-                let _ = handle
-                    .disconnect(
-                        russh::Disconnect::ProtocolError,
-                        "Too many authentication failures".into(),
-                        String::new(),
-                    )
-                    .await;
             }
             changed = login_rx.changed(), if on_auth.is_some() => {
                 if changed.is_ok() && login_rx.borrow().is_some()
@@ -330,7 +317,10 @@ async fn serve_conn(
             );
         }
         None if shared.refused.load(std::sync::atomic::Ordering::Relaxed) => {}
-        None if ending.is_none() && !auth_exhausted => {
+        None if ending.is_none()
+            // Ended for too many authentication failures (logged as sshd does).
+            && !shared.auth_exhausted.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
             let user = shared.user.lock().ok().and_then(|u| u.clone());
             match user {
                 Some(u) => tracing::info!(

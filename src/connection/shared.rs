@@ -93,10 +93,10 @@ pub(crate) struct ConnShared {
     pub(super) attempted: std::sync::atomic::AtomicBool,
     /// This connection's place at the pre-auth work gate.
     gate: Option<Arc<gate::Ticket>>,
-    /// Notified by the handler when MaxAuthTries is reached (it has logged
-    /// sshd's lines): the connection task sends the DISCONNECT, which the
-    /// handler's authentication callbacks have no session to send with.
-    pub(crate) auth_exhausted: tokio::sync::Notify,
+    /// Set by the handler when MaxAuthTries is reached (it has logged sshd's
+    /// lines and answers with sshd's DISCONNECT), so the end of the
+    /// connection is not logged as the client's close.
+    pub(crate) auth_exhausted: std::sync::atomic::AtomicBool,
 }
 
 impl ConnShared {
@@ -111,7 +111,7 @@ impl ConnShared {
             entry,
             attempted: std::sync::atomic::AtomicBool::new(false),
             gate,
-            auth_exhausted: tokio::sync::Notify::new(),
+            auth_exhausted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -119,6 +119,7 @@ fn with_limits(c: &russh::server::Config, limits: Limits) -> russh::server::Conf
         auth_rejection_time: c.auth_rejection_time,
         auth_rejection_time_initial: c.auth_rejection_time_initial,
         keys: c.keys.clone(),
+        host_key_signers: c.host_key_signers.clone(),
         certificates: c.certificates.clone(),
         limits,
         window_size: c.window_size,

@@ -27,6 +27,7 @@ mod privilege;
 mod process;
 mod pty;
 mod revoked_keys;
+pub mod sandbox;
 mod service;
 mod session_start;
 pub mod sftp;

@@ -76,8 +76,8 @@ impl ConnHandler {
     }
 
     /// Count a failed attempt as sshd's userauth_finish does; at MaxAuthTries,
-    /// log sshd's two lines (fail2ban and logwatch match them) and have the
-    /// connection ended with sshd's DISCONNECT.
+    /// log sshd's two lines (fail2ban and logwatch match them); the request's
+    /// answer is then sshd's DISCONNECT (`rejected`).
     pub(super) fn count_failure(&mut self, user: &str) {
         self.failures += 1;
         let Some(c) = self.candidates.get(user) else {
@@ -100,7 +100,24 @@ impl ConnHandler {
         tracing::info!(
             "Disconnecting {whom} {user} {p}: Too many authentication failures [preauth]"
         );
-        self.shared.auth_exhausted.notify_one();
+        self.shared
+            .auth_exhausted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The answer to a failed request: plain USERAUTH_FAILURE, or once
+    /// MaxAuthTries is reached sshd's auth_maxtries_exceeded, which ends the
+    /// connection (reason 2, its words) instead of sending that failure, so a
+    /// client does not prompt or offer a key once more.
+    pub(super) fn rejected(&self) -> Auth {
+        if self.exhausted {
+            Auth::Disconnect {
+                reason: russh::Disconnect::ProtocolError,
+                description: "Too many authentication failures".into(),
+            }
+        } else {
+            Auth::reject()
+        }
     }
 
     /// A host error during authentication: the attempt fails (logged).
@@ -113,14 +130,23 @@ impl ConnHandler {
     }
 
     /// The reply to a method's result; a completed login becomes the connection's.
-    /// `failure` is the reply a failed attempt gets.
-    fn conclude(&mut self, user: &str, result: MethodResult, failure: Auth) -> Auth {
+    /// With `list`, a failure's reply lists the methods the host named (russh's
+    /// default drops `password` after one wrong password, so clients would not
+    /// ask again: OpenSSH's NumberOfPasswordPrompts, PuTTY's retries).
+    fn conclude(&mut self, user: &str, result: MethodResult, list: bool) -> Auth {
         match result {
-            MethodResult::Failed { count, .. } => {
+            MethodResult::Failed { count, methods } => {
                 if count {
                     self.count_failure(user);
                 }
-                failure
+                if list && !self.exhausted {
+                    Auth::Reject {
+                        proceed_with_methods: Some(method_set(&methods)),
+                        partial_success: false,
+                    }
+                } else {
+                    self.rejected()
+                }
             }
             MethodResult::Partial { next } => Auth::Reject {
                 proceed_with_methods: Some(method_set(&next)),
@@ -155,7 +181,7 @@ impl ConnHandler {
         if std::mem::replace(&mut self.auth_seen, true) && !self.exhausted {
             self.count_failure(user);
         }
-        Ok(Auth::reject())
+        Ok(self.rejected())
     }
 
     pub(super) async fn on_publickey_offered(
@@ -167,7 +193,7 @@ impl ConnHandler {
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         let answer = self
             .ctx
@@ -182,7 +208,7 @@ impl ConnHandler {
             KeyAnswer::Allowed => Ok(Auth::Accept),
             KeyAnswer::NotNow => {
                 self.count_failure(user);
-                Ok(Auth::reject())
+                Ok(self.rejected())
             }
             KeyAnswer::Refused => {
                 // sshd's VERBOSE line, so `-d` names the key that was refused.
@@ -194,7 +220,7 @@ impl ConnHandler {
                 );
                 // Each key refused is a failed attempt for sshd.
                 self.count_failure(user);
-                Ok(Auth::reject())
+                Ok(self.rejected())
             }
         }
     }
@@ -207,7 +233,7 @@ impl ConnHandler {
         self.admit(user).await?;
         self.shared.attempted();
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         let result = self
             .ctx
@@ -215,7 +241,7 @@ impl ConnHandler {
             .pubkey_verified(self.conn, user, key.public_key, key.algorithm)
             .await
             .unwrap_or_else(Self::host_failed);
-        Ok(self.conclude(user, result, Auth::reject()))
+        Ok(self.conclude(user, result, false))
     }
 
     pub(super) async fn on_password(
@@ -228,7 +254,7 @@ impl ConnHandler {
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         let result = self
             .ctx
@@ -236,15 +262,8 @@ impl ConnHandler {
             .password(self.conn, user, password)
             .await
             .unwrap_or_else(Self::host_failed);
-        let failure = match &result {
-            MethodResult::Failed { methods, .. } => Auth::Reject {
-                proceed_with_methods: Some(method_set(methods)),
-                partial_success: false,
-            },
-            _ => Auth::reject(),
-        };
         let failed = matches!(result, MethodResult::Failed { .. });
-        let auth = self.conclude(user, result, failure);
+        let auth = self.conclude(user, result, true);
         if failed {
             tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
         }
@@ -260,7 +279,7 @@ impl ConnHandler {
         self.shared.attempted();
         self.auth_seen = true;
         if self.exhausted {
-            return Ok(Auth::reject());
+            return Ok(self.rejected());
         }
         let host = self.ctx.host.clone();
         let step = match answers {
@@ -293,7 +312,7 @@ impl ConnHandler {
             KbdStep::Done(result) => {
                 let started = self.kbd_started.take();
                 let failed = matches!(result, MethodResult::Failed { .. });
-                let auth = self.conclude(user, result, Auth::reject());
+                let auth = self.conclude(user, result, false);
                 if failed && let Some(started) = started {
                     tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
                 }

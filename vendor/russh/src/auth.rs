@@ -359,6 +359,11 @@ pub struct AuthRequest {
     pub(crate) principal: Option<AuthPrincipal>,
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub rejection_count: usize,
+    /// Set when the server's handler answered a request with
+    /// `server::Auth::Disconnect`: the connection ends with this instead of
+    /// a reply.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) disconnect: Option<(crate::Disconnect, String)>,
 }
 
 #[doc(hidden)]
@@ -395,6 +400,7 @@ impl AuthRequest {
             current: None,
             principal: None,
             rejection_count: 0,
+            disconnect: None,
         }
     }
 
@@ -415,6 +421,7 @@ impl AuthRequest {
             current,
             principal: None,
             rejection_count: 0,
+            disconnect: None,
         }
     }
 

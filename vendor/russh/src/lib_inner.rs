@@ -300,7 +300,7 @@ pub use auth::{
 /// A reason for disconnection.
 #[allow(missing_docs)] // This should be relatively self-explanatory.
 #[allow(clippy::manual_non_exhaustive)]
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
     HostNotAllowedToConnect = 1,
     ProtocolError = 2,

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use log::debug;
 use rand_core::Rng;
 use ssh_encoding::{Decode, Encode};
-use ssh_key::{Algorithm, Certificate, EcdsaCurve, HashAlg, PrivateKey};
+use ssh_key::{Algorithm, Certificate, EcdsaCurve, HashAlg, PublicKey};
 
 use crate::cipher::CIPHERS;
 use crate::helpers::{AlgorithmExt, NameList};
@@ -35,8 +35,15 @@ use crate::{cipher, compression, kex, mac, msg, AlgorithmKind, Error};
 #[cfg(target_arch = "wasm32")]
 /// WASM-only stub
 pub struct Config {
-    keys: Vec<PrivateKey>,
+    keys: Vec<ssh_key::PrivateKey>,
     certificates: Vec<Certificate>,
+}
+
+#[cfg(target_arch = "wasm32")]
+impl Config {
+    fn host_public_keys(&self) -> Vec<PublicKey> {
+        self.keys.iter().map(|k| k.public_key().clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -99,7 +106,7 @@ pub struct Preferred {
     pub compression: Cow<'static, [compression::Name]>,
 }
 
-pub(crate) fn is_key_compatible_with_algo(key: &PrivateKey, algo: &Algorithm) -> bool {
+pub(crate) fn is_key_compatible_with_algo(key: &PublicKey, algo: &Algorithm) -> bool {
     match algo {
         // All RSA keys are compatible with all RSA based algos.
         Algorithm::Rsa { .. } => key.algorithm().is_rsa(),
@@ -116,14 +123,11 @@ pub(crate) fn is_key_compatible_with_algo(key: &PrivateKey, algo: &Algorithm) ->
 pub(crate) fn server_certificate_names(
     pref: &Preferred,
     certificates: &[Certificate],
-    keys: &[PrivateKey],
+    keys: &[PublicKey],
 ) -> Vec<String> {
     let mut names = Vec::new();
     for cert in certificates {
-        if !keys
-            .iter()
-            .any(|k| k.public_key().key_data() == cert.public_key())
-        {
+        if !keys.iter().any(|k| k.key_data() == cert.public_key()) {
             debug!("no host key matching certificate {:?}", cert.key_id());
             continue;
         }
@@ -148,7 +152,7 @@ pub(crate) fn server_certificate_names(
 impl Preferred {
     pub(crate) fn possible_host_key_algos_for_keys(
         &self,
-        available_host_keys: &[PrivateKey],
+        available_host_keys: &[PublicKey],
     ) -> Vec<Algorithm> {
         self.key
             .iter()
@@ -267,7 +271,7 @@ pub(crate) trait Select {
     fn read_kex(
         buffer: &[u8],
         pref: &Preferred,
-        available_host_keys: Option<&[PrivateKey]>,
+        available_host_keys: Option<&[PublicKey]>,
         available_certificates: Option<&[Certificate]>,
         cause: &KexCause,
     ) -> Result<Names, Error> {
@@ -550,19 +554,19 @@ pub(crate) fn write_kex(
         .encode(w)?; // kex algo
 
         if let Some(server_config) = server_config {
+            let host_keys = server_config.host_public_keys();
             // Only advertise host key algorithms that we have keys for, with
             // certificate algorithms ahead of plain keys so a client that
             // accepts both is served the certificate.
             NameList(
-                server_certificate_names(prefs, &server_config.certificates, &server_config.keys)
+                server_certificate_names(prefs, &server_config.certificates, &host_keys)
                     .into_iter()
                     .chain(
                         prefs
                             .key
                             .iter()
                             .filter(|algo| {
-                                server_config
-                                    .keys
+                                host_keys
                                     .iter()
                                     .any(|k| is_key_compatible_with_algo(k, algo))
                             })
@@ -644,6 +648,7 @@ mod tests {
 
     use super::*;
     use crate::helpers::NameList;
+    use ssh_key::PrivateKey;
 
     /// Build a minimal KEXINIT payload with custom kex and host-key
     /// name-lists and a `first_kex_packet_follows` flag. All other lists come
@@ -934,7 +939,7 @@ mod tests {
         let stale_cert = host_cert(&stale_key, &ca);
         let good_cert = host_cert(&good_key, &ca);
 
-        let keys = vec![good_key];
+        let keys = vec![good_key.public_key().clone()];
         assert_eq!(
             server_certificate_names(&Preferred::DEFAULT, &[stale_cert], &keys),
             Vec::<String>::new()
@@ -952,7 +957,7 @@ mod tests {
         let ca = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let cert = host_cert(&key, &ca);
-        let keys = vec![key];
+        let keys = vec![key.public_key().clone()];
 
         let no_ed25519 = Preferred {
             key: Cow::Owned(vec![Algorithm::Rsa {
@@ -979,7 +984,7 @@ mod tests {
         let rsa_key =
             PrivateKey::random(&mut rand::rng(), Algorithm::Rsa { hash: None }).unwrap();
         let cert = host_cert(&rsa_key, &ca);
-        let keys = vec![rsa_key];
+        let keys = vec![rsa_key.public_key().clone()];
 
         // Default preferences allow all three variants, in preference order.
         assert_eq!(

@@ -13,7 +13,6 @@
 // limitations under the License.
 //
 use core::str;
-use std::cell::RefCell;
 use std::time::SystemTime;
 
 use auth::*;
@@ -22,7 +21,6 @@ use bytes::Bytes;
 use cert::PublicKeyOrCertificate;
 use log::{debug, error, info, trace, warn};
 use msg;
-use signature::Verifier;
 use ssh_encoding::{Decode, Encode, Reader};
 use ssh_key::{PublicKey, Signature};
 use tokio::time::Instant;
@@ -130,6 +128,11 @@ impl Session {
                 )
                 .await?;
                 self.common.auth_attempts += 1;
+                if let Some((reason, description)) = take_disconnect(&mut enc.state) {
+                    tokio::time::sleep_until(rejection_wait_until).await;
+                    self.common.disconnect(reason, &description, "")?;
+                    return Ok(());
+                }
                 if let EncryptedState::InitCompression = enc.state {
                     if enc.client_compression.is_deferred() {
                         enc.client_compression.init_decompress(&mut enc.decompress);
@@ -151,6 +154,11 @@ impl Session {
                     &mut r,
                 )
                 .await?;
+                if let Some((reason, description)) = take_disconnect(&mut enc.state) {
+                    tokio::time::sleep_until(rejection_wait_until).await;
+                    self.common.disconnect(reason, &description, "")?;
+                    return Ok(());
+                }
                 if resp {
                     enc.state = EncryptedState::InitCompression;
                     if enc.client_compression.is_deferred() {
@@ -268,6 +276,213 @@ mod tests {
             max + 1,
             "publickey probes counted toward max_auth_attempts",
         );
+    }
+
+    /// The packets (payloads) the session has queued for the client.
+    fn queued_payloads(session: &Session) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut w = session
+            .common
+            .encrypted
+            .as_ref()
+            .map(|e| &e.write[..])
+            .unwrap_or(&[]);
+        while w.len() >= 4 {
+            let n = u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as usize;
+            out.push(w[4..4 + n].to_vec());
+            w = &w[4 + n..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn auth_disconnect_replaces_the_failure() {
+        // Fails every password and, at the third, asks for sshd's MaxAuthTries
+        // disconnect.
+        struct Limited {
+            tries: usize,
+        }
+
+        impl Handler for Limited {
+            type Error = Error;
+
+            async fn auth_password(&mut self, _: &str, _: &str) -> Result<Auth, Self::Error> {
+                self.tries += 1;
+                Ok(if self.tries < 3 {
+                    Auth::reject()
+                } else {
+                    Auth::Disconnect {
+                        reason: Disconnect::ProtocolError,
+                        description: "Too many authentication failures".into(),
+                    }
+                })
+            }
+        }
+
+        let mut password = vec![MSG_USERAUTH_REQUEST];
+        encode_string(&mut password, b"alice");
+        encode_string(&mut password, b"ssh-connection");
+        encode_string(&mut password, b"password");
+        password.push(0);
+        encode_string(&mut password, b"wrong");
+
+        let mut session = test_auth_session();
+        let mut handler = Limited { tries: 0 };
+        for _ in 0..3 {
+            session
+                .process_packet(&mut handler, &password)
+                .await
+                .unwrap();
+        }
+        let sent = queued_payloads(&session);
+        let kinds: Vec<u8> = sent.iter().filter_map(|p| p.first().copied()).collect();
+        assert_eq!(
+            kinds,
+            [
+                MSG_USERAUTH_FAILURE,
+                MSG_USERAUTH_FAILURE,
+                crate::msg::DISCONNECT
+            ],
+            "the third answer must be the disconnect, not a failure"
+        );
+        let mut disconnect = sent[2].get(1..).unwrap_or_default();
+        assert_eq!(u32::decode(&mut disconnect).unwrap(), 2);
+        assert_eq!(
+            String::decode(&mut disconnect).unwrap(),
+            "Too many authentication failures"
+        );
+        assert!(session.common.disconnected);
+    }
+
+    /// A signed publickey request, as a client sends it in a session whose
+    /// identifier is `session_id`, and the part of it that was signed.
+    fn signed_request(session_id: &[u8], key: &PrivateKey) -> (Vec<u8>, Vec<u8>) {
+        let mut packet = vec![msg::USERAUTH_REQUEST];
+        "alice".encode(&mut packet).unwrap();
+        "ssh-connection".encode(&mut packet).unwrap();
+        "publickey".encode(&mut packet).unwrap();
+        1u8.encode(&mut packet).unwrap();
+        "ssh-ed25519".encode(&mut packet).unwrap();
+        key.public_key()
+            .to_bytes()
+            .unwrap()
+            .encode(&mut packet)
+            .unwrap();
+        let mut signed = Vec::new();
+        session_id.encode(&mut signed).unwrap();
+        signed.extend_from_slice(&packet);
+        let signature: Signature = signature::Signer::try_sign(key, &signed).unwrap();
+        let mut blob = Vec::new();
+        signature.encode(&mut blob).unwrap();
+        blob.encode(&mut packet).unwrap();
+        (packet, signed)
+    }
+
+    fn session_with_id(session_id: &[u8]) -> Session {
+        let mut session = test_auth_session();
+        if let Some(enc) = session.common.encrypted.as_mut() {
+            enc.session_id = CryptoVec::from_slice(session_id);
+        }
+        session
+    }
+
+    /// Keeps what `auth_publickey` was given; `verify` overrides the
+    /// signature check when set.
+    #[derive(Default)]
+    struct Keep {
+        verified: Option<(Vec<u8>, Signature)>,
+        checked: Option<(Vec<u8>, Signature)>,
+        verify: Option<bool>,
+    }
+
+    impl Handler for Keep {
+        type Error = Error;
+
+        async fn auth_publickey_offered(
+            &mut self,
+            _: &str,
+            _: PublicKeyOffer<'_>,
+        ) -> Result<Auth, Self::Error> {
+            Ok(Auth::Accept)
+        }
+
+        async fn verify_publickey_signature(
+            &mut self,
+            _: &str,
+            request: SignedPublicKey<'_>,
+        ) -> Result<bool, Self::Error> {
+            self.checked = Some((request.signed_data.to_vec(), request.signature.clone()));
+            Ok(match self.verify {
+                Some(v) => v,
+                None => signature::Verifier::verify(
+                    request.public_key,
+                    request.signed_data,
+                    request.signature,
+                )
+                .is_ok(),
+            })
+        }
+
+        async fn auth_publickey(
+            &mut self,
+            _: &str,
+            key: VerifiedPublicKey<'_>,
+        ) -> Result<Auth, Self::Error> {
+            self.verified = Some((key.signed_data.to_vec(), key.signature.clone()));
+            Ok(Auth::Accept)
+        }
+    }
+
+    #[tokio::test]
+    async fn verified_key_carries_what_was_signed() {
+        let id = b"exchange hash of the first key exchange";
+        let private = PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519).unwrap();
+        let (packet, signed) = signed_request(id, &private);
+        let mut session = session_with_id(id);
+        let mut handler = Keep::default();
+        session.process_packet(&mut handler, &packet).await.unwrap();
+        let Some((data, signature)) = handler.verified else {
+            panic!("auth_publickey was not called");
+        };
+        assert_eq!(data, signed);
+        let mut prefix = Vec::new();
+        id.as_slice().encode(&mut prefix).unwrap();
+        assert!(
+            data.starts_with(&prefix),
+            "signed data starts with the session id"
+        );
+        // Another party can check it on its own, and it fails for another key.
+        assert!(signature::Verifier::verify(private.public_key(), &data, &signature).is_ok());
+        let other = PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519).unwrap();
+        assert!(signature::Verifier::verify(other.public_key(), &data, &signature).is_err());
+        assert_eq!(handler.checked.map(|c| c.0), Some(signed));
+    }
+
+    #[tokio::test]
+    async fn handler_decides_the_signature_check() {
+        let id = b"session";
+        let private = PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519).unwrap();
+        let (packet, _) = signed_request(id, &private);
+        // A valid signature the handler's verifier refuses is rejected, and
+        // auth_publickey is never asked.
+        let mut session = session_with_id(id);
+        let mut handler = Keep {
+            verify: Some(false),
+            ..Keep::default()
+        };
+        session.process_packet(&mut handler, &packet).await.unwrap();
+        assert!(handler.checked.is_some() && handler.verified.is_none());
+        let kinds: Vec<u8> = queued_payloads(&session)
+            .iter()
+            .filter_map(|p| p.first().copied())
+            .collect();
+        assert_eq!(kinds, [MSG_USERAUTH_FAILURE]);
+        // With the default check, a signature over another session's data
+        // is refused.
+        let mut session = session_with_id(b"another session");
+        let mut handler = Keep::default();
+        session.process_packet(&mut handler, &packet).await.unwrap();
+        assert!(handler.checked.is_some() && handler.verified.is_none());
     }
 
     #[tokio::test]
@@ -904,6 +1119,14 @@ mod tests {
     }
 }
 
+/// The disconnect a handler asked for with [`Auth::Disconnect`], if any.
+fn take_disconnect(state: &mut EncryptedState) -> Option<(Disconnect, String)> {
+    match state {
+        EncryptedState::WaitingAuthRequest(a) => a.disconnect.take(),
+        _ => None,
+    }
+}
+
 fn server_accept_service(
     banner: Option<String>,
     methods: MethodSet,
@@ -979,6 +1202,9 @@ impl Encrypted {
                 } else {
                     handler.auth_password(&user, &password).await?
                 };
+                let Some(auth) = defer_disconnect(auth, auth_request) else {
+                    return Ok(());
+                };
                 if let Auth::Accept = auth {
                     server_auth_request_success(&mut self.write);
                     self.state = EncryptedState::InitCompression;
@@ -1024,6 +1250,9 @@ impl Encrypted {
                 map_err!(ensure_end(r))?;
 
                 let auth = handler.auth_none(&user).await?;
+                let Some(auth) = defer_disconnect(auth, auth_request) else {
+                    return Ok(());
+                };
                 if let Auth::Accept = auth {
                     server_auth_request_success(&mut self.write);
                     self.state = EncryptedState::InitCompression;
@@ -1086,10 +1315,6 @@ impl Encrypted {
             Err(Error::Inconsistent.into())
         }
     }
-}
-
-thread_local! {
-    static SIGNATURE_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Encrypted {
@@ -1215,32 +1440,41 @@ impl Encrypted {
                             algorithm: &algorithm,
                         };
                         let auth = handler.auth_publickey_offered(user, offer).await?;
+                        let Some(auth) = defer_disconnect(auth, auth_request) else {
+                            return Ok(());
+                        };
                         auth == Auth::Accept
                     };
 
                     if is_valid {
-                        let session_id = self.session_id.as_ref();
-                        #[allow(clippy::blocks_in_conditions)]
-                        if SIGNATURE_BUFFER.with(|buf| {
-                            let mut buf = buf.borrow_mut();
-                            buf.clear();
-                            map_err!(session_id.encode(&mut *buf))?;
-                            buf.extend_from_slice(sig_init_buffer);
-
-                            Ok(Verifier::verify(&pubkey, &buf, &sig).is_ok())
-                        })? {
+                        // What the client signed, kept for the handler.
+                        let mut signed_data = Vec::new();
+                        map_err!(self.session_id.as_ref().encode(&mut signed_data))?;
+                        signed_data.extend_from_slice(sig_init_buffer);
+                        let request = SignedPublicKey {
+                            public_key: &pubkey,
+                            algorithm: &algorithm,
+                            signed_data: &signed_data,
+                            signature: &sig,
+                        };
+                        if handler.verify_publickey_signature(user, request).await? {
                             debug!("signature verified");
                             let auth = match pk_or_cert {
                                 PublicKeyOrCertificate::PublicKey { ref key, .. } => {
                                     let key = VerifiedPublicKey {
                                         public_key: key,
                                         algorithm: &algorithm,
+                                        signed_data: &signed_data,
+                                        signature: &sig,
                                     };
                                     handler.auth_publickey(user, key).await?
                                 }
                                 PublicKeyOrCertificate::Certificate(ref cert) => {
                                     handler.auth_openssh_certificate(user, cert).await?
                                 }
+                            };
+                            let Some(auth) = defer_disconnect(auth, auth_request) else {
+                                return Ok(());
                             };
 
                             if auth == Auth::Accept {
@@ -1286,6 +1520,9 @@ impl Encrypted {
                         algorithm: &algorithm,
                     };
                     let auth = handler.auth_publickey_offered(user, offer).await?;
+                    let Some(auth) = defer_disconnect(auth, auth_request) else {
+                        return Ok(());
+                    };
                     match auth {
                         Auth::Accept => {
                             let mut public_key = Vec::new();
@@ -1443,6 +1680,28 @@ async fn reply_userauth_info_response(
             Ok(false)
         }
         Auth::UnsupportedMethod => Err(Error::UnsupportedAuthMethod),
+        Auth::Disconnect {
+            reason,
+            description,
+        } => {
+            auth_request.disconnect = Some((reason, description.into_owned()));
+            Ok(false)
+        }
+    }
+}
+
+/// Keeps an [`Auth::Disconnect`] answer for `process_packet`, which ends the
+/// connection with it instead of replying; any other answer is returned.
+fn defer_disconnect(auth: Auth, auth_request: &mut AuthRequest) -> Option<Auth> {
+    match auth {
+        Auth::Disconnect {
+            reason,
+            description,
+        } => {
+            auth_request.disconnect = Some((reason, description.into_owned()));
+            None
+        }
+        auth => Some(auth),
     }
 }
 

@@ -8,10 +8,8 @@ use ssh_encoding::Encode;
 use ssh_key::Algorithm;
 
 use super::*;
-use crate::helpers::sign_with_hash_alg;
 use crate::kex::dh::biguint_to_mpint;
 use crate::kex::{KEXES, KexAlgorithm, KexAlgorithmImplementor, KexCause};
-use crate::keys::key::PrivateKeyWithHashAlg;
 use crate::negotiation::{Names, Select, is_key_compatible_with_algo};
 use crate::parsing::ensure_end;
 use crate::{msg, negotiation};
@@ -140,7 +138,7 @@ impl ServerKex {
                     negotiation::Server::read_kex(
                         &input.buffer,
                         &self.config.preferred,
-                        Some(&self.config.keys),
+                        Some(&self.config.host_public_keys()),
                         Some(&self.config.certificates),
                         &self.cause,
                     )?
@@ -281,6 +279,7 @@ impl ServerKex {
                 // Present a certificate only when one was negotiated;
                 // `names.key` is then the plain algorithm the certificate
                 // contains, which is what signs the exchange below.
+                let host_keys = HostKey::all(&self.config);
                 let (key, certificate) = if names.host_key_is_certificate {
                     self.config
                         .certificates
@@ -301,19 +300,16 @@ impl ServerKex {
                         // Only certificates with a matching private key were
                         // advertised, so skip any without one here as well.
                         .find_map(|c| {
-                            self.config
-                                .keys
+                            host_keys
                                 .iter()
                                 .find(|k| k.public_key().key_data() == c.public_key())
                                 .map(|k| (k, Some(c)))
                         })
                         .ok_or(Error::UnknownKey)?
                 } else {
-                    let key = self
-                        .config
-                        .keys
+                    let key = host_keys
                         .iter()
-                        .find(|key| is_key_compatible_with_algo(key, &names.key))
+                        .find(|key| is_key_compatible_with_algo(key.public_key(), &names.key))
                         .ok_or(Error::UnknownKey)?;
                     (key, None)
                 };
@@ -325,12 +321,6 @@ impl ServerKex {
                         Ok::<_, Error>(blob)
                     })
                     .transpose()?;
-
-                // Look up the key we'll be using to sign the exchange hash
-                let signature_hash_alg = match &names.key {
-                    Algorithm::Rsa { hash } => *hash,
-                    _ => None,
-                };
 
                 let hash = HASH_BUF.with(|buffer| {
                     let mut buffer = buffer.borrow_mut();
@@ -350,11 +340,7 @@ impl ServerKex {
 
                 // Hash signature
                 debug!("signing with key {key:?}");
-                let signature = sign_with_hash_alg(
-                    &PrivateKeyWithHashAlg::new(Arc::new(key.clone()), signature_hash_alg),
-                    &hash,
-                )
-                .map_err(Into::into)?;
+                let signature = key.sign(&names.key, &hash).await?;
 
                 output.write_packet(|w| {
                     match kex.is_dh_gex() {

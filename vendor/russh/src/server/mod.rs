@@ -60,6 +60,9 @@ mod kex;
 mod session;
 pub use self::session::*;
 mod encrypted;
+mod host_key;
+pub(crate) use self::host_key::HostKey;
+pub use self::host_key::{HostKeySigner, SignFuture};
 
 /// Configuration of a server.
 pub struct Config {
@@ -75,6 +78,10 @@ pub struct Config {
     pub auth_rejection_time_initial: Option<std::time::Duration>,
     /// The server's keys. The first key pair in the client's preference order will be chosen.
     pub keys: Vec<PrivateKey>,
+    /// Host keys whose private half russh does not hold: it asks each to sign
+    /// the exchange hash (see [`HostKeySigner`]). They are offered after
+    /// [`Config::keys`].
+    pub host_key_signers: Vec<Arc<dyn HostKeySigner>>,
     /// The server's host certificates.
     pub certificates: Vec<Certificate>,
     /// The bytes and time limits before key re-exchange.
@@ -126,6 +133,7 @@ impl Default for Config {
             auth_rejection_time: std::time::Duration::from_secs(1),
             auth_rejection_time_initial: None,
             keys: Vec::new(),
+            host_key_signers: Vec::new(),
             certificates: Vec::new(),
             window_size: 2097152,
             manual_window: false,
@@ -143,6 +151,16 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The public halves of all host keys, held ones first.
+    pub(crate) fn host_public_keys(&self) -> Vec<ssh_key::PublicKey> {
+        HostKey::all(self)
+            .iter()
+            .map(|k| k.public_key().clone())
+            .collect()
+    }
+}
+
 impl Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // display everything except the private keys
@@ -155,6 +173,7 @@ impl Debug for Config {
                 &self.auth_rejection_time_initial,
             )
             .field("keys", &"***")
+            .field("host_key_signers", &self.host_key_signers.len())
             .field("certificates", &"***")
             .field("window_size", &self.window_size)
             .field("manual_window", &self.manual_window)
@@ -210,6 +229,18 @@ pub enum Auth {
         /// typed by the user.
         prompts: Cow<'static, [(Cow<'static, str>, bool)]>,
     },
+
+    /// End the connection with this `SSH_MSG_DISCONNECT` instead of
+    /// answering the request, as OpenSSH's sshd does at the failure that
+    /// reaches its `MaxAuthTries` (reason 2, "Too many authentication
+    /// failures"). A client then does not try again, which it would after an
+    /// `SSH_MSG_USERAUTH_FAILURE`.
+    Disconnect {
+        /// The reason code sent.
+        reason: crate::Disconnect,
+        /// The description sent.
+        description: Cow<'static, str>,
+    },
 }
 
 impl Auth {
@@ -253,6 +284,30 @@ pub struct VerifiedPublicKey<'a> {
     /// algorithm named in the request (`ssh-rsa`, `rsa-sha2-256`,
     /// `ssh-ed25519`, ...).
     pub algorithm: &'a ssh_key::Algorithm,
+    /// The data whose signature was verified (RFC 4252 §7): the session
+    /// identifier as an SSH string, then the `SSH_MSG_USERAUTH_REQUEST` up to
+    /// the signature. With [`signature`](Self::signature), another process
+    /// can verify the request on its own.
+    pub signed_data: &'a [u8],
+    /// The signature the client sent over [`signed_data`](Self::signed_data).
+    pub signature: &'a ssh_key::Signature,
+}
+
+/// A signed `publickey` authentication request (RFC 4252 §7) whose
+/// signature russh has not checked yet, passed to
+/// [`Handler::verify_publickey_signature`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub struct SignedPublicKey<'a> {
+    /// The key the request names (for a certificate, the key it certifies).
+    pub public_key: &'a ssh_key::PublicKey,
+    /// The algorithm named in the request, which is also the signature's.
+    pub algorithm: &'a ssh_key::Algorithm,
+    /// The signed data: the session identifier as an SSH string, then the
+    /// `SSH_MSG_USERAUTH_REQUEST` up to the signature.
+    pub signed_data: &'a [u8],
+    /// The signature the client sent.
+    pub signature: &'a ssh_key::Signature,
 }
 
 /// Server handler. Each client will have their own handler.
@@ -261,6 +316,23 @@ pub struct VerifiedPublicKey<'a> {
 /// and you can simply define them as `async fn` instead.
 pub trait Handler: Sized {
     type Error: From<crate::Error> + Send;
+
+    /// Check the signature of a signed `publickey` request, before
+    /// [`Handler::auth_publickey`] or [`Handler::auth_openssh_certificate`]
+    /// is asked. The default verifies it here with `ssh-key`. Override it
+    /// to verify it elsewhere, for example in a privileged process that does
+    /// not take this one's word for it; `false` rejects the request.
+    #[allow(unused_variables)]
+    fn verify_publickey_signature(
+        &mut self,
+        user: &str,
+        request: SignedPublicKey<'_>,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send {
+        let valid =
+            signature::Verifier::verify(request.public_key, request.signed_data, request.signature)
+                .is_ok();
+        async move { Ok(valid) }
+    }
 
     /// Check authentication using the "none" method.
     ///
