@@ -8,7 +8,7 @@ pub const SYSTEM_CONFIG: &str = "/etc/rsshd/sshd_config";
 /// `/var/lib/rsshd` as root, else `$XDG_STATE_HOME/rsshd` or `~/.local/state/rsshd`,
 /// so a non-root quick start never needs privileges.
 pub fn state_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if crate::host::Privilege::current().is_root() {
         return PathBuf::from("/var/lib/rsshd");
     }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {

@@ -16,7 +16,7 @@ use crate::lifetime::{Ending, Snapshot};
 
 /// Where the socket lives unless `ControlSocket` says otherwise.
 pub fn default_socket_path() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if crate::host::Privilege::current().is_root() {
         PathBuf::from("/run/rsshd.sock")
     } else {
         crate::paths::state_dir().join("rsshd.sock")
@@ -171,7 +171,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, registry: Arc<Reg
             return;
         }
     };
-    let daemon_uid = nix::unistd::geteuid().as_raw();
+    let daemon_uid = crate::host::Privilege::current().uid();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;

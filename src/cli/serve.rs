@@ -12,6 +12,9 @@ use rsshd::log::{self, Sink};
 use super::{Args, error_text};
 
 pub(super) fn run(args: &Args, source: ConfigSource, overrides: Vec<String>) -> ExitCode {
+    // Decided here, once, before any thread exists that could switch identity:
+    // defaults, access and the boundary all read this value from now on.
+    rsshd::host::Privilege::current();
     if let Ok(Some(n)) = super::utmp_len(args) {
         rsshd::host::set_utmp_host_len(n);
     }
@@ -90,7 +93,7 @@ fn run_daemon(
     }
     // The user who runs the quick start, or any unprivileged rsshd, is the only
     // one it can serve.
-    if (embedded || !rsshd::host::running_as_root())
+    if (embedded || !rsshd::host::Privilege::current().is_root())
         && let Some(hint) = authorized_keys_hint(&settings)
     {
         eprintln!("{hint}");

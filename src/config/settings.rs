@@ -209,7 +209,7 @@ pub struct Settings {
 /// as root, as sshd writes `/run/sshd.pid` by default; nowhere otherwise (an
 /// unprivileged run cannot write /run). The embedded defaults say `PidFile none`.
 fn default_pid_file() -> Option<PathBuf> {
-    nix::unistd::geteuid()
+    crate::host::Privilege::current()
         .is_root()
         .then(|| PathBuf::from("/run/rsshd.pid"))
 }

@@ -4,7 +4,7 @@
 //! go through [`super::pump`].
 //!
 //! Sockets are the user's: created with the user's identity by the privileged
-//! boundary ([`host::user_tcp_socket`]), as sshd creates them in the user's own
+//! boundary (`TcpSocket`, through the login's [`Grant`]), as sshd creates them in the user's own
 //! process, so owner-matching firewall rules apply to tunnels. Each holds a share
 //! of the user's descriptors and a place among the connection's channels
 //! ([`super::limits`]); a request past either is refused and logged.
@@ -30,8 +30,7 @@ use super::remote::{accept_loop, bind_all};
 use super::shared::ConnShared;
 use super::tunnels::{Hold, Tunnels, hold};
 use crate::config::{Forwarding, GatewayPorts, Settings};
-use crate::host::as_user::Creds;
-use crate::host::{self, KeyOptions};
+use crate::host::{Grant, KeyOptions};
 use crate::log::peer;
 
 /// How long a `direct-tcpip` target may take to accept before the open fails.
@@ -147,11 +146,12 @@ async fn bind_addrs(gateway: GatewayPorts, host: &str) -> Vec<IpAddr> {
 
 /// Connect to `host:port` from a socket of the user's, trying each address the
 /// name resolves to in turn.
-async fn connect_as(creds: &Creds, host: &str, port: u16) -> std::io::Result<TcpStream> {
+async fn connect_as(grant: &Grant, host: &str, port: u16) -> std::io::Result<TcpStream> {
     let mut last = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
         let attempt = async {
-            let fd = host::user_tcp_socket(creds, addr.is_ipv6())
+            let fd = grant
+                .tcp_socket(addr.is_ipv6())
                 .await
                 .map_err(std::io::Error::other)?;
             TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
@@ -254,9 +254,9 @@ impl Forwards {
         );
         let tunnels = self.tunnels.clone();
         let host = host.to_string();
-        let creds = Creds::from(&login.user);
+        let grant = login.grant.clone();
         tokio::spawn(async move {
-            let connect = connect_as(&creds, &host, port16);
+            let connect = connect_as(&grant, &host, port16);
             let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -342,8 +342,7 @@ impl Forwards {
                 return false;
             }
         };
-        let creds = Creds::from(&login.user);
-        let (listeners, bound) = match bind_all(&creds, &addrs, requested as u16).await {
+        let (listeners, bound) = match bind_all(&login.grant, &addrs, requested as u16).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!("tcpip-forward listen {host} port {requested}: bind failed: {e}");

@@ -11,4 +11,7 @@ pub(crate) struct Login {
     pub(crate) user: UserInfo,
     pub(crate) settings: Arc<Settings>,
     pub(crate) key_options: KeyOptions,
+    /// The host's login token for this connection: sessions and the user's
+    /// sockets are asked for with it.
+    pub(crate) grant: crate::host::Grant,
 }

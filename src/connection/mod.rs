@@ -6,7 +6,7 @@
 //! `layering` test; `a: b c` means `a` uses `b` and `c`):
 //!
 //! ```text
-//! handler:  access flow forward limits login methods session shared
+//! handler:  flow forward limits login session shared
 //! forward:  agent limits login pump remote shared tunnels
 //! agent:    limits pump tunnels
 //! remote:   pump tunnels
@@ -18,14 +18,16 @@
 //! inflow:   flow
 //! flow:     limits
 //! stream:   banner gate
-//! access, banner, cleanup, gate, limits, login, methods: nothing in `connection`
+//! banner, cleanup, gate, limits, login: nothing in `connection`
+//!
+//! Who may log in and how (AuthenticationMethods, access lists, keys, PAM) is
+//! the host's to decide (`crate::host::api`); the handler asks.
 //! ```
 //!
 //! Per-channel state has one owner, [`channels`]' table (kind, place, PTY flag,
 //! retire wake-up, input queue, window credit); the handler keeps only the
 //! not-yet-started session state it mutates across awaits (see there).
 
-mod access;
 mod agent;
 mod banner;
 mod channels;
@@ -39,7 +41,6 @@ mod inflow;
 mod layering;
 mod limits;
 mod login;
-mod methods;
 mod pump;
 mod remote;
 mod session;
@@ -58,7 +59,7 @@ use crate::log::{human_duration, peer};
 use handler::ConnHandler;
 use login::Login;
 pub(crate) use shared::ConnContext;
-use shared::{ConnShared, PamState};
+use shared::ConnShared;
 use stream::{StampedStream, Transport};
 
 /// The routing domain of a connection's socket as sshd's `get_rdomain` reports it on
@@ -114,6 +115,32 @@ pub(crate) async fn serve(
     registry: Arc<Registry>,
     on_auth: impl FnOnce() + Send + 'static,
 ) -> PreauthEnd {
+    let host = ctx.host.clone();
+    // The host's state for this connection, from first packet to last.
+    let conn = match host
+        .open_conn(ctx.peer, ctx.local, ctx.rdomain.clone())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("host: {e}");
+            return PreauthEnd::NoAuth;
+        }
+    };
+    let end = serve_conn(stream, ctx, conn, server_config, registry, on_auth).await;
+    // Already closed at a normal end; this covers the early ones (no login then).
+    host.close_conn(conn).await;
+    end
+}
+
+async fn serve_conn(
+    stream: impl Into<Transport>,
+    ctx: ConnContext,
+    conn: crate::host::api::ConnId,
+    server_config: Arc<russh::server::Config>,
+    registry: Arc<Registry>,
+    on_auth: impl FnOnce() + Send + 'static,
+) -> PreauthEnd {
     let stream = stream.into();
     let ctx = Arc::new(ctx);
     let (registration, mut control) = registry.register(ctx.peer);
@@ -131,7 +158,7 @@ pub(crate) async fn serve(
         Some(t) => stream.gated(gate::Waiter::new(t)),
         None => stream,
     };
-    let handler = ConnHandler::new(Arc::clone(&ctx), Arc::clone(&shared));
+    let handler = ConnHandler::new(Arc::clone(&ctx), Arc::clone(&shared), conn);
     let cut = || cutter.cut();
 
     // The version exchange happens inside run_stream; a silent client must not
@@ -320,13 +347,7 @@ pub(crate) async fn serve(
     for end in shared.sessions.live(None) {
         hangups.spawn(async move { end.lost().await });
     }
-    let pam = std::mem::replace(
-        &mut *shared.pam.lock().unwrap_or_else(|p| p.into_inner()),
-        PamState::NotOpened,
-    );
-    if let PamState::Open(login) = pam {
-        login.close();
-    }
+    ctx.host.close_conn(conn).await;
     while hangups.join_next().await.is_some() {}
     end
 }

@@ -12,12 +12,13 @@ use tokio::net::TcpStream;
 use super::pump::serve_opened;
 use super::tunnels::{Tunnels, hold};
 use crate::host::as_user::Creds;
-use crate::host::{self, UserInfo};
+use crate::host::{self, Grant, UserInfo};
 
 /// One listening socket, created as the user, with SO_REUSEADDR like sshd's, and
 /// IPv6 kept to IPv6 so both families can share a port. Non-blocking.
-async fn listen_on(creds: &Creds, addr: SocketAddr) -> std::io::Result<StdListener> {
-    let fd = host::user_tcp_socket(creds, addr.is_ipv6())
+async fn listen_on(grant: &Grant, addr: SocketAddr) -> std::io::Result<StdListener> {
+    let fd = grant
+        .tcp_socket(addr.is_ipv6())
         .await
         .map_err(std::io::Error::other)?;
     let socket = socket2::Socket::from(fd);
@@ -33,7 +34,7 @@ async fn listen_on(creds: &Creds, addr: SocketAddr) -> std::io::Result<StdListen
 /// Bind every address on one port (the first bind picks it when `port` is 0); the
 /// later addresses are best effort, as a host may lack IPv6.
 pub(super) async fn bind_all(
-    creds: &Creds,
+    grant: &Grant,
     addrs: &[IpAddr],
     port: u16,
 ) -> std::io::Result<(Vec<StdListener>, u16)> {
@@ -41,7 +42,7 @@ pub(super) async fn bind_all(
     let mut out = Vec::new();
     let mut first_err = None;
     for ip in addrs {
-        match listen_on(creds, SocketAddr::new(*ip, port)).await {
+        match listen_on(grant, SocketAddr::new(*ip, port)).await {
             Ok(l) => {
                 if port == 0 {
                     port = l.local_addr()?.port();

@@ -52,6 +52,9 @@ pub(crate) struct SessionChannel {
     /// Why client signals are refused, as sshd words it: "forced-command" or
     /// "subsystem" (set before the process starts).
     pub(crate) signals_refused: Option<&'static str>,
+    /// The running program as the host numbered it, and the login's grant that
+    /// may signal it.
+    pub(crate) program: Option<(crate::host::Grant, u64)>,
 }
 
 impl SessionChannel {
@@ -94,6 +97,7 @@ impl SessionChannel {
             shared,
             fds: None,
             signals_refused: None,
+            program: None,
         }
     }
 
@@ -118,13 +122,13 @@ impl SessionChannel {
     /// The client's `signal` request: the program's process group gets it, as
     /// from sshd's killpg, with sshd's refusals and their log lines. Only while
     /// the program runs: see `host::process` for why it cannot reach anyone else.
-    pub(crate) fn signal(&self, requested: &Sig) {
+    pub(crate) async fn signal(&self, requested: &Sig) {
         let name = sig_name(requested);
         let Some(sig) = signal_for(requested) else {
             tracing::error!("session_signal_req: unsupported signal \"{name}\"");
             return;
         };
-        let Some(killer) = self.end.killer() else {
+        let (Some(_), Some((grant, program))) = (self.end.killer(), &self.program) else {
             let id = self.write.as_ref().map(|w| u32::from(w.id())).unwrap_or(0);
             tracing::error!("session_signal_req: no pid for session {id}");
             return;
@@ -133,7 +137,8 @@ impl SessionChannel {
             tracing::error!("session_signal_req: refusing to send signal {name} to {kind} session");
             return;
         }
-        if killer.signal(sig) {
+        // The host signals its own program for this login, never a pid we name.
+        if grant.signal(*program, sig as i32).await.unwrap_or(false) {
             tracing::debug!("session_signal_req: signal {name}");
         } else {
             tracing::debug!("session_signal_req: signal {name}: the program has ended");

@@ -13,7 +13,6 @@ use super::gate;
 use super::login::Login;
 use crate::admin::{Facts, registry::Entry};
 use crate::config::{Config, ConnSpec, Settings};
-use crate::host::pam::PamLogin;
 use crate::lifetime::{Event, Events, Policy};
 
 /// Fixed facts about a connection, shared by its handler and tasks.
@@ -28,44 +27,28 @@ pub(crate) struct ConnContext {
     pub(crate) config: Arc<Config>,
     /// Settings for this address before a user is known (Banner, LoginGraceTime).
     pub(crate) pre_auth: Settings,
-    pub(crate) daemon_uid: u32,
+    /// The privileged boundary: every decision that needs root or a user's files.
+    pub(crate) host: crate::host::Host,
     /// The daemon's bound on unauthenticated connections at work (see `gate`).
     pub(crate) preauth_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// The routing domain `Match RDomain` sees ([`rdomain_of`] the connection's
     /// socket); `None` on pipes.
     pub(crate) rdomain: Option<String>,
-    /// Under `UseDNS yes`, the name the peer's address maps to and back, once
-    /// [`ConnContext::look_up_name`] has run.
+    /// Under `UseDNS yes`, the name the peer's address maps to and back, once the
+    /// host looked it up (when the first user name arrived, as sshd).
     pub(crate) dns_name: std::sync::OnceLock<String>,
 }
 
 impl ConnContext {
     /// The name `Match Host`, `from=`, `AllowUsers user@host`, PAM's RHOST and utmp
     /// see, as sshd's `auth_get_canonical_hostname`: with `UseDNS yes`, the name
-    /// [`ConnContext::look_up_name`] confirmed; otherwise (or before that, or when the
-    /// lookup failed) the address itself.
+    /// the host confirmed; otherwise (or before that, or when the lookup failed) the
+    /// address itself.
     pub(crate) fn remote_host(&self) -> String {
         match self.dns_name.get() {
             Some(name) => name.clone(),
             None => crate::log::display_ip(&self.peer),
         }
-    }
-
-    /// With `UseDNS yes`, look the peer's name up once (as sshd, when the user name
-    /// arrives), off the async workers and within a bound; the result stays for the
-    /// connection.
-    pub(crate) async fn look_up_name(&self) {
-        if !self.config.global().use_dns || self.dns_name.get().is_some() {
-            return;
-        }
-        let ip = self.peer.ip();
-        let name = if ip.is_unspecified() {
-            // sshd's UNKNOWN (pipes): nothing to look up.
-            crate::log::display_ip(&self.peer)
-        } else {
-            crate::host::remote_hostname(ip).await
-        };
-        let _ = self.dns_name.set(name);
     }
 
     /// The Match criteria of this connection, for `user` once known.
@@ -91,14 +74,6 @@ impl ConnContext {
     }
 }
 
-/// The connection's PAM session (`UsePAM yes`).
-pub(crate) enum PamState {
-    NotOpened,
-    Open(Arc<PamLogin>),
-    /// `pam_open_session` failed: sessions end at once (status 254), as sshd's.
-    Failed,
-}
-
 /// State the handler writes and the connection task reads.
 pub(crate) struct ConnShared {
     pub(super) user: Mutex<Option<String>>,
@@ -107,9 +82,6 @@ pub(crate) struct ConnShared {
     pub(super) login: watch::Sender<Option<Arc<Login>>>,
     /// The session channels' programs, for the connection's end.
     pub(crate) sessions: Sessions,
-    /// With `UsePAM yes`, the connection's one PAM session, opened by its first
-    /// session and closed at its end.
-    pub(crate) pam: Mutex<PamState>,
     /// Lifetime events go here.
     pub(crate) events: Events,
     /// The connection's open channels (see [`super::channels`]).
@@ -134,7 +106,6 @@ impl ConnShared {
             refused: Default::default(),
             login: watch::channel(None).0,
             sessions: Sessions::default(),
-            pam: Mutex::new(PamState::NotOpened),
             events,
             channels: ChannelTable::default(),
             entry,

@@ -22,7 +22,8 @@ pub(crate) struct Shared {
     pub live: Arc<std::sync::RwLock<Live>>,
     pub registry: Arc<Registry>,
     pub limits: Arc<SourceLimits>,
-    pub daemon_uid: u32,
+    /// The privileged boundary's handle.
+    pub host: crate::host::Host,
     /// At most this many unauthenticated connections at work at once.
     gate: Arc<tokio::sync::Semaphore>,
     /// Unauthenticated connections now (sshd's `startups`).
@@ -35,13 +36,13 @@ impl Shared {
         live: Arc<std::sync::RwLock<Live>>,
         registry: Arc<Registry>,
         limits: Arc<SourceLimits>,
-        daemon_uid: u32,
+        host: crate::host::Host,
     ) -> Arc<Self> {
         Arc::new(Shared {
             live,
             registry,
             limits,
-            daemon_uid,
+            host,
             gate: Arc::new(tokio::sync::Semaphore::new(
                 crate::connection::gate::default_width(),
             )),
@@ -221,7 +222,7 @@ fn serve(
     });
     let registry = Arc::clone(&shared.registry);
     let limits = Arc::clone(&shared.limits);
-    let daemon_uid = shared.daemon_uid;
+    let host = shared.host.clone();
     let preauth_gate = Some(Arc::clone(&shared.gate));
     tokio::spawn(async move {
         let on_auth = {
@@ -233,7 +234,7 @@ fn serve(
             local,
             config,
             pre_auth,
-            daemon_uid,
+            host,
             preauth_gate,
             rdomain,
             dns_name: Default::default(),

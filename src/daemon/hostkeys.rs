@@ -30,7 +30,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<PrivateKey>, HostKeyError> {
     for path in paths {
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 && nix::unistd::geteuid().is_root() {
+            if mode & 0o077 != 0 && crate::host::Privilege::current().is_root() {
                 return Err(HostKeyError::Permissions {
                     path: path.clone(),
                     mode,

@@ -123,12 +123,13 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
             }
         });
     }
+    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
     let ctx = ConnContext {
         peer: peer_addr,
         local,
         config,
         pre_auth,
-        daemon_uid: nix::unistd::geteuid().as_raw(),
+        host,
         // One connection per process: nothing to share the workers with.
         preauth_gate: None,
         rdomain,

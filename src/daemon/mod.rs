@@ -279,15 +279,15 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
     };
     let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
     let limits = srclimit::SourceLimits::new(srclimit::Limits::from_settings(p.config.global()));
-    let live = Arc::new(std::sync::RwLock::new(Live {
-        config: Arc::new(p.config),
-        protocol,
-    }));
+    let config = Arc::new(p.config);
+    // The privileged boundary: every connection reaches it through this handle.
+    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
+    let live = Arc::new(std::sync::RwLock::new(Live { config, protocol }));
     let shared = accept::Shared::new(
         Arc::clone(&live),
         Arc::clone(&registry),
         Arc::clone(&limits),
-        nix::unistd::geteuid().as_raw(),
+        host.clone(),
     );
     let mut accepts = tokio::task::JoinSet::new();
     for l in p.listeners {
@@ -324,6 +324,9 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                                     .reconfigure(srclimit::Limits::from_settings(config.global()));
                                 let config = Arc::new(config);
                                 if let Ok(mut l) = live.write() {
+                                    // Under the same lock, so the host judges new
+                                    // connections by the config they were accepted under.
+                                    host.set_config(Arc::clone(&config));
                                     *l = Live {
                                         config: Arc::clone(&config),
                                         protocol,

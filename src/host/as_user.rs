@@ -143,7 +143,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     R: FnOnce(Result<T, HostError>) + Send + 'static,
 {
-    let switch = nix::unistd::geteuid().is_root() && creds.uid != 0;
+    let switch = super::Privilege::current().is_root() && creds.uid != 0;
     let slot = Slot::take(creds.uid)?;
     let creds = creds.clone();
     let spawned = std::thread::Builder::new()

@@ -3,7 +3,7 @@
 //! voids its line instead of loosening it.
 
 /// What the options before a key allow or impose.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyOptions {
     pub command: Option<String>,
     pub from: Option<String>,

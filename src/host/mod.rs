@@ -2,10 +2,17 @@
 //! files sits behind this narrow API of plain data, so it can later move into a
 //! separate privileged process while the network side drops root.
 
+mod access;
+pub(crate) mod api;
+#[cfg(test)]
+mod api_tests;
 pub mod as_user;
+mod auth_state;
+mod authn;
 mod authorized_keys;
 mod child;
 mod chroot;
+mod client;
 mod dns;
 pub mod fds;
 mod hushlogin;
@@ -14,11 +21,15 @@ mod lastlog;
 mod launch;
 mod listen_fds;
 pub mod memory;
+mod methods;
 pub mod pam;
+mod privilege;
 mod process;
 mod pty;
 mod revoked_keys;
 pub mod sandbox;
+mod service;
+mod session_start;
 pub mod sftp;
 pub mod spawn;
 mod strict_modes;
@@ -30,10 +41,12 @@ mod user_socket;
 mod users;
 mod utmp;
 
+pub(crate) use authn::key_type_name;
 /// The line and option parsers on their own, for the fuzz targets (fuzz/).
 #[doc(hidden)]
 pub use authorized_keys::parse_line;
 pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
+pub(crate) use client::Grant;
 pub use dns::remote_hostname;
 pub use hushlogin::hush_login;
 pub use key_options::KeyOptions;
@@ -41,9 +54,12 @@ pub use key_options::KeyOptions;
 pub use key_options::parse_options;
 pub use lastlog::{LastLogin, last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
+pub use privilege::Privilege;
 pub use process::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller, session_members};
 pub use pty::{PtyParams, PtyResizer};
 pub use revoked_keys::{Revocable, RevocationError, revoked};
+pub use service::Host;
+pub(crate) use session_start::plan;
 pub use sftp::InternalSftp;
 pub use spawn::{
     ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,
@@ -52,7 +68,7 @@ pub use user_env::{UserEnvError, user_environment};
 pub use user_socket::{
     UserListener, UserSocket, remove_user_socket, user_accept, user_socket, user_tcp_socket,
 };
-pub use users::{UserInfo, current_user, lookup_user, running_as_root};
+pub use users::{UserInfo, current_user, lookup_user};
 pub use utmp::{
     DEFAULT_HOST_LEN as DEFAULT_UTMP_HOST_LEN, LoginRecord, accounting_off_reason, record_login,
     record_logout, set_host_len as set_utmp_host_len,

@@ -172,6 +172,17 @@ impl std::fmt::Debug for ProcessKiller {
     }
 }
 
+/// A [`ProcessKiller`] that lets its session go when the session's end drops it.
+#[derive(Clone)]
+pub(crate) struct WeakKiller(std::sync::Weak<Shared>);
+
+impl WeakKiller {
+    /// The killer, while anything else still holds the session.
+    pub(crate) fn upgrade(&self) -> Option<ProcessKiller> {
+        self.0.upgrade().map(ProcessKiller)
+    }
+}
+
 /// A hang-up in progress: the reap waits until it is dropped.
 struct Busy(ProcessKiller);
 
@@ -220,6 +231,12 @@ impl ProcessKiller {
         }
         state.busy += 1;
         Some(Busy(self.clone()))
+    }
+
+    /// A reference that does not keep the session's terminal, PAM helper link or
+    /// state alive (the host's table of programs holds these).
+    pub(crate) fn downgrade(&self) -> WeakKiller {
+        WeakKiller(Arc::downgrade(&self.0))
     }
 
     /// Send `sig` to the program's process group (a client's `signal` request),

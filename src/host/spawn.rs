@@ -280,8 +280,8 @@ pub struct ExecPlan {
 impl ExecPlan {
     /// The plan for `req`; `tty` is the PTY's device when there is one.
     pub fn for_request(req: &SpawnRequest, tty: Option<&Path>) -> ExecPlan {
-        let root = nix::unistd::geteuid().is_root();
-        let me = nix::unistd::geteuid().as_raw();
+        let privilege = super::Privilege::current();
+        let (root, me) = (privilege.is_root(), privilege.uid());
         let user = &req.user;
         let shell = if user.shell.as_os_str().is_empty() {
             PathBuf::from("/bin/sh")
@@ -418,8 +418,8 @@ const PIPE_SIZE: i32 = 256 * 1024;
 /// in the connection's PAM session, `pam`; without one (`pam_open_session`
 /// failed) nothing runs and the session ends with status 254, as sshd's.
 pub async fn spawn(req: SpawnRequest, pam: Option<&PamLogin>) -> Result<SessionProcess, HostError> {
-    let root = nix::unistd::geteuid().is_root();
-    let me = nix::unistd::geteuid().as_raw();
+    let privilege = super::Privilege::current();
+    let (root, me) = (privilege.is_root(), privilege.uid());
     if !root && req.user.uid != me {
         return Err(HostError::NotPermitted(format!(
             "rsshd is not root and cannot start a process as {}",

@@ -8,7 +8,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use super::HostError;
 
 /// An account a session can run as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserInfo {
     pub name: String,
     pub uid: u32,
@@ -55,11 +55,6 @@ pub fn lookup_user(name: &str) -> Result<Option<UserInfo>, HostError> {
             source: e,
         }),
     }
-}
-
-/// Whether rsshd holds root (and so can switch to any user).
-pub fn running_as_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// The account rsshd runs as.

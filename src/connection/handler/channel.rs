@@ -274,11 +274,11 @@ impl ConnHandler {
         }
     }
 
-    pub(super) fn on_signal(&mut self, channel: ChannelId, signal: Sig) {
+    pub(super) async fn on_signal(&mut self, channel: ChannelId, signal: Sig) {
         if let Some(chan) = self.channels.get(&channel) {
             // A signal is the user acting: it counts as input.
             chan.stamps.input.touch();
-            chan.signal(&signal);
+            chan.signal(&signal).await;
         }
     }
 }

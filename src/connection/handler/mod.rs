@@ -1,37 +1,31 @@
 //! The russh [`Handler`] for one connection: a thin layer that turns protocol
-//! callbacks into decisions made by [`access`](super::access), [`host`](crate::host)
-//! and [`session`](super::session). Authentication lives in [`auth`], starting a
+//! callbacks into requests to the privileged boundary ([`host`](crate::host)) and
+//! work of [`session`](super::session). Authentication lives in [`auth`], starting a
 //! session's process in [`start`].
 
 mod auth;
 mod channel;
 mod start;
 
-use auth::{Candidate, FAIL_DELAY, KbdState, KeyState, key_type_name};
+use auth::Candidate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use russh::keys::{Algorithm, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, Sig};
 
-use super::access::{self, Refusal};
 use super::limits::{CHANNELS_MAX, ENV_MAX_BYTES, ENV_MAX_VARS, Limit, refused};
 use super::login::Login;
-use super::methods;
 use super::session::SessionChannel;
 use super::shared::{ConnContext, ConnShared};
-use crate::config::PermitRootLogin;
 use crate::config::Settings;
 use crate::daemon::algorithms::fingerprint;
-use crate::host::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
-use crate::host::{
-    self, KeyLookup, KeyOptions, LoginRecord, PamSession, PtyParams, SpawnRequest, UserInfo,
-};
+use crate::host::api::ConnId;
+use crate::host::{self, LoginRecord, PtyParams, key_type_name};
 use crate::lifetime::Event;
 use crate::log::peer;
 
@@ -48,44 +42,37 @@ pub(crate) struct ConnHandler {
     shared: Arc<ConnShared>,
     /// Tunnels, `-R` listeners and the agent socket; dropped with the connection.
     forwards: super::forward::Forwards,
+    /// This connection as the host numbered it.
+    conn: ConnId,
+    /// The host's verdict on each user name asked about (see `auth`).
     candidates: HashMap<String, Candidate>,
-    /// Key options of the key that matched the last publickey query, by user.
-    pending_key: Option<(String, KeyOptions)>,
     login: Option<Arc<Login>>,
     channels: HashMap<ChannelId, SessionChannel>,
-    /// AuthenticationMethods progress: the user it is for and methods completed.
-    progress: Option<(String, Vec<String>)>,
-    /// Options of the key that completed `publickey`, kept for the final login.
-    key_options: Option<KeyOptions>,
-    /// A keyboard-interactive PAM conversation in flight.
-    kbd: Option<KbdState>,
+    /// When the keyboard-interactive exchange in flight began (its failure takes
+    /// at least `auth::FAIL_DELAY` from there).
+    kbd_started: Option<std::time::Instant>,
     /// Failed attempts as sshd counts them, against MaxAuthTries.
     failures: u32,
     /// MaxAuthTries was reached: every further request fails.
     exhausted: bool,
     /// An authentication request was seen (sshd forgives only the first `none`).
     auth_seen: bool,
-    /// Publickey verdicts and keys already used (see `auth::KeyState`).
-    keys: KeyState,
 }
 
 impl ConnHandler {
-    pub(crate) fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>) -> Self {
+    pub(crate) fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>, conn: ConnId) -> Self {
         ConnHandler {
             forwards: super::forward::Forwards::new(Arc::clone(&shared), ctx.peer),
             ctx,
             shared,
+            conn,
             candidates: HashMap::new(),
-            pending_key: None,
             login: None,
             channels: HashMap::new(),
-            progress: None,
-            key_options: None,
-            kbd: None,
+            kbd_started: None,
             failures: 0,
             exhausted: false,
             auth_seen: false,
-            keys: KeyState::default(),
         }
     }
 }
@@ -120,13 +107,7 @@ impl Handler for ConnHandler {
     }
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        // Resolve (and log an invalid user) on the first request, as sshd does.
-        self.admit(user).await?;
-        // Only a first `none` is free (sshd's userauth_finish).
-        if std::mem::replace(&mut self.auth_seen, true) && !self.exhausted {
-            self.count_failure(user);
-        }
-        Ok(self.rejected())
+        self.on_auth_none(user).await
     }
 
     async fn auth_publickey_offered(
@@ -134,37 +115,7 @@ impl Handler for ConnHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.admit(user).await?;
-        self.shared.attempted();
-        self.auth_seen = true;
-        if self.exhausted {
-            return Ok(self.rejected());
-        }
-        if !self.method_ok(user, "publickey") {
-            self.count_failure(user);
-            return Ok(self.rejected());
-        }
-        match self
-            .check_key(user, offer.public_key, offer.algorithm)
-            .await
-        {
-            Some(opts) => {
-                self.pending_key = Some((user.to_string(), opts));
-                Ok(Auth::Accept)
-            }
-            None => {
-                // sshd's VERBOSE line, so `-d` names the key that was refused.
-                tracing::debug!(
-                    "Failed publickey for {user} from {} ssh2: {} {}",
-                    peer(&self.ctx.peer),
-                    key_type_name(offer.public_key),
-                    fingerprint(offer.public_key, self.ctx.pre_auth.fingerprint_hash)
-                );
-                // Each key refused is a failed attempt for sshd.
-                self.count_failure(user);
-                Ok(self.rejected())
-            }
-        }
+        self.on_publickey_offered(user, offer).await
     }
 
     async fn auth_publickey(
@@ -172,74 +123,11 @@ impl Handler for ConnHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.admit(user).await?;
-        self.shared.attempted();
-        if self.exhausted {
-            return Ok(self.rejected());
-        }
-        if !self.method_ok(user, "publickey") {
-            self.count_failure(user);
-            return Ok(self.rejected());
-        }
-        let Some(options) = self.check_key(user, key.public_key, key.algorithm).await else {
-            self.count_failure(user);
-            return Ok(self.rejected());
-        };
-        self.pending_key = None;
-        if let Some(params) = self.account_params(user) {
-            let outcome = tokio::task::spawn_blocking(move || pam::account(&params))
-                .await
-                .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()));
-            if !self.log_pam(user, "publickey", &outcome) {
-                return Ok(self.rejected());
-            }
-        }
-        self.keys.used(key.public_key);
-        let (auth, complete) = self.method_succeeded(user, "publickey", Some(options));
-        tracing::info!(
-            "{} publickey for {user} from {} ssh2: {} {}",
-            if complete { "Accepted" } else { "Partial" },
-            peer(&self.ctx.peer),
-            key_type_name(key.public_key),
-            fingerprint(key.public_key, self.ctx.pre_auth.fingerprint_hash)
-        );
-        Ok(auth)
+        self.on_publickey(user, key).await
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let started = std::time::Instant::now();
-        self.admit(user).await?;
-        self.shared.attempted();
-        self.auth_seen = true;
-        if self.exhausted {
-            return Ok(self.rejected());
-        }
-        let Some(params) = self.pam_params(user, "password") else {
-            self.log_fail_without_pam(user, "password");
-            tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-            return Ok(self.failure(user));
-        };
-        let outcome = if password.is_empty() && !params.allow_empty {
-            AuthOutcome::Failed("empty password".into())
-        } else if password.len() > auth::MAX_PASSWORD_LEN {
-            AuthOutcome::Failed("password too long".into())
-        } else {
-            let conv = PasswordConversation::boxed(password);
-            tokio::task::spawn_blocking(move || pam::authenticate(&params, conv))
-                .await
-                .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()))
-        };
-        if self.log_pam(user, "password", &outcome) {
-            let (auth, complete) = self.method_succeeded(user, "password", None);
-            let word = if complete { "Accepted" } else { "Partial" };
-            tracing::info!(
-                "{word} password for {user} from {} ssh2",
-                peer(&self.ctx.peer)
-            );
-            return Ok(auth);
-        }
-        tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-        Ok(self.failure(user))
+        self.on_password(user, password).await
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -248,59 +136,11 @@ impl Handler for ConnHandler {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        self.admit(user).await?;
-        self.shared.attempted();
-        self.auth_seen = true;
-        if self.exhausted {
-            return Ok(self.rejected());
-        }
-        match response {
-            None => {
-                let pam = self
-                    .pam_params(user, "keyboard-interactive")
-                    .map(KbdAuth::start);
-                self.kbd = Some(KbdState {
-                    user: user.to_string(),
-                    started: std::time::Instant::now(),
-                    pam,
-                    notice_shown: false,
-                });
-            }
-            Some(answers) => {
-                let answers: Vec<String> = answers
-                    .map(|b: Bytes| String::from_utf8_lossy(&b).into_owned())
-                    .collect();
-                match self.kbd.as_ref() {
-                    Some(KbdState { pam: Some(k), .. }) => k.answer(answers),
-                    Some(KbdState {
-                        pam: None,
-                        user,
-                        started,
-                        notice_shown,
-                    }) => {
-                        // The decoy (or notice) round is over: fail like a wrong
-                        // password.
-                        let (user, started, logged) = (user.clone(), *started, *notice_shown);
-                        self.kbd = None;
-                        if !logged {
-                            self.log_fail_without_pam(&user, "keyboard-interactive/pam");
-                        }
-                        tokio::time::sleep_until((started + FAIL_DELAY).into()).await;
-                        return Ok(self.rejected());
-                    }
-                    None => return Ok(self.rejected()),
-                }
-            }
-        }
-        let event = match self.kbd.as_mut() {
-            Some(KbdState { pam: Some(k), .. }) => k.next().await,
-            Some(KbdState { pam: None, .. }) => KbdEvent::Prompts {
-                instructions: String::new(),
-                prompts: vec![("Password: ".into(), false)],
-            },
-            None => return Ok(self.rejected()),
-        };
-        Ok(self.kbd_step(event).await)
+        let answers = response.map(|r| {
+            r.map(|b: Bytes| String::from_utf8_lossy(&b).into_owned())
+                .collect()
+        });
+        self.on_keyboard_interactive(user, answers).await
     }
 
     async fn channel_open_session(
@@ -400,7 +240,7 @@ impl Handler for ConnHandler {
         signal: Sig,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.on_signal(channel, signal);
+        self.on_signal(channel, signal).await;
         Ok(())
     }
 

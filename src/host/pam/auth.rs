@@ -29,7 +29,7 @@ pub struct AuthParams {
 }
 
 /// How an attempt ended, in terms the caller logs and answers with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AuthOutcome {
     Accepted,
     /// Wrong password or unknown user.

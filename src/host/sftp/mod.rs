@@ -79,7 +79,7 @@ pub(crate) fn plan(
         gids: u.gids.clone(),
         home: u.home.clone(),
         jail,
-        switch: nix::unistd::geteuid().is_root() && u.uid != nix::unistd::geteuid().as_raw(),
+        switch: super::Privilege::current().is_root() && u.uid != super::Privilege::current().uid(),
         args: match what {
             InternalSftp::Serve(a) => Some(a.clone()),
             InternalSftp::Refuse => None,

@@ -1,0 +1,269 @@
+//! The boundary's refusals, one test each: what a compromised network side could
+//! ask for and must not get. Step 2 runs the same requests against the monitor
+//! process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use russh::keys::{Algorithm, PrivateKey, PublicKey};
+
+use super::api::{ConnId, KbdStep, KeyAnswer, LoginToken, MethodResult, SpawnAsk};
+use super::service::Host;
+use super::{HostError, Privilege, UserInfo};
+use crate::config::Config;
+
+struct Setup {
+    host: Host,
+    me: UserInfo,
+    keys: Vec<PublicKey>,
+    dir: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn key() -> PublicKey {
+    PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+        .expect("ed25519 key")
+        .public_key()
+        .clone()
+}
+
+/// A host whose config lets the account running the tests in with the first
+/// of two fresh keys (the second is listed too where `both`), plus `extra`.
+fn setup(tag: &str, extra: &str, both: bool) -> Setup {
+    let dir = std::env::temp_dir().join(format!("rsshd-host-api-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let keys = vec![key(), key()];
+    let listed = if both { &keys[..] } else { &keys[..1] };
+    let lines: String = listed
+        .iter()
+        .map(|k| format!("{}\n", k.to_openssh().expect("openssh")))
+        .collect();
+    let file = dir.join("authorized_keys");
+    std::fs::write(&file, lines).expect("authorized_keys");
+    let text = format!(
+        "AuthorizedKeysFile {}\nStrictModes no\nUsePAM no\nPermitUserRC no\nPermitRootLogin prohibit-password\n{extra}",
+        file.display()
+    );
+    let (config, _) = Config::parse_str("t.conf", &text, &[]).expect("config");
+    Setup {
+        host: Host::new(Privilege::current(), Arc::new(config)),
+        me: super::current_user().expect("current user"),
+        keys,
+        dir,
+    }
+}
+
+async fn conn(host: &Host) -> ConnId {
+    let peer = "127.0.0.1:40000".parse().expect("addr");
+    let local = "127.0.0.1:22".parse().expect("addr");
+    host.open_conn(peer, local, None).await.expect("opened")
+}
+
+/// Log in with key `n` over a new connection: its id and token.
+async fn login(s: &Setup, n: usize) -> (ConnId, LoginToken) {
+    let c = conn(&s.host).await;
+    let name = &s.me.name;
+    let verdict = s.host.begin_user(c, name).await.expect("verdict");
+    assert!(verdict.exists && !verdict.refused, "{verdict:?}");
+    let algo = Algorithm::Ed25519;
+    let answer = s.host.key_allowed(c, name, &s.keys[n], &algo).await;
+    assert_eq!(answer.expect("answer"), KeyAnswer::Allowed);
+    match s.host.pubkey_verified(c, name, &s.keys[n], &algo).await {
+        Ok(MethodResult::Complete { token, login }) => {
+            assert_eq!(login.user.uid, s.me.uid);
+            (c, token)
+        }
+        other => panic!("no login: {other:?}"),
+    }
+}
+
+fn refused<T: std::fmt::Debug>(r: Result<T, HostError>) {
+    match r {
+        Err(HostError::NotPermitted(_)) => {}
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+fn sleeper() -> SpawnAsk {
+    SpawnAsk {
+        requested: Some("sleep 30".into()),
+        is_subsystem: false,
+        pty: None,
+        client_env: Vec::new(),
+        auth_sock: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_without_a_token_the_host_issued_is_refused() {
+    let s = setup("no-token", "", false);
+    let c = conn(&s.host).await;
+    refused(
+        s.host
+            .spawn_session(c, LoginToken([7; 16]), sleeper())
+            .await
+            .map(|(s, _)| s),
+    );
+    refused(s.host.tcp_socket(c, LoginToken([0; 16]), false).await);
+    // Nor on a connection the host never opened.
+    refused(s.host.begin_user(ConnId(9999), &s.me.name).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_works_only_on_its_own_connection_and_until_it_closes() {
+    let s = setup("other-conn", "", false);
+    let (a, token) = login(&s, 0).await;
+    let b = conn(&s.host).await;
+    refused(
+        s.host
+            .spawn_session(b, token, sleeper())
+            .await
+            .map(|(s, _)| s),
+    );
+    refused(s.host.tcp_socket(b, token, false).await);
+    // The same token on its own connection is good.
+    s.host.tcp_socket(a, token, false).await.expect("socket");
+    s.host.close_conn(a).await;
+    refused(s.host.tcp_socket(a, token, false).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proved_key_the_host_does_not_allow_gets_no_login() {
+    let s = setup("not-allowed", "", false);
+    let c = conn(&s.host).await;
+    let name = &s.me.name;
+    s.host.begin_user(c, name).await.expect("verdict");
+    let algo = Algorithm::Ed25519;
+    // Key 1 is not in the file: asked about or "verified", it is refused.
+    let asked = s.host.key_allowed(c, name, &s.keys[1], &algo).await;
+    assert_eq!(asked.expect("answer"), KeyAnswer::Refused);
+    let verified = s.host.pubkey_verified(c, name, &s.keys[1], &algo).await;
+    assert!(
+        matches!(verified, Ok(MethodResult::Failed { count: true, .. })),
+        "{verified:?}"
+    );
+    // Nor does a user that does not exist, whatever key.
+    let ghost = "rsshd-no-such-user-x";
+    let v = s.host.begin_user(c, ghost).await.expect("verdict");
+    assert!(!v.exists);
+    let verified = s.host.pubkey_verified(c, ghost, &s.keys[0], &algo).await;
+    assert!(
+        matches!(verified, Ok(MethodResult::Failed { .. })),
+        "{verified:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_until_the_hosts_own_authentication_methods_are_satisfied() {
+    let s = setup(
+        "methods",
+        "AuthenticationMethods publickey,publickey publickey,password\n",
+        true,
+    );
+    let c = conn(&s.host).await;
+    let name = &s.me.name;
+    s.host.begin_user(c, name).await.expect("verdict");
+    let algo = Algorithm::Ed25519;
+    let first = s.host.pubkey_verified(c, name, &s.keys[0], &algo).await;
+    match first.expect("answer") {
+        MethodResult::Partial { next } => {
+            assert_eq!(next, vec!["publickey".to_string(), "password".to_string()])
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same key again does not make two (sshd's auth2_key_already_used).
+    let again = s.host.pubkey_verified(c, name, &s.keys[0], &algo).await;
+    assert!(
+        matches!(again, Ok(MethodResult::Failed { .. })),
+        "{again:?}"
+    );
+    // A password PAM never saw (UsePAM no) completes nothing.
+    let pw = s.host.password(c, name, "anything").await;
+    assert!(matches!(pw, Ok(MethodResult::Failed { .. })), "{pw:?}");
+    // Keyboard-interactive without PAM prompts, then fails.
+    match s.host.kbd_start(c, name).await.expect("kbd") {
+        KbdStep::Prompts { prompts, .. } => assert_eq!(prompts.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let answered = s.host.kbd_answer(c, vec!["x".into()]).await.expect("kbd");
+    assert!(
+        matches!(answered, KbdStep::Done(MethodResult::Failed { .. })),
+        "{answered:?}"
+    );
+    // The second, distinct key completes the chain: now, and only now, a token.
+    let second = s.host.pubkey_verified(c, name, &s.keys[1], &algo).await;
+    assert!(
+        matches!(second, Ok(MethodResult::Complete { .. })),
+        "{second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_reach_only_the_connections_own_sessions() {
+    let s = setup("signals", "", false);
+    let (a, token_a) = login(&s, 0).await;
+    let (b, token_b) = login(&s, 0).await;
+    let (spawned, mut process) = s
+        .host
+        .spawn_session(a, token_a, sleeper())
+        .await
+        .expect("spawned");
+    assert!(spawned.pid > 0 && !spawned.is_shell && !spawned.forced);
+    let term = nix::sys::signal::Signal::SIGTERM as i32;
+    // Connection b, with its own good token, names a's program.
+    refused(s.host.signal(b, token_b, spawned.process, term).await);
+    // Or a's program with a's token on b.
+    refused(s.host.signal(b, token_a, spawned.process, term).await);
+    // A number the host never gave.
+    refused(
+        s.host
+            .signal(a, token_a, spawned.process + 1000, term)
+            .await,
+    );
+    // The owner may.
+    let sent = s.host.signal(a, token_a, spawned.process, term).await;
+    assert!(sent.expect("signalled"));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), process.wait())
+        .await
+        .expect("ended in time");
+    assert_eq!(
+        outcome.expect("outcome"),
+        super::ExitOutcome::Signal {
+            name: "TERM".into(),
+            core_dumped: false
+        }
+    );
+    process.finish().await;
+}
+
+#[test]
+fn requests_and_responses_are_plain_data() {
+    use super::api::{Request, Response};
+    let r = Request::Spawn {
+        conn: ConnId(3),
+        token: LoginToken([1; 16]),
+        ask: sleeper(),
+    };
+    let text = serde_json::to_string(&r).expect("serialize");
+    let back: Request = serde_json::from_str(&text).expect("deserialize");
+    assert!(matches!(
+        back,
+        Request::Spawn {
+            conn: ConnId(3),
+            ..
+        }
+    ));
+    let r = Response::Method(MethodResult::Partial {
+        next: vec!["password".into()],
+    });
+    let text = serde_json::to_string(&r).expect("serialize");
+    assert!(serde_json::from_str::<Response>(&text).is_ok());
+    // A token never shows in a log line.
+    assert_eq!(format!("{:?}", LoginToken([9; 16])), "LoginToken(..)");
+}
