@@ -154,7 +154,7 @@ struct Directive {
 /// A parsed configuration: the global settings plus what `Match` may change.
 #[derive(Debug, Clone)]
 pub struct Config {
-    global: Settings,
+    global: Arc<Settings>,
     conditional: Vec<Directive>,
     /// On the embedded defaults with no `HostKey`: the key rsshd generates.
     generated_host_key: Option<PathBuf>,
@@ -392,7 +392,7 @@ impl Loader {
         warnings.extend(defaults::auth_methods_conflict(&global, &unconditional));
         Ok((
             Config {
-                global,
+                global: Arc::new(global),
                 conditional,
                 generated_host_key,
             },
@@ -470,7 +470,16 @@ impl Config {
     /// first value winning among them, replaces the global value (sshd's semantics,
     /// including that a list set in a Match replaces the global list).
     pub fn resolve(&self, spec: &ConnSpec) -> Settings {
-        let mut s = self.global.clone();
+        Arc::unwrap_or_clone(self.resolve_shared(spec))
+    }
+
+    /// As [`Config::resolve`], shared: where no `Match` block applies (the
+    /// common case), every connection holds the one global `Settings` instead
+    /// of a copy of its own. A copy is several kB of lists and strings, and the
+    /// host and the network side each keep the resolved settings of every
+    /// logged-in connection.
+    pub fn resolve_shared(&self, spec: &ConnSpec) -> Arc<Settings> {
+        let mut s: Option<Settings> = None;
         let mut st = PassState::default();
         let mut groups = Groups::new(spec);
         let mut seen: HashMap<*const MatchLine, bool> = HashMap::new();
@@ -481,10 +490,11 @@ impl Config {
                     .or_insert_with(|| m.matches(spec, &mut groups))
             });
             if ok {
-                let _ = st.apply(&mut s, d);
+                let s = s.get_or_insert_with(|| (*self.global).clone());
+                let _ = st.apply(s, d);
             }
         }
-        s
+        s.map_or_else(|| Arc::clone(&self.global), Arc::new)
     }
 }
 

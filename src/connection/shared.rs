@@ -26,7 +26,7 @@ pub(crate) struct ConnContext {
     pub(crate) local: SocketAddr,
     pub(crate) config: Arc<Config>,
     /// Settings for this address before a user is known (Banner, LoginGraceTime).
-    pub(crate) pre_auth: Settings,
+    pub(crate) pre_auth: Arc<Settings>,
     /// The privileged boundary: every decision that needs root or a user's files.
     pub(crate) host: crate::host::Host,
     /// The daemon's bound on unauthenticated connections at work (see `gate`).

@@ -202,7 +202,7 @@ fn serve(
         return;
     };
     let rdomain = connection::rdomain_of(&stream);
-    let pre_auth = config.resolve(&ConnSpec {
+    let pre_auth = config.resolve_shared(&ConnSpec {
         user: None,
         host: Some(display_ip(&peer)),
         addr: Some(peer.ip()),

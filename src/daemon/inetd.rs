@@ -84,7 +84,7 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
         Transport::Tcp(s) => connection::rdomain_of(s),
         _ => None,
     };
-    let pre_auth = config.resolve(&ConnSpec {
+    let pre_auth = config.resolve_shared(&ConnSpec {
         user: None,
         host: Some(display_ip(&peer_addr)),
         addr: Some(peer_addr.ip()).filter(|a| !a.is_unspecified()),

@@ -16,7 +16,7 @@ use super::methods;
 use super::pam::{self, KbdAuth};
 use super::service::Host;
 use super::{KeyOptions, Privilege, UserInfo};
-use crate::config::{Config, ConnSpec, Settings};
+use crate::config::{Config, ConnSpec, FingerprintHash, Settings};
 use crate::log::peer;
 
 /// What is known about a user name the client asked for.
@@ -62,8 +62,10 @@ pub(crate) struct ConnState {
     pub(super) peer: SocketAddr,
     pub(super) local: SocketAddr,
     pub(super) rdomain: Option<String>,
-    /// Settings before a user is known (FingerprintHash).
-    pub(super) pre_auth: Settings,
+    /// FingerprintHash before a user is known: all the host needs of the
+    /// pre-auth settings, kept instead of a whole `Settings` for the
+    /// connection's life (a few kB per connection).
+    pub(super) fingerprint_hash: FingerprintHash,
     /// Under `UseDNS yes`, the peer's confirmed name once looked up.
     pub(super) dns_name: Option<String>,
     pub(super) candidates: HashMap<String, Candidate>,
@@ -90,7 +92,7 @@ impl ConnState {
         let mut state = ConnState {
             id,
             privilege,
-            pre_auth: Settings::default(),
+            fingerprint_hash: FingerprintHash::Sha256,
             config,
             peer,
             local,
@@ -104,7 +106,10 @@ impl ConnState {
             login: None,
             pam: PamState::NotOpened,
         };
-        state.pre_auth = state.config.resolve(&state.spec(None, None));
+        state.fingerprint_hash = state
+            .config
+            .resolve(&state.spec(None, None))
+            .fingerprint_hash;
         state
     }
 
@@ -171,7 +176,7 @@ impl ConnState {
                 }
             };
             let spec = self.spec(Some(user), info.as_ref().map(|i| i.group_names.clone()));
-            let settings = Arc::new(self.config.resolve(&spec));
+            let settings = self.config.resolve_shared(&spec);
             let refused = match &info {
                 None => {
                     tracing::info!("Invalid user {user} from {}", peer(&self.peer));

@@ -100,7 +100,7 @@ impl ConnState {
             },
             peer(&self.peer),
             key_type_name(key),
-            crate::daemon::algorithms::fingerprint(key, self.pre_auth.fingerprint_hash)
+            crate::daemon::algorithms::fingerprint(key, self.fingerprint_hash)
         );
         result
     }
@@ -378,7 +378,7 @@ impl ConnState {
         let remote_host = self.remote_host();
         let remote_ip = self.peer.ip();
         let peer_text = peer(&self.peer);
-        let hash = self.pre_auth.fingerprint_hash;
+        let hash = self.fingerprint_hash;
         let c = self.candidate(user);
         let (Some(info), None) = (&c.info, &c.refused) else {
             return Some(None);

@@ -52,7 +52,7 @@ impl ConnHandler {
                 let _ = self.ctx.dns_name.set(verdict.remote_host.clone());
             }
             let spec = self.ctx.spec(Some(user), verdict.groups.clone());
-            let settings = Arc::new(self.ctx.config.resolve(&spec));
+            let settings = self.ctx.config.resolve_shared(&spec);
             self.candidates.insert(
                 user.to_string(),
                 Candidate {
