@@ -409,11 +409,16 @@ impl ConnHandler {
     /// already used in this login, key listed (with its `from=`), PermitRootLogin.
     /// Returns the key's options. The files are read once per (user, key): the
     /// client's query and its signed request share the verdict.
+    /// A certificate (`cert`, of `key`) is judged by the host against its CA; its
+    /// verdict is not cached, so that it is never taken for its plain key's.
+    /// `algorithm` is `None` only after russh checked the signature against the
+    /// algorithm an earlier call here (the offer) already accepted.
     pub(super) async fn check_key(
         &mut self,
         user: &str,
         key: &PublicKey,
-        algorithm: &Algorithm,
+        algorithm: Option<&Algorithm>,
+        cert: Option<&Certificate>,
     ) -> Option<KeyOptions> {
         if self.keys.already_used(key) {
             // sshd's auth2_key_already_used: `publickey,publickey` needs two keys.
@@ -423,21 +428,36 @@ impl ConnHandler {
         // PubkeyAcceptedAlgorithms (no ssh-rsa, a SHA-1 signature, by default) and
         // RequiredRSASize, in sshd's order and words.
         let settings = &self.candidate(user).settings;
-        if let Err(line) = crate::daemon::algorithms::check_user_key(settings, key, algorithm) {
-            tracing::info!("{line}");
-            return None;
+        if let Some(alg) = algorithm {
+            let name = match cert {
+                Some(_) => alg.to_certificate_type(),
+                None => alg.as_str().to_string(),
+            };
+            if let Err(line) = crate::daemon::algorithms::check_user_key_named(settings, key, &name)
+            {
+                tracing::info!("{line}");
+                return None;
+            }
+        }
+        if cert.is_some() {
+            return self.lookup_key(user, key, cert).await?;
         }
         if let Some(verdict) = self.keys.cached(user, key) {
             return verdict;
         }
-        let verdict = self.lookup_key(user, key).await?;
+        let verdict = self.lookup_key(user, key, None).await?;
         self.keys.remember(user, key, verdict.clone());
         verdict
     }
 
     /// The uncached decision; the outer `None` means it could not be made (the
     /// files could not be read in time) and must not be remembered.
-    async fn lookup_key(&mut self, user: &str, key: &PublicKey) -> Option<Option<KeyOptions>> {
+    async fn lookup_key(
+        &mut self,
+        user: &str,
+        key: &PublicKey,
+        cert: Option<&Certificate>,
+    ) -> Option<Option<KeyOptions>> {
         let remote_host = self.ctx.remote_host();
         let remote_ip = self.ctx.peer.ip();
         let peer_text = peer(&self.ctx.peer);
@@ -450,8 +470,9 @@ impl ConnHandler {
         }
         let settings = Arc::clone(&c.settings);
         let info = info.clone();
-        // sshd checks RevokedKeys before reading any authorized_keys file.
-        if let Some(file) = &settings.revoked_keys {
+        // sshd checks RevokedKeys before reading any authorized_keys file (the host
+        // checks a certificate's, with its CA).
+        if let (Some(file), None) = (&settings.revoked_keys, cert) {
             let (kind, fp) = (
                 key_type_name(key),
                 crate::daemon::algorithms::fingerprint(key, self.ctx.pre_auth.fingerprint_hash),
@@ -473,6 +494,7 @@ impl ConnHandler {
                 }
             }
         }
+        let hash = self.ctx.pre_auth.fingerprint_hash;
         let query = host::KeyQuery {
             user: info.clone(),
             files: settings.authorized_keys_file.clone(),
@@ -480,6 +502,14 @@ impl ConnHandler {
             key: key.clone(),
             remote_host,
             remote_ip,
+            cert: cert.map(|c| host::CertPolicy::new(c, &settings, hash)),
+            commands: host::KeyCommands::from_settings(
+                &settings,
+                self.ctx.peer,
+                self.ctx.local,
+                self.ctx.rdomain.as_deref(),
+                hash,
+            ),
         };
         let uid = info.uid;
         let options = match host::find_authorized_key(query).await {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use russh::keys::{Algorithm, PublicKey};
+use russh::keys::{Algorithm, Certificate, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
 };
@@ -95,6 +95,56 @@ impl ConnHandler {
             keys: KeyState::default(),
             credits: super::flow::Credits::default(),
         }
+    }
+
+    /// A publickey request whose signature russh has verified, with a plain key or
+    /// a certificate (`cert`, of `key`): the key's verdict, PAM's account check,
+    /// AuthenticationMethods, and sshd's `Accepted publickey` line.
+    async fn publickey_verified(
+        &mut self,
+        user: &str,
+        key: &PublicKey,
+        algorithm: Option<&Algorithm>,
+        cert: Option<&Certificate>,
+    ) -> Result<Auth, ConnError> {
+        self.admit(user).await?;
+        self.shared.attempted();
+        if self.exhausted {
+            return Ok(Auth::reject());
+        }
+        if !self.method_ok(user, "publickey") {
+            self.count_failure(user);
+            return Ok(Auth::reject());
+        }
+        let Some(options) = self.check_key(user, key, algorithm, cert).await else {
+            self.count_failure(user);
+            return Ok(Auth::reject());
+        };
+        self.pending_key = None;
+        if let Some(params) = self.account_params(user) {
+            let outcome = tokio::task::spawn_blocking(move || pam::account(&params))
+                .await
+                .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()));
+            if !self.log_pam(user, "publickey", &outcome) {
+                return Ok(Auth::reject());
+            }
+        }
+        self.keys.used(key);
+        let (auth, complete) = self.method_succeeded(user, "publickey", Some(options));
+        tracing::info!(
+            "{} publickey for {user} from {} ssh2: {}",
+            if complete { "Accepted" } else { "Partial" },
+            peer(&self.ctx.peer),
+            match cert {
+                Some(c) => host::describe_cert(c, self.ctx.pre_auth.fingerprint_hash),
+                None => format!(
+                    "{} {}",
+                    key_type_name(key),
+                    fingerprint(key, self.ctx.pre_auth.fingerprint_hash)
+                ),
+            }
+        );
+        Ok(auth)
     }
 
     /// Check a packet of `len` bytes on `channel` against the window the client
@@ -265,7 +315,12 @@ impl Handler for ConnHandler {
             return Ok(Auth::reject());
         }
         match self
-            .check_key(user, offer.public_key, offer.algorithm)
+            .check_key(
+                user,
+                offer.public_key,
+                Some(offer.algorithm),
+                offer.certificate,
+            )
             .await
         {
             Some(opts) => {
@@ -292,38 +347,20 @@ impl Handler for ConnHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.admit(user).await?;
-        self.shared.attempted();
-        if self.exhausted {
-            return Ok(Auth::reject());
-        }
-        if !self.method_ok(user, "publickey") {
-            self.count_failure(user);
-            return Ok(Auth::reject());
-        }
-        let Some(options) = self.check_key(user, key.public_key, key.algorithm).await else {
-            self.count_failure(user);
-            return Ok(Auth::reject());
-        };
-        self.pending_key = None;
-        if let Some(params) = self.account_params(user) {
-            let outcome = tokio::task::spawn_blocking(move || pam::account(&params))
-                .await
-                .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()));
-            if !self.log_pam(user, "publickey", &outcome) {
-                return Ok(Auth::reject());
-            }
-        }
-        self.keys.used(key.public_key);
-        let (auth, complete) = self.method_succeeded(user, "publickey", Some(options));
-        tracing::info!(
-            "{} publickey for {user} from {} ssh2: {} {}",
-            if complete { "Accepted" } else { "Partial" },
-            peer(&self.ctx.peer),
-            key_type_name(key.public_key),
-            fingerprint(key.public_key, self.ctx.pre_auth.fingerprint_hash)
-        );
-        Ok(auth)
+        self.publickey_verified(user, key.public_key, Some(key.algorithm), None)
+            .await
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        // russh verified the signature with the algorithm the offer of this
+        // certificate was accepted with (hence `None`).
+        let key = PublicKey::new(certificate.public_key().clone(), "");
+        self.publickey_verified(user, &key, None, Some(certificate))
+            .await
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
