@@ -240,6 +240,7 @@ fn names_unique_and_aliases_resolve() {
 
 /// A value other than the one rsshd honours, for every refused keyword.
 const REFUSED_SAMPLES: &[(&str, &str)] = &[
+    ("HostKeyAgent", "/run/ssh-agent.sock"),
     ("LogVerbose", "kex.c:*:1000"),
     ("ModuliFile", "/etc/ssh/moduli.strong"),
     ("PermitTunnel", "point-to-point"),
