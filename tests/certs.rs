@@ -353,9 +353,7 @@ fn cert_authority_lines_in_authorized_keys() {
     // `ssh -tt` gives up without its terminal).
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("PTY allocation request failed")
-            && srv
-                .log()
-                .contains(&format!("Accepted publickey for {user} ")),
+            && wait_for(|| srv.log(), &format!("Accepted publickey for {user} ")),
         "{}\n{}",
         String::from_utf8_lossy(&o.stderr),
         srv.log()

@@ -578,3 +578,16 @@ fn docs_list_every_keyword_with_its_class() {
         "{path} lists keywords the table does not: {rows:?}"
     );
 }
+
+#[test]
+fn key_commands_must_be_absolute_paths() {
+    assert_eq!(
+        load("AuthorizedKeysCommand /usr/bin/sss_ssh_authorizedkeys %u\n"),
+        Ok(vec![])
+    );
+    assert_eq!(load("AuthorizedPrincipalsCommand none\n"), Ok(vec![]));
+    for k in ["AuthorizedKeysCommand", "AuthorizedPrincipalsCommand"] {
+        let e = load(&format!("{k} sss_ssh_authorizedkeys %u\n")).unwrap_err();
+        assert!(e.contains("must be an absolute path"), "{e}");
+    }
+}

@@ -455,10 +455,17 @@ pub(super) fn dump_force_command(s: &Settings, k: &str, o: &mut String) {
 }
 
 /// A whole line, or `none`, into an `Option<String>` (`AuthorizedKeysCommand`).
-pub(super) fn opt_line(a: &Args) -> Result<Option<String>, String> {
+/// As sshd, the command must be an absolute path (checked at load).
+pub(super) fn opt_command(a: &Args) -> Result<Option<String>, String> {
     a.all()?;
     let v = a.rest.trim();
-    Ok((!v.eq_ignore_ascii_case("none")).then(|| v.to_string()))
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    if !v.starts_with('/') {
+        return Err("must be an absolute path".into());
+    }
+    Ok(Some(v.to_string()))
 }
 
 /// One word, or `none`, into an `Option<String>` (`AuthorizedKeysCommandUser`).
