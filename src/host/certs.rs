@@ -513,6 +513,7 @@ pub(crate) fn principals_in(text: &str, path: &Path, principals: &[String]) -> O
 
 #[cfg(test)]
 mod tests {
+    use super::super::authorized_keys::find_authorized_key;
     use super::*;
 
     /// A user certificate for a security key (`sk-ssh-ed25519@openssh.com`), made
@@ -528,7 +529,7 @@ mod tests {
         let ca_file = dir.join("ca.pub");
         std::fs::write(&ca_file, SK_CA).unwrap();
         let cert = Certificate::from_openssh(SK_CERT).unwrap();
-        let q = KeyQuery {
+        let mut q = KeyQuery {
             user: super::super::UserInfo {
                 name: "root".into(),
                 uid: nix::unistd::geteuid().as_raw(),
@@ -554,12 +555,19 @@ mod tests {
             revoked_keys: None,
             fingerprint_hash: FingerprintHash::Sha256,
         };
-        let verdict = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap()
-            .block_on(find_cert(q, p))
             .unwrap();
+        let verdict = rt.block_on(find_cert(q.clone(), p.clone())).unwrap();
+        assert_eq!(verdict, KeyLookup::NotFound);
+        // The plain security key, listed in authorized_keys, is refused too.
+        let plain = PublicKey::new(p.cert.public_key().clone(), "");
+        let ak = dir.join("authorized_keys");
+        std::fs::write(&ak, plain.to_openssh().unwrap()).unwrap();
+        q.files = vec![ak.display().to_string()];
+        q.key = plain;
+        let verdict = rt.block_on(find_authorized_key(q)).unwrap();
         assert_eq!(verdict, KeyLookup::NotFound);
         let _ = std::fs::remove_dir_all(&dir);
     }
