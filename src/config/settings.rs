@@ -109,6 +109,8 @@ pub struct Settings {
     /// `any`, `inet` or `inet6`.
     pub address_family: String,
     pub host_key: Vec<PathBuf>,
+    /// `HostCertificate` files, each for one of the host keys.
+    pub host_certificate: Vec<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub login_grace_time: Duration,
     /// `MaxStartups start:rate:full`.
@@ -141,7 +143,7 @@ pub struct Settings {
     pub max_sessions: u32,
     pub pubkey_authentication: bool,
     pub pubkey_accepted_algorithms: Vec<&'static str>,
-    /// Kept for certificates (not accepted yet): parsed, assembled and printed.
+    /// Signature algorithms a CA may have signed a user certificate with.
     pub ca_signature_algorithms: Vec<&'static str>,
     /// RSA keys (user and host) shorter than this many bits are refused.
     pub required_rsa_size: u32,
@@ -152,6 +154,16 @@ pub struct Settings {
     pub permit_empty_passwords: bool,
     /// `RevokedKeys`: a KRL or a list of public keys; `None` for `none`.
     pub revoked_keys: Option<PathBuf>,
+    /// `TrustedUserCAKeys`: the CA keys whose user certificates are accepted.
+    pub trusted_user_ca_keys: Option<PathBuf>,
+    /// `AuthorizedPrincipalsFile`, tokens (`%h`, `%u`, `%U`) not yet expanded.
+    pub authorized_principals_file: Option<PathBuf>,
+    /// `AuthorizedKeysCommand` (tokens not yet expanded) and the user it runs as.
+    pub authorized_keys_command: Option<String>,
+    pub authorized_keys_command_user: Option<String>,
+    /// `AuthorizedPrincipalsCommand` and the user it runs as.
+    pub authorized_principals_command: Option<String>,
+    pub authorized_principals_command_user: Option<String>,
     /// `RefuseConnection` (OpenSSH 9.9+): drop the connection once the user name
     /// is known.
     pub refuse_connection: bool,
@@ -233,6 +245,7 @@ impl Default for Settings {
             ],
             address_family: "any".to_string(),
             host_key: Vec::new(),
+            host_certificate: Vec::new(),
             pid_file: default_pid_file(),
             login_grace_time: Duration::from_secs(120),
             max_startups: (10, 30, 100),
@@ -267,6 +280,12 @@ impl Default for Settings {
             kbd_interactive_authentication: true,
             permit_empty_passwords: false,
             revoked_keys: None,
+            trusted_user_ca_keys: None,
+            authorized_principals_file: None,
+            authorized_keys_command: None,
+            authorized_keys_command_user: None,
+            authorized_principals_command: None,
+            authorized_principals_command_user: None,
             refuse_connection: false,
             use_pam: false,
             pam_service_name: "sshd".to_string(),

@@ -493,6 +493,7 @@ fn every_implemented_keyword_is_printed_by_dump() {
         "setenv",
         "channeltimeout",
         "subsystem",
+        "hostcertificate",
     ];
     for k in KEYWORDS.iter().filter(|k| k.class == Class::Implemented) {
         let lower = k.name.to_ascii_lowercase();
@@ -506,7 +507,7 @@ fn every_implemented_keyword_is_printed_by_dump() {
         );
     }
     let (c, _) = parse(
-        "AllowUsers a\nDenyUsers b\nAllowGroups c\nDenyGroups d\nAcceptEnv E\nSetEnv F=1\nChannelTimeout session=1m\nSubsystem s /bin/s\n",
+        "AllowUsers a\nDenyUsers b\nAllowGroups c\nDenyGroups d\nAcceptEnv E\nSetEnv F=1\nChannelTimeout session=1m\nSubsystem s /bin/s\nHostCertificate /etc/ssh/c.pub\n",
     );
     let d = dump(c.global());
     for k in only_when_set {

@@ -199,13 +199,13 @@ pub(crate) fn fingerprint(key: &PublicKey, hash: FingerprintHash) -> String {
 }
 
 /// Whether a user key may authenticate with the signature algorithm the client
-/// named; `Err` is the line sshd logs on refusing it (auth2-pubkey.c).
-pub(crate) fn check_user_key(
+/// named (for a certificate, its certificate type: `ssh-ed25519-cert-v01@openssh.com`);
+/// `Err` is the line sshd logs on refusing it (auth2-pubkey.c).
+pub(crate) fn check_user_key_named(
     s: &Settings,
     key: &PublicKey,
-    algorithm: &Algorithm,
+    name: &str,
 ) -> Result<(), String> {
-    let name = algorithm.as_str();
     if !s.pubkey_accepted_algorithms.contains(&name) {
         return Err(format!(
             "userauth_pubkey: signature algorithm {name} not in PubkeyAcceptedAlgorithms [preauth]"
@@ -304,9 +304,9 @@ mod tests {
     fn user_keys_are_checked_with_sshd_words() {
         let ed = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let s = Settings::default();
-        assert!(check_user_key(&s, ed.public_key(), &Algorithm::Ed25519).is_ok());
+        assert!(check_user_key_named(&s, ed.public_key(), Algorithm::Ed25519.as_str()).is_ok());
         assert_eq!(
-            check_user_key(&s, ed.public_key(), &Algorithm::Rsa { hash: None }),
+            check_user_key_named(&s, ed.public_key(), Algorithm::Rsa { hash: None }.as_str()),
             Err(
                 "userauth_pubkey: signature algorithm ssh-rsa not in PubkeyAcceptedAlgorithms \
                  [preauth]"

@@ -5,7 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::ssh_key::{Certificate, LineEnding};
 use russh::keys::{Algorithm, PrivateKey};
 
 /// A host key that could not be used, named by file so `-t` can say which.
@@ -48,6 +49,45 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<PrivateKey>, HostKeyError> {
         return Err(HostKeyError::None);
     }
     Ok(keys)
+}
+
+/// The `HostCertificate` files whose key is one of `keys`, as sshd loads them: a
+/// file that cannot be read, is not a host certificate, or has no matching host
+/// key is left out with sshd's error line, and the daemon serves without it.
+pub fn load_certificates(paths: &[PathBuf], keys: &[PrivateKey]) -> Vec<Certificate> {
+    let mut certs = Vec::new();
+    for path in paths {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(
+                    "Could not load host certificate \"{}\": {e}",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        let cert = match Certificate::from_openssh(text.trim()) {
+            Ok(c) if c.cert_type() == CertType::Host => c,
+            _ => {
+                tracing::error!("Certificate file is not a certificate: {}", path.display());
+                continue;
+            }
+        };
+        if !keys
+            .iter()
+            .any(|k| k.public_key().key_data() == cert.public_key())
+        {
+            tracing::error!(
+                "No matching private key for certificate: {}",
+                path.display()
+            );
+            continue;
+        }
+        tracing::debug!("host certificate: {}", path.display());
+        certs.push(cert);
+    }
+    certs
 }
 
 /// The generated key's path in `dir`, created (ed25519, mode 0600, with `.pub`) if

@@ -89,6 +89,20 @@ pub fn host_key_paths(
 pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Config {
     // Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, Compression.
     let preferred = algorithms::preferred(s);
+    // HostCertificate: offered under the certificate names HostKeyAlgorithms lists.
+    let certificates = hostkeys::load_certificates(&s.host_certificate, &keys)
+        .into_iter()
+        .filter(|c| {
+            let name = c.algorithm().to_certificate_type();
+            let listed = s.host_key_algorithms.iter().any(|n| *n == name);
+            // An RSA certificate serves under any RSA certificate name listed.
+            listed
+                || (c.algorithm().is_rsa()
+                    && s.host_key_algorithms
+                        .iter()
+                        .any(|n| n.starts_with("rsa-sha2-") && n.contains("-cert-")))
+        })
+        .collect();
     russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-rsshd_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -97,6 +111,7 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         auth_rejection_time: std::time::Duration::ZERO,
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         keys,
+        certificates,
         preferred,
         limits: algorithms::limits(s),
         // rsshd counts failures as sshd does and ends the connection itself at

@@ -50,19 +50,25 @@ pub(crate) enum Request {
     /// A user name arrived in an authentication request.
     BeginUser { conn: ConnId, name: String },
     /// May this key log `user` in (the client's query, before it signs)?
+    /// `cert_openssh`: the OpenSSH certificate the client offered, of that key
+    /// (checked by the host against its own TrustedUserCAKeys and RevokedKeys).
     KeyAllowed {
         conn: ConnId,
         user: String,
         key_openssh: String,
         algo: String,
+        cert_openssh: Option<String>,
     },
     /// The client proved it holds the key (russh checked the signature over the
-    /// session identifier; step 2 moves that check here).
+    /// session identifier; step 2 moves that check here). `algo` is `None` only
+    /// for a certificate (russh does not say which algorithm signed it): the
+    /// host then requires that it allowed that certificate on this connection.
     PubkeyVerified {
         conn: ConnId,
         user: String,
         key_openssh: String,
-        algo: String,
+        algo: Option<String>,
+        cert_openssh: Option<String>,
     },
     Password {
         conn: ConnId,
@@ -240,10 +246,11 @@ pub(super) async fn dispatch(host: &Host, request: Request) -> Result<Reply, Hos
             user,
             key_openssh,
             algo,
+            cert_openssh,
         } => {
-            let key = super::authn::parse_key(&key_openssh, &algo)?;
+            let key = super::authn::parse_key(&key_openssh, Some(&algo), cert_openssh.as_deref())?;
             let state = host.conn(conn)?;
-            let answer = state.lock().await.key_allowed(&user, &key.0, &key.1).await;
+            let answer = state.lock().await.key_allowed(&user, &key).await;
             Response::Key(answer).into()
         }
         Request::PubkeyVerified {
@@ -251,11 +258,13 @@ pub(super) async fn dispatch(host: &Host, request: Request) -> Result<Reply, Hos
             user,
             key_openssh,
             algo,
+            cert_openssh,
         } => {
-            let key = super::authn::parse_key(&key_openssh, &algo)?;
+            let key =
+                super::authn::parse_key(&key_openssh, algo.as_deref(), cert_openssh.as_deref())?;
             let state = host.conn(conn)?;
             let mut state = state.lock().await;
-            Response::Method(state.pubkey_verified(host, &user, &key.0, &key.1).await).into()
+            Response::Method(state.pubkey_verified(host, &user, &key).await).into()
         }
         Request::Password {
             conn,

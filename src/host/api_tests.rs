@@ -72,9 +72,13 @@ async fn login(s: &Setup, n: usize) -> (ConnId, LoginToken) {
     let verdict = s.host.begin_user(c, name).await.expect("verdict");
     assert!(verdict.exists && !verdict.refused, "{verdict:?}");
     let algo = Algorithm::Ed25519;
-    let answer = s.host.key_allowed(c, name, &s.keys[n], &algo).await;
+    let answer = s.host.key_allowed(c, name, &s.keys[n], &algo, None).await;
     assert_eq!(answer.expect("answer"), KeyAnswer::Allowed);
-    match s.host.pubkey_verified(c, name, &s.keys[n], &algo).await {
+    match s
+        .host
+        .pubkey_verified(c, name, &s.keys[n], Some(&algo), None)
+        .await
+    {
         Ok(MethodResult::Complete { token, login }) => {
             assert_eq!(login.user.uid, s.me.uid);
             (c, token)
@@ -141,9 +145,12 @@ async fn a_proved_key_the_host_does_not_allow_gets_no_login() {
     s.host.begin_user(c, name).await.expect("verdict");
     let algo = Algorithm::Ed25519;
     // Key 1 is not in the file: asked about or "verified", it is refused.
-    let asked = s.host.key_allowed(c, name, &s.keys[1], &algo).await;
+    let asked = s.host.key_allowed(c, name, &s.keys[1], &algo, None).await;
     assert_eq!(asked.expect("answer"), KeyAnswer::Refused);
-    let verified = s.host.pubkey_verified(c, name, &s.keys[1], &algo).await;
+    let verified = s
+        .host
+        .pubkey_verified(c, name, &s.keys[1], Some(&algo), None)
+        .await;
     assert!(
         matches!(verified, Ok(MethodResult::Failed { count: true, .. })),
         "{verified:?}"
@@ -152,7 +159,10 @@ async fn a_proved_key_the_host_does_not_allow_gets_no_login() {
     let ghost = "rsshd-no-such-user-x";
     let v = s.host.begin_user(c, ghost).await.expect("verdict");
     assert!(!v.exists);
-    let verified = s.host.pubkey_verified(c, ghost, &s.keys[0], &algo).await;
+    let verified = s
+        .host
+        .pubkey_verified(c, ghost, &s.keys[0], Some(&algo), None)
+        .await;
     assert!(
         matches!(verified, Ok(MethodResult::Failed { .. })),
         "{verified:?}"
@@ -170,7 +180,10 @@ async fn no_token_until_the_hosts_own_authentication_methods_are_satisfied() {
     let name = &s.me.name;
     s.host.begin_user(c, name).await.expect("verdict");
     let algo = Algorithm::Ed25519;
-    let first = s.host.pubkey_verified(c, name, &s.keys[0], &algo).await;
+    let first = s
+        .host
+        .pubkey_verified(c, name, &s.keys[0], Some(&algo), None)
+        .await;
     match first.expect("answer") {
         MethodResult::Partial { next } => {
             assert_eq!(next, vec!["publickey".to_string(), "password".to_string()])
@@ -178,7 +191,10 @@ async fn no_token_until_the_hosts_own_authentication_methods_are_satisfied() {
         other => panic!("{other:?}"),
     }
     // The same key again does not make two (sshd's auth2_key_already_used).
-    let again = s.host.pubkey_verified(c, name, &s.keys[0], &algo).await;
+    let again = s
+        .host
+        .pubkey_verified(c, name, &s.keys[0], Some(&algo), None)
+        .await;
     assert!(
         matches!(again, Ok(MethodResult::Failed { .. })),
         "{again:?}"
@@ -197,7 +213,10 @@ async fn no_token_until_the_hosts_own_authentication_methods_are_satisfied() {
         "{answered:?}"
     );
     // The second, distinct key completes the chain: now, and only now, a token.
-    let second = s.host.pubkey_verified(c, name, &s.keys[1], &algo).await;
+    let second = s
+        .host
+        .pubkey_verified(c, name, &s.keys[1], Some(&algo), None)
+        .await;
     assert!(
         matches!(second, Ok(MethodResult::Complete { .. })),
         "{second:?}"
@@ -266,4 +285,80 @@ fn requests_and_responses_are_plain_data() {
     assert!(serde_json::from_str::<Response>(&text).is_ok());
     // A token never shows in a log line.
     assert_eq!(format!("{:?}", LoginToken([9; 16])), "LoginToken(..)");
+}
+
+/// A user certificate of `key` for `principal`, signed by `ca`, valid for an hour.
+fn user_cert(ca: &PrivateKey, key: &PublicKey, principal: &str) -> russh::keys::Certificate {
+    use russh::keys::ssh_key::certificate::{Builder, CertType};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut b = Builder::new_with_random_nonce(
+        &mut rand::rng(),
+        key.key_data().clone(),
+        now - 60,
+        now + 3600,
+    )
+    .expect("builder");
+    b.serial(7).expect("serial");
+    b.key_id("api-test").expect("key id");
+    b.cert_type(CertType::User).expect("type");
+    b.valid_principal(principal).expect("principal");
+    b.sign(ca).expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_completes_only_after_the_host_allowed_it_here() {
+    let dir = std::env::temp_dir().join(format!("rsshd-host-api-cert-{}", std::process::id()));
+    let extra = format!("TrustedUserCAKeys {}\n", dir.join("ca.pub").display());
+    let s = setup("cert", &extra, false);
+    let ca = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("ca");
+    let ca_line = ca.public_key().to_openssh().expect("openssh");
+    std::fs::write(dir.join("ca.pub"), format!("{ca_line}\n")).expect("ca.pub");
+    let name = &s.me.name;
+    let cert = user_cert(&ca, &s.keys[1], name);
+    let c = conn(&s.host).await;
+    s.host.begin_user(c, name).await.expect("verdict");
+    // No algorithm and no certificate: not a request the host takes.
+    let bare = s
+        .host
+        .pubkey_verified(c, name, &s.keys[1], None, None)
+        .await;
+    assert!(matches!(bare, Err(HostError::NotPermitted(_))), "{bare:?}");
+    // A certificate of another key than the one named.
+    let other = s
+        .host
+        .pubkey_verified(c, name, &s.keys[0], None, Some(&cert))
+        .await;
+    assert!(
+        matches!(other, Err(HostError::NotPermitted(_))),
+        "{other:?}"
+    );
+    // Its signed request without the host's earlier KeyAllowed: refused.
+    let early = s
+        .host
+        .pubkey_verified(c, name, &s.keys[1], None, Some(&cert))
+        .await;
+    assert!(
+        matches!(early, Ok(MethodResult::Failed { count: true, .. })),
+        "{early:?}"
+    );
+    // Key 1 alone is not listed; its certificate from the trusted CA is.
+    let algo = Algorithm::Ed25519;
+    let plain = s.host.key_allowed(c, name, &s.keys[1], &algo, None).await;
+    assert_eq!(plain.expect("answer"), KeyAnswer::Refused);
+    let asked = s
+        .host
+        .key_allowed(c, name, &s.keys[1], &algo, Some(&cert))
+        .await;
+    assert_eq!(asked.expect("answer"), KeyAnswer::Allowed);
+    let done = s
+        .host
+        .pubkey_verified(c, name, &s.keys[1], None, Some(&cert))
+        .await;
+    assert!(
+        matches!(done, Ok(MethodResult::Complete { .. })),
+        "{done:?}"
+    );
 }

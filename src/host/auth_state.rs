@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use russh::keys::PublicKey;
+use russh::keys::{Certificate, PublicKey};
 
 use super::access::{self, Refusal};
 use super::api::{ConnId, LoginFacts, MethodResult, UserVerdict};
@@ -351,6 +351,9 @@ pub(super) struct KeyState {
     last: Option<(String, PublicKey, Option<KeyOptions>)>,
     /// Keys that completed the publickey method in this connection.
     used: Vec<PublicKey>,
+    /// The last certificate `KeyAllowed` allowed, for whom: its signed request
+    /// arrives without the algorithm, which only that check saw.
+    cert: Option<(String, Box<Certificate>)>,
 }
 
 impl KeyState {
@@ -363,6 +366,14 @@ impl KeyState {
 
     pub(super) fn remember(&mut self, user: &str, key: &PublicKey, verdict: Option<KeyOptions>) {
         self.last = Some((user.to_string(), key.clone(), verdict));
+    }
+
+    pub(super) fn cert_allowed(&mut self, user: &str, cert: &Certificate) {
+        self.cert = Some((user.to_string(), Box::new(cert.clone())));
+    }
+
+    pub(super) fn was_cert_allowed(&self, user: &str, cert: &Certificate) -> bool {
+        (self.cert.as_ref()).is_some_and(|(u, c)| u == user && **c == *cert)
     }
 
     pub(super) fn already_used(&self, key: &PublicKey) -> bool {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use russh::keys::{Algorithm, PublicKey};
+use russh::keys::{Algorithm, Certificate, PublicKey};
 
 use super::access;
 use super::api::{KbdStep, KeyAnswer, MethodResult};
@@ -20,13 +20,44 @@ use crate::log::peer;
 /// a kilobyte.
 pub(super) const MAX_PASSWORD_LEN: usize = 1024;
 
-/// A key and algorithm as a request names them.
-pub(super) fn parse_key(openssh: &str, algo: &str) -> Result<(PublicKey, Algorithm), HostError> {
-    let key = PublicKey::from_openssh(openssh)
-        .map_err(|e| HostError::NotPermitted(format!("unreadable key: {e}")))?;
-    let algo = Algorithm::new(algo)
-        .map_err(|e| HostError::NotPermitted(format!("unknown key algorithm: {e}")))?;
-    Ok((key, algo))
+/// A key as a publickey request names it: the signature algorithm (known for
+/// a certificate only at its offer) and the certificate, if one was offered.
+pub(super) struct OfferedKey {
+    pub(super) key: PublicKey,
+    pub(super) algo: Option<Algorithm>,
+    pub(super) cert: Option<Box<Certificate>>,
+}
+
+/// The key, algorithm and certificate as a request names them. A certificate
+/// must be of that key and signed by the CA it names (checked here, not taken
+/// from the caller); whether that CA is trusted is the policy's question.
+pub(super) fn parse_key(
+    openssh: &str,
+    algo: Option<&str>,
+    cert: Option<&str>,
+) -> Result<OfferedKey, HostError> {
+    let refuse =
+        |what: &str, e: &dyn std::fmt::Display| HostError::NotPermitted(format!("{what}: {e}"));
+    let key = PublicKey::from_openssh(openssh).map_err(|e| refuse("unreadable key", &e))?;
+    let algo = algo
+        .map(Algorithm::new)
+        .transpose()
+        .map_err(|e| refuse("unknown key algorithm", &e))?;
+    let cert = match cert {
+        None if algo.is_none() => return Err(refuse("key", &"no signature algorithm")),
+        None => None,
+        Some(text) => {
+            let cert = Certificate::from_openssh(text)
+                .map_err(|e| refuse("unreadable certificate", &e))?;
+            if cert.public_key() != key.key_data() {
+                return Err(refuse("certificate", &"not of the key named"));
+            }
+            cert.verify_signature()
+                .map_err(|e| refuse("certificate signature", &e))?;
+            Some(Box::new(cert))
+        }
+    };
+    Ok(OfferedKey { key, algo, cert })
 }
 
 /// sshd's name for a key type in `Accepted publickey ... ssh2: ED25519 SHA256:...`.
@@ -51,17 +82,17 @@ fn failed(count: bool) -> MethodResult {
 
 impl ConnState {
     /// `KeyAllowed`.
-    pub(super) async fn key_allowed(
-        &mut self,
-        user: &str,
-        key: &PublicKey,
-        algorithm: &Algorithm,
-    ) -> KeyAnswer {
+    pub(super) async fn key_allowed(&mut self, user: &str, offered: &OfferedKey) -> KeyAnswer {
         if !self.method_ok(user, "publickey") {
             return KeyAnswer::NotNow;
         }
-        match self.check_key(user, key, algorithm).await {
-            Some(_) => KeyAnswer::Allowed,
+        match self.check_key(user, offered).await {
+            Some(_) => {
+                if let Some(cert) = &offered.cert {
+                    self.keys.cert_allowed(user, cert);
+                }
+                KeyAnswer::Allowed
+            }
             None => KeyAnswer::Refused,
         }
     }
@@ -72,15 +103,22 @@ impl ConnState {
         &mut self,
         host: &Host,
         user: &str,
-        key: &PublicKey,
-        algorithm: &Algorithm,
+        offered: &OfferedKey,
     ) -> MethodResult {
         if !self.method_ok(user, "publickey") {
             return failed(true);
         }
-        let Some(options) = self.check_key(user, key, algorithm).await else {
+        // Without the algorithm, only a certificate this connection's offer
+        // had it checked for (russh verified the signature with that one).
+        if let (None, Some(cert)) = (&offered.algo, &offered.cert)
+            && !self.keys.was_cert_allowed(user, cert)
+        {
+            return failed(true);
+        }
+        let Some(options) = self.check_key(user, offered).await else {
             return failed(true);
         };
+        let key = &offered.key;
         if let Some(params) = self.account_params(user) {
             let outcome = tokio::task::spawn_blocking(move || pam::account(&params))
                 .await
@@ -91,16 +129,23 @@ impl ConnState {
         }
         self.keys.used(key);
         let result = self.method_succeeded(host, user, "publickey", Some(options));
+        let hash = self.fingerprint_hash;
         tracing::info!(
-            "{} publickey for {user} from {} ssh2: {} {}",
+            "{} publickey for {user} from {} ssh2: {}",
             if matches!(result, MethodResult::Complete { .. }) {
                 "Accepted"
             } else {
                 "Partial"
             },
             peer(&self.peer),
-            key_type_name(key),
-            crate::daemon::algorithms::fingerprint(key, self.fingerprint_hash)
+            match &offered.cert {
+                Some(c) => super::describe_cert(c, hash),
+                None => format!(
+                    "{} {}",
+                    key_type_name(key),
+                    crate::daemon::algorithms::fingerprint(key, hash)
+                ),
+            }
         );
         result
     }
@@ -346,12 +391,10 @@ impl ConnState {
     /// already used in this login, key listed (with its `from=`), PermitRootLogin.
     /// Returns the key's options. The files are read once per (user, key): the
     /// client's query and its signed request share the verdict.
-    async fn check_key(
-        &mut self,
-        user: &str,
-        key: &PublicKey,
-        algorithm: &Algorithm,
-    ) -> Option<KeyOptions> {
+    /// A certificate (of `key`) is judged against its CA; its verdict is not
+    /// cached, so that it is never taken for its plain key's.
+    async fn check_key(&mut self, user: &str, offered: &OfferedKey) -> Option<KeyOptions> {
+        let (key, cert) = (&offered.key, offered.cert.as_deref());
         if self.keys.already_used(key) {
             // sshd's auth2_key_already_used: `publickey,publickey` needs two keys.
             tracing::info!("refusing previously-used {} key", key_type_name(key));
@@ -359,22 +402,38 @@ impl ConnState {
         }
         // PubkeyAcceptedAlgorithms (no ssh-rsa, a SHA-1 signature, by default) and
         // RequiredRSASize, in sshd's order and words.
+        // For a certificate, the algorithm is checked as its certificate type.
         let settings = &self.candidate(user).settings;
-        if let Err(line) = crate::daemon::algorithms::check_user_key(settings, key, algorithm) {
-            tracing::info!("{line}");
-            return None;
+        if let Some(alg) = &offered.algo {
+            let name = match cert {
+                Some(_) => alg.to_certificate_type(),
+                None => alg.as_str().to_string(),
+            };
+            if let Err(line) = crate::daemon::algorithms::check_user_key_named(settings, key, &name)
+            {
+                tracing::info!("{line}");
+                return None;
+            }
+        }
+        if cert.is_some() {
+            return self.lookup_key(user, key, cert).await?;
         }
         if let Some(verdict) = self.keys.cached(user, key) {
             return verdict;
         }
-        let verdict = self.lookup_key(user, key).await?;
+        let verdict = self.lookup_key(user, key, None).await?;
         self.keys.remember(user, key, verdict.clone());
         verdict
     }
 
     /// The uncached decision; the outer `None` means it could not be made (the
     /// files could not be read in time) and must not be remembered.
-    async fn lookup_key(&mut self, user: &str, key: &PublicKey) -> Option<Option<KeyOptions>> {
+    async fn lookup_key(
+        &mut self,
+        user: &str,
+        key: &PublicKey,
+        cert: Option<&Certificate>,
+    ) -> Option<Option<KeyOptions>> {
         let remote_host = self.remote_host();
         let remote_ip = self.peer.ip();
         let peer_text = peer(&self.peer);
@@ -388,8 +447,9 @@ impl ConnState {
         }
         let settings = Arc::clone(&c.settings);
         let info = info.clone();
-        // sshd checks RevokedKeys before reading any authorized_keys file.
-        if let Some(file) = &settings.revoked_keys {
+        // sshd checks RevokedKeys before reading any authorized_keys file (a
+        // certificate's is checked with its CA, by the certificate policy).
+        if let (Some(file), None) = (&settings.revoked_keys, cert) {
             let (kind, fp) = (
                 key_type_name(key),
                 crate::daemon::algorithms::fingerprint(key, hash),
@@ -418,6 +478,16 @@ impl ConnState {
             key: key.clone(),
             remote_host,
             remote_ip,
+            // From the host's own resolved settings and the connection facts it
+            // recorded at ConnOpened.
+            cert: cert.map(|c| super::CertPolicy::new(c, &settings, hash)),
+            commands: super::KeyCommands::from_settings(
+                &settings,
+                self.peer,
+                self.local,
+                self.rdomain.as_deref(),
+                hash,
+            ),
         };
         let uid = info.uid;
         let options = match super::find_authorized_key(query).await {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use russh::keys::PublicKey;
 
+use super::certs::CertPolicy;
+use super::key_command::{KeyCommand, run};
 use super::key_options::{KeyOptions, parse_options, split_options};
 use super::user_files::{FileKind, Owner, UserFile, with_reader};
 use super::{HostError, UserInfo};
@@ -70,13 +72,135 @@ pub struct KeyQuery {
     pub key: PublicKey,
     pub remote_host: String,
     pub remote_ip: IpAddr,
+    /// The client offered a certificate (of `key`): it is judged by
+    /// `certs::find_cert` instead, against its CA.
+    pub cert: Option<CertPolicy>,
+    /// `AuthorizedKeysCommand`, `AuthorizedPrincipalsCommand` and what their
+    /// tokens need; `None` when neither is configured.
+    pub commands: Option<Box<KeyCommands>>,
+}
+
+/// The commands that supply keys or principals, and the connection facts their
+/// `%` tokens name.
+#[derive(Debug, Clone)]
+pub struct KeyCommands {
+    pub keys: Option<KeyCommand>,
+    pub principals: Option<KeyCommand>,
+    /// `%C`: client address and port, server address and port.
+    pub conn_id: String,
+    /// `%D`: the routing domain, empty for none.
+    pub rdomain: String,
+    pub fingerprint_hash: crate::config::FingerprintHash,
+}
+
+impl KeyCommands {
+    /// The commands `s` configures, for a connection from `peer` to `local`;
+    /// `None` when there are none.
+    pub fn from_settings(
+        s: &crate::config::Settings,
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+        rdomain: Option<&str>,
+        fingerprint_hash: crate::config::FingerprintHash,
+    ) -> Option<Box<KeyCommands>> {
+        let command = |c: &Option<String>, u: &Option<String>| {
+            c.clone().map(|command| KeyCommand {
+                command,
+                user: u.clone(),
+            })
+        };
+        let keys = command(&s.authorized_keys_command, &s.authorized_keys_command_user);
+        let principals = command(
+            &s.authorized_principals_command,
+            &s.authorized_principals_command_user,
+        );
+        if keys.is_none() && principals.is_none() {
+            return None;
+        }
+        let ip = |a: &std::net::SocketAddr| crate::log::display_ip(a);
+        Some(Box::new(KeyCommands {
+            keys,
+            principals,
+            conn_id: format!(
+                "{} {} {} {}",
+                ip(&peer),
+                peer.port(),
+                ip(&local),
+                local.port()
+            ),
+            rdomain: rdomain.unwrap_or_default().to_string(),
+            fingerprint_hash,
+        }))
+    }
+
+    /// The tokens every command has: `%C %D %h %U %u`.
+    pub(crate) fn base_tokens(&self, user: &UserInfo) -> Vec<(char, String)> {
+        vec![
+            ('C', self.conn_id.clone()),
+            ('D', self.rdomain.clone()),
+            ('h', user.home.to_string_lossy().into_owned()),
+            ('U', user.uid.to_string()),
+            ('u', user.name.clone()),
+        ]
+    }
+}
+
+/// The type name and base64 blob of an OpenSSH public key line (`%t`, `%k`).
+pub(crate) fn type_and_blob(openssh: &str) -> (String, String) {
+    let mut f = openssh.split_whitespace();
+    let t = f.next().unwrap_or_default().to_string();
+    (t, f.next().unwrap_or_default().to_string())
 }
 
 /// Look through every file for the key, reading each with the user's identity
 /// (see `user_files`), off the async workers. `Err` when the files could not be
 /// read in time (or the user's cap of slow reads is reached): the caller treats
 /// that as "no key".
-pub async fn find_authorized_key(q: KeyQuery) -> Result<KeyLookup, HostError> {
+pub async fn find_authorized_key(mut q: KeyQuery) -> Result<KeyLookup, HostError> {
+    if let Some(policy) = q.cert.take() {
+        return super::certs::find_cert(q, policy).await;
+    }
+    if matches!(
+        q.key.algorithm(),
+        russh::keys::Algorithm::SkEd25519 | russh::keys::Algorithm::SkEcdsaSha2NistP256
+    ) {
+        // Their signatures' flags (touch, verify-required) are not checked by
+        // rsshd, so it cannot honour what sshd demands of them by default.
+        tracing::info!(
+            "refusing {} key: security keys are not supported",
+            super::certs::type_name(&q.key.algorithm(), false)
+        );
+        return Ok(KeyLookup::NotFound);
+    }
+    let in_files = find_in_files(&q).await?;
+    if matches!(in_files, KeyLookup::Found(_)) {
+        return Ok(in_files);
+    }
+    // sshd asks AuthorizedKeysCommand last.
+    if let Some(c) = &q.commands
+        && let Some(cmd) = &c.keys
+    {
+        let (t, k) = type_and_blob(&q.key.to_openssh().unwrap_or_default());
+        let mut tokens = c.base_tokens(&q.user);
+        tokens.push((
+            'f',
+            crate::daemon::algorithms::fingerprint(&q.key, c.fingerprint_hash),
+        ));
+        tokens.push(('k', k));
+        tokens.push(('t', t));
+        if let Some(out) = run("AuthorizedKeysCommand", cmd, &tokens).await {
+            let found = lookup_in(&out, Path::new(&cmd.command), &q);
+            if matches!(found, KeyLookup::Found(_)) {
+                return Ok(found);
+            }
+        }
+    }
+    Ok(in_files)
+}
+
+/// The authorized_keys files' verdict.
+async fn find_in_files(q: &KeyQuery) -> Result<KeyLookup, HostError> {
+    let q = q.clone();
     let paths: Vec<PathBuf> = q
         .files
         .iter()
@@ -108,7 +232,7 @@ pub async fn find_authorized_key(q: KeyQuery) -> Result<KeyLookup, HostError> {
 }
 
 /// The first line of one file's contents that lists the key and admits the client.
-fn lookup_in(bytes: &[u8], path: &Path, q: &KeyQuery) -> KeyLookup {
+pub(super) fn lookup_in(bytes: &[u8], path: &Path, q: &KeyQuery) -> KeyLookup {
     let mut rejected = None;
     for (idx, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line = String::from_utf8_lossy(raw);
@@ -120,6 +244,11 @@ fn lookup_in(bytes: &[u8], path: &Path, q: &KeyQuery) -> KeyLookup {
             continue;
         }
         let loc = format!("{}:{lineno}", path.display());
+        if options.principals.is_some() {
+            // sshd's auth_authorise_keyopts: principals= belongs on a CA line.
+            tracing::debug!("{loc}: principals on non-CA key");
+            continue;
+        }
         if options.expires.is_some_and(|t| now_unix() > t) {
             tracing::info!("{loc}: key has expired");
             continue;
@@ -244,6 +373,8 @@ mod tests {
             key: PublicKey::from_openssh(key).unwrap(),
             remote_host: "127.0.0.1".into(),
             remote_ip: "127.0.0.1".parse().unwrap(),
+            cert: None,
+            commands: None,
         };
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

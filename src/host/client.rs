@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
-use russh::keys::{Algorithm, PublicKey};
+use russh::keys::{Algorithm, Certificate, PublicKey};
 
 use super::HostError;
 use super::api::{
@@ -22,6 +22,11 @@ fn unexpected(what: &str, r: &Response) -> HostError {
 fn key_text(key: &PublicKey) -> Result<String, HostError> {
     key.to_openssh()
         .map_err(|e| HostError::NotPermitted(format!("key: {e}")))
+}
+
+fn cert_text(cert: &Certificate) -> Result<String, HostError> {
+    cert.to_openssh()
+        .map_err(|e| HostError::NotPermitted(format!("certificate: {e}")))
 }
 
 impl Host {
@@ -67,12 +72,14 @@ impl Host {
         user: &str,
         key: &PublicKey,
         algo: &Algorithm,
+        cert: Option<&Certificate>,
     ) -> Result<KeyAnswer, HostError> {
         let request = Request::KeyAllowed {
             conn,
             user: user.to_string(),
             key_openssh: key_text(key)?,
             algo: algo.as_str().to_string(),
+            cert_openssh: cert.map(cert_text).transpose()?,
         };
         match self.call(request).await?.response {
             Response::Key(a) => Ok(a),
@@ -85,13 +92,15 @@ impl Host {
         conn: ConnId,
         user: &str,
         key: &PublicKey,
-        algo: &Algorithm,
+        algo: Option<&Algorithm>,
+        cert: Option<&Certificate>,
     ) -> Result<MethodResult, HostError> {
         let request = Request::PubkeyVerified {
             conn,
             user: user.to_string(),
             key_openssh: key_text(key)?,
-            algo: algo.as_str().to_string(),
+            algo: algo.map(|a| a.as_str().to_string()),
+            cert_openssh: cert.map(cert_text).transpose()?,
         };
         self.method(request, "PubkeyVerified").await
     }

@@ -19,6 +19,14 @@ pub struct KeyOptions {
     pub cert_authority: bool,
     /// `expiry-time=`: Unix time after which the key no longer works.
     pub expires: Option<i64>,
+    /// `principals=` (a `cert-authority` line): the certificate principals it
+    /// accepts, instead of the user's name.
+    pub principals: Option<String>,
+    /// A certificate's `source-address`: CIDR networks the client must come from.
+    pub source_address: Option<String>,
+    /// `verify-required`: the signature must carry the authenticator's
+    /// user-verification flag (security keys only).
+    pub verify_required: bool,
 }
 
 /// Split at the first space outside double quotes.
@@ -175,8 +183,9 @@ pub fn parse_options(text: &str) -> Result<KeyOptions, String> {
             ("no-user-rc", None) => o.no_user_rc = true,
             ("user-rc", None) => o.no_user_rc = false,
             ("cert-authority", None) => o.cert_authority = true,
-            // FIDO flags: rsshd verifies no security-key assertions beyond russh's.
-            ("no-touch-required", None) | ("verify-required", None) => {}
+            ("verify-required", None) => o.verify_required = true,
+            // FIDO flag: rsshd verifies no security-key assertions beyond russh's.
+            ("no-touch-required", None) => {}
             ("command", Some(v)) => o.command = Some(v),
             ("from", Some(v)) => o.from = Some(v),
             ("environment", Some(v)) => {
@@ -189,7 +198,8 @@ pub fn parse_options(text: &str) -> Result<KeyOptions, String> {
             ("permitopen", Some(v)) => o.permit_open.push(checked_permit(v, false)?),
             ("permitlisten", Some(v)) => o.permit_listen.push(checked_permit(v, true)?),
             ("expiry-time", Some(v)) => o.expires = Some(parse_expiry(&v)?),
-            ("principals", Some(_)) | ("tunnel", Some(_)) => {}
+            ("principals", Some(v)) => o.principals = Some(v),
+            ("tunnel", Some(_)) => {}
             (other, _) => return Err(format!("unknown or malformed option \"{other}\"")),
         }
         if o.permit_open.len() > PERMIT_MAX || o.permit_listen.len() > PERMIT_MAX {

@@ -10,12 +10,15 @@ pub mod as_user;
 mod auth_state;
 mod authn;
 mod authorized_keys;
+mod cert_options;
+mod certs;
 mod child;
 mod chroot;
 mod client;
 mod dns;
 pub mod fds;
 mod hushlogin;
+mod key_command;
 mod key_options;
 mod lastlog;
 mod launch;
@@ -45,10 +48,14 @@ pub(crate) use authn::key_type_name;
 /// The line and option parsers on their own, for the fuzz targets (fuzz/).
 #[doc(hidden)]
 pub use authorized_keys::parse_line;
-pub use authorized_keys::{AuthorizedKey, KeyLookup, KeyQuery, expand_path, find_authorized_key};
+pub use authorized_keys::{
+    AuthorizedKey, KeyCommands, KeyLookup, KeyQuery, expand_path, find_authorized_key,
+};
+pub use certs::{CertPolicy, describe as describe_cert};
 pub(crate) use client::Grant;
 pub use dns::remote_hostname;
 pub use hushlogin::hush_login;
+pub use key_command::KeyCommand;
 pub use key_options::KeyOptions;
 #[doc(hidden)]
 pub use key_options::parse_options;

@@ -74,7 +74,9 @@ pub async fn revoked(file: &Path, subject: Revocable) -> Result<bool, Revocation
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, RevocationError> {
+/// Read an admin's file as root, the way users' files are read (see the module
+/// docs); `TrustedUserCAKeys` is read the same way.
+pub(super) fn read(path: &Path) -> Result<Vec<u8>, RevocationError> {
     let (fd, st) = open_checked(path).map_err(|e| match e {
         Opened::Missing => RevocationError::Open(nix::errno::Errno::ENOENT),
         Opened::Failed(e) => RevocationError::Open(e),

@@ -36,6 +36,8 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileKind {
     AuthorizedKeys,
+    /// `AuthorizedPrincipalsFile`.
+    AuthorizedPrincipals,
     Environment,
 }
 
@@ -44,6 +46,7 @@ impl FileKind {
     fn label(self) -> &'static str {
         match self {
             FileKind::AuthorizedKeys => "authorized keys",
+            FileKind::AuthorizedPrincipals => "authorized principals",
             FileKind::Environment => "environment",
         }
     }
@@ -54,7 +57,7 @@ impl FileKind {
     /// a whole environment (E2BIG past 2 MiB with the default 8 MiB stack).
     pub(crate) fn cap(self) -> u64 {
         match self {
-            FileKind::AuthorizedKeys => 4 << 20,
+            FileKind::AuthorizedKeys | FileKind::AuthorizedPrincipals => 4 << 20,
             FileKind::Environment => 1 << 20,
         }
     }

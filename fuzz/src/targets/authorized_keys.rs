@@ -76,6 +76,7 @@ fn canonical(o: &KeyOptions) -> (Option<String>, KeyOptions) {
         (o.no_x11_forwarding, "no-x11-forwarding"),
         (o.no_user_rc, "no-user-rc"),
         (o.cert_authority, "cert-authority"),
+        (o.verify_required, "verify-required"),
     ] {
         if set {
             parts.push(name.to_string());
@@ -96,6 +97,9 @@ fn canonical(o: &KeyOptions) -> (Option<String>, KeyOptions) {
     }
     for p in &o.permit_listen {
         values.push(("permitlisten", p.clone()));
+    }
+    if let Some(p) = &o.principals {
+        values.push(("principals", p.clone()));
     }
     if let Some(t) = o.expires {
         match utc_stamp(t) {

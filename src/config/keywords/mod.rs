@@ -274,13 +274,6 @@ impl Keyword {
         }
     }
 
-    /// A keyword rsshd parses, checks and prints but cannot apply yet, where
-    /// ignoring it cannot widen access: accepted, with its caveat as the warning.
-    pub(crate) const fn warned(mut self) -> Keyword {
-        self.class = Class::Warned;
-        self
-    }
-
     /// Applied when the connection starts: a `Match` on the user cannot set it,
     /// and since it limits something, such a line is refused.
     pub(crate) const fn pre_auth_only(mut self) -> Keyword {

@@ -18,14 +18,6 @@ pub(super) fn dump_list(v: &[&str], key: &str, out: &mut String) {
     kv(out, key, v.join(","));
 }
 
-/// `CASignatureAlgorithms` is checked, assembled and printed, but rsshd accepts no
-/// certificates yet, so a list other than the default changes nothing: say so.
-pub(super) fn ca_signature_caveat(a: &Args) -> Option<String> {
-    let v = algorithm_list(List::Sig, a).ok()?;
-    (v != List::Sig.defaults())
-        .then(|| "rsshd accepts no certificates yet, so this list restricts nothing".to_string())
-}
-
 /// OpenSSH's `scan_scaled`: a number with an optional fraction and a unit of
 /// B, K, M, G, T, P or E (powers of 1024).
 fn scaled(s: &str) -> Option<u64> {

@@ -454,6 +454,45 @@ pub(super) fn dump_force_command(s: &Settings, k: &str, o: &mut String) {
     kv(o, k, s.force_command.as_deref().unwrap_or("none"));
 }
 
+/// A whole line, or `none`, into an `Option<String>` (`AuthorizedKeysCommand`).
+/// As sshd, the command must be an absolute path (checked at load).
+pub(super) fn opt_command(a: &Args) -> Result<Option<String>, String> {
+    a.all()?;
+    let v = a.rest.trim();
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    if !v.starts_with('/') {
+        return Err("must be an absolute path".into());
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// One word, or `none`, into an `Option<String>` (`AuthorizedKeysCommandUser`).
+pub(super) fn opt_word(a: &Args) -> Result<Option<String>, String> {
+    let v = a.one()?;
+    Ok((!v.eq_ignore_ascii_case("none")).then(|| v.to_string()))
+}
+
+pub(super) fn dump_opt(v: &Option<String>, k: &str, o: &mut String) {
+    kv(o, k, v.as_deref().unwrap_or("none"));
+}
+
+pub(super) fn set_host_certificate(s: &mut Settings, a: &Args, p: &mut Pass) -> Result<(), String> {
+    let path = PathBuf::from(a.one()?);
+    if p.first {
+        s.host_certificate.clear();
+    }
+    s.host_certificate.push(path);
+    Ok(())
+}
+
+pub(super) fn dump_host_certificates(s: &Settings, k: &str, o: &mut String) {
+    s.host_certificate
+        .iter()
+        .for_each(|h| kv(o, k, h.display()));
+}
+
 pub(super) fn dump_host_keys(s: &Settings, k: &str, o: &mut String) {
     s.host_key.iter().for_each(|h| kv(o, k, h.display()));
 }

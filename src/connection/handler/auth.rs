@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::host::api::{KbdStep, KeyAnswer, MethodResult};
+use russh::keys::PublicKey;
 
 /// What the network side knows of a user name: the host's verdict, and the
 /// settings the same `Match` gives here (they drive the protocol; the host's own
@@ -17,6 +18,25 @@ pub(super) struct Candidate {
 
 /// The least time a failed password or keyboard-interactive attempt takes.
 pub(super) const FAIL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ConnHandler {
+    /// The handler of a new connection (its state is mostly authentication's).
+    pub(crate) fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>, conn: ConnId) -> Self {
+        ConnHandler {
+            forwards: crate::connection::forward::Forwards::new(Arc::clone(&shared), ctx.peer),
+            ctx,
+            shared,
+            conn,
+            candidates: HashMap::new(),
+            login: None,
+            channels: HashMap::new(),
+            kbd_started: None,
+            failures: 0,
+            exhausted: false,
+            auth_seen: false,
+        }
+    }
+}
 
 /// russh's names for the methods a reply lists.
 fn method_set(names: &[String]) -> MethodSet {
@@ -198,7 +218,13 @@ impl ConnHandler {
         let answer = self
             .ctx
             .host
-            .key_allowed(self.conn, user, offer.public_key, offer.algorithm)
+            .key_allowed(
+                self.conn,
+                user,
+                offer.public_key,
+                offer.algorithm,
+                offer.certificate,
+            )
             .await
             .unwrap_or_else(|e| {
                 tracing::error!("host: {e}");
@@ -238,7 +264,30 @@ impl ConnHandler {
         let result = self
             .ctx
             .host
-            .pubkey_verified(self.conn, user, key.public_key, key.algorithm)
+            .pubkey_verified(self.conn, user, key.public_key, Some(key.algorithm), None)
+            .await
+            .unwrap_or_else(Self::host_failed);
+        Ok(self.conclude(user, result, false))
+    }
+
+    /// A certificate's signed request: russh checked the signature with the
+    /// algorithm the certificate's offer was allowed with, which it does not
+    /// pass on (the host remembers that it allowed this certificate).
+    pub(super) async fn on_openssh_certificate(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+    ) -> Result<Auth, ConnError> {
+        self.admit(user).await?;
+        self.shared.attempted();
+        if self.exhausted {
+            return Ok(self.rejected());
+        }
+        let key = PublicKey::new(cert.public_key().clone(), "");
+        let result = self
+            .ctx
+            .host
+            .pubkey_verified(self.conn, user, &key, None, Some(cert))
             .await
             .unwrap_or_else(Self::host_failed);
         Ok(self.conclude(user, result, false))

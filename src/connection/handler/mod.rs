@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use russh::keys::Certificate;
 use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
 };
@@ -57,24 +58,6 @@ pub(crate) struct ConnHandler {
     exhausted: bool,
     /// An authentication request was seen (sshd forgives only the first `none`).
     auth_seen: bool,
-}
-
-impl ConnHandler {
-    pub(crate) fn new(ctx: Arc<ConnContext>, shared: Arc<ConnShared>, conn: ConnId) -> Self {
-        ConnHandler {
-            forwards: super::forward::Forwards::new(Arc::clone(&shared), ctx.peer),
-            ctx,
-            shared,
-            conn,
-            candidates: HashMap::new(),
-            login: None,
-            channels: HashMap::new(),
-            kbd_started: None,
-            failures: 0,
-            exhausted: false,
-            auth_seen: false,
-        }
-    }
 }
 
 impl Handler for ConnHandler {
@@ -124,6 +107,14 @@ impl Handler for ConnHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.on_publickey(user, key).await
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        self.on_openssh_certificate(user, certificate).await
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {

@@ -226,8 +226,9 @@ async fn plain_rejection_after_partial_success() {
     );
 }
 
-/// Rejections that never reach a handler (here: an expired certificate) must
-/// not report a partial success left over from an earlier request.
+/// Rejections the handler did not shape (here: an expired certificate, refused by
+/// the default `auth_openssh_certificate`) must not report a partial success
+/// left over from an earlier request.
 #[tokio::test]
 async fn handlerless_rejection_after_partial_success() {
     let mut session = connect().await;

@@ -13,7 +13,6 @@
 // limitations under the License.
 //
 use core::str;
-use std::time::SystemTime;
 
 use auth::*;
 use byteorder::{BigEndian, ByteOrder};
@@ -1317,6 +1316,14 @@ impl Encrypted {
     }
 }
 
+/// The certificate in a publickey request, if it names one.
+fn cert_of(k: &PublicKeyOrCertificate) -> Option<&ssh_key::Certificate> {
+    match k {
+        PublicKeyOrCertificate::Certificate(c) => Some(c),
+        PublicKeyOrCertificate::PublicKey { .. } => None,
+    }
+}
+
 impl Encrypted {
     async fn server_read_auth_request_pk<H: Handler + Send>(
         &mut self,
@@ -1348,20 +1355,9 @@ impl Encrypted {
                 let pubkey = match pk_or_cert {
                     PublicKeyOrCertificate::PublicKey { ref key, .. } => key.clone(),
                     PublicKeyOrCertificate::Certificate(ref cert) => {
-                        // Validate certificate expiration. The bounds are None
-                        // for OpenSSH's "always valid" sentinels (PROTOCOL.certkeys),
-                        // which skips the corresponding check.
-                        let now = SystemTime::now();
-                        if cert.valid_after_time().map(|t| now < t).unwrap_or_default()
-                            || cert
-                                .valid_before_time()
-                                .map(|t| now > t)
-                                .unwrap_or_default()
-                        {
-                            warn!("Certificate is expired or not yet valid");
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
-                            return Ok(());
-                        }
+                        // The validity interval is the application's to check
+                        // (with principals and options), so that it can log
+                        // why it refuses, as OpenSSH does.
 
                         // Verify the certificate’s signature
                         if cert.verify_signature().is_err() {
@@ -1438,6 +1434,7 @@ impl Encrypted {
                         let offer = PublicKeyOffer {
                             public_key: &pubkey,
                             algorithm: &algorithm,
+                            certificate: cert_of(&pk_or_cert),
                         };
                         let auth = handler.auth_publickey_offered(user, offer).await?;
                         let Some(auth) = defer_disconnect(auth, auth_request) else {
@@ -1518,6 +1515,7 @@ impl Encrypted {
                     let offer = PublicKeyOffer {
                         public_key: &pubkey,
                         algorithm: &algorithm,
+                        certificate: cert_of(&pk_or_cert),
                     };
                     let auth = handler.auth_publickey_offered(user, offer).await?;
                     let Some(auth) = defer_disconnect(auth, auth_request) else {

@@ -268,6 +268,11 @@ pub struct PublicKeyOffer<'a> {
     /// signature algorithm the certificate type maps to (for example
     /// `rsa-sha2-256` for `rsa-sha2-256-cert-v01@openssh.com`).
     pub algorithm: &'a ssh_key::Algorithm,
+    /// The OpenSSH certificate offered, if the request names a certificate
+    /// type; `public_key` is then the certificate's key. Its signature by the
+    /// CA has been checked, but not its validity interval, principals or
+    /// options: the application decides on those (and says why it refuses).
+    pub certificate: Option<&'a Certificate>,
 }
 
 /// A public key whose ownership has been verified, passed to
@@ -413,7 +418,9 @@ pub trait Handler: Sized {
 
     /// Check authentication using an OpenSSH certificate. This method
     /// is called after the signature has been verified and key
-    /// ownership has been confirmed.
+    /// ownership has been confirmed. The certificate's signature by its CA
+    /// has been checked; its validity interval has not (the application
+    /// checks it with the rest of its policy).
     ///
     /// Russh makes sure rejection takes a constant [`Config::auth_rejection_time`],
     /// except if this method takes more than that.
