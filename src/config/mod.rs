@@ -71,6 +71,31 @@ pub struct ConnSpec {
 }
 
 impl ConnSpec {
+    /// The criteria of a connection from `peer` to `local`, whose client is
+    /// known as `host` (its address, or its confirmed name under UseDNS), for
+    /// `user` once known. An unspecified address (a connection on pipes) is
+    /// left unset, so no address criterion matches it.
+    pub(crate) fn of_connection(
+        user: Option<&str>,
+        host: String,
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+        rdomain: Option<String>,
+        groups: Option<Vec<String>>,
+    ) -> ConnSpec {
+        ConnSpec {
+            user: user.map(str::to_string),
+            host: Some(host),
+            addr: Some(peer.ip()).filter(|a| !a.is_unspecified()),
+            laddr: Some(local.ip()).filter(|a| !a.is_unspecified()),
+            lport: Some(local.port()),
+            rdomain,
+            groups,
+        }
+    }
+}
+
+impl ConnSpec {
     /// Parse sshd's `-C` syntax: comma-separated `key=value` with keys `user`, `host`,
     /// `addr`, `laddr`, `lport` and `rdomain`.
     pub fn parse_cli(s: &str) -> Result<ConnSpec, ConfigError> {

@@ -53,15 +53,14 @@ impl ConnContext {
 
     /// The Match criteria of this connection, for `user` once known.
     pub(crate) fn spec(&self, user: Option<&str>, groups: Option<Vec<String>>) -> ConnSpec {
-        ConnSpec {
-            user: user.map(str::to_string),
-            host: Some(self.remote_host()),
-            addr: Some(self.peer.ip()).filter(|a| !a.is_unspecified()),
-            laddr: Some(self.local.ip()).filter(|a| !a.is_unspecified()),
-            lport: Some(self.local.port()),
-            rdomain: self.rdomain.clone(),
+        ConnSpec::of_connection(
+            user,
+            self.remote_host(),
+            self.peer,
+            self.local,
+            self.rdomain.clone(),
             groups,
-        }
+        )
     }
 
     /// The lifetime policy `config` gives this connection now.

@@ -124,15 +124,14 @@ impl ConnState {
 
     /// The Match criteria of this connection, for `user` once known.
     pub(super) fn spec(&self, user: Option<&str>, groups: Option<Vec<String>>) -> ConnSpec {
-        ConnSpec {
-            user: user.map(str::to_string),
-            host: Some(self.remote_host()),
-            addr: Some(self.peer.ip()).filter(|a| !a.is_unspecified()),
-            laddr: Some(self.local.ip()).filter(|a| !a.is_unspecified()),
-            lport: Some(self.local.port()),
-            rdomain: self.rdomain.clone(),
+        ConnSpec::of_connection(
+            user,
+            self.remote_host(),
+            self.peer,
+            self.local,
+            self.rdomain.clone(),
             groups,
-        }
+        )
     }
 
     /// With `UseDNS yes`, look the peer's name up once (when the first user name
