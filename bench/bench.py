@@ -14,6 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RSSHD = ROOT / "target/release/rsshd"
 LOADGEN = ROOT / "target/release/rsshd-loadgen"
+# `--rsshd-before`: an older build measured beside the current one.
+RSSHD_BEFORE = None
 USER = "rsshd-bench"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -145,8 +147,9 @@ def setup(work):
     return key
 
 
-def start_servers(work, idle=None):
-    """Start the three servers; with `idle` (seconds), each with its own way of
+def start_servers(work, idle=None, with_before=False):
+    """Start the three servers (four with `--rsshd-before`, for the phases that
+    compare rsshd with an older build of itself); with `idle` (seconds), each with its own way of
     ending an idle connection that has no channel: rsshd IdleTimeout, OpenSSH
     UnusedConnectionTimeout, Dropbear -I."""
     hk = work / "host_ed25519"
@@ -174,8 +177,19 @@ def start_servers(work, idle=None):
         f"ListenAddress 127.0.0.1\nPort {p}\nHostKey {hk}\nUsePAM no\nMaxStartups 2000\nMaxSessions 2000\n"
         f"ControlSocket {work}/rsshd.sock\nIdleTimeout {f'{idle}s' if idle else 'none'}\n"
         "PrintMotd no\nPrintLastLog no\n")
+    # The monitor and the network process both count; a network process started
+    # through /proc/self/exe would be named "exe".
+    rsshd_names = ("rsshd", "exe")
     servers["rsshd"] = Server("rsshd", [str(RSSHD), "-D", "-e", "-f", str(work / "rsshd_config")], p,
-                              names=("rsshd",))
+                              names=rsshd_names)
+    if with_before and RSSHD_BEFORE:
+        p = free_port()
+        cfg = (work / "rsshd_config").read_text().replace(f"Port {servers['rsshd'].port}\n", f"Port {p}\n")
+        cfg = cfg.replace(f"ControlSocket {work}/rsshd.sock", f"ControlSocket {work}/rsshd-before.sock")
+        (work / "rsshd_before_config").write_text(cfg)
+        servers["rsshd_before"] = Server("rsshd_before", [str(RSSHD_BEFORE), "-D", "-e", "-f",
+                                                          str(work / "rsshd_before_config")], p,
+                                         names=rsshd_names + (RSSHD_BEFORE.name[:15],))
     return servers
 
 
@@ -429,11 +443,13 @@ def main():
     ap.add_argument("--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json")
     ap.add_argument("--flood-seconds", type=float, help="echo measurement per flood (default 15)")
     ap.add_argument("--rsshd-before", type=Path,
-                    help="flood phase: also measure this rsshd binary (e.g. a build of an older commit)")
+                    help="also measure this rsshd binary (a build of an older commit) in the cost, memory, "
+                         "scale and flood phases; the report gives it its own column")
     ap.add_argument("--rsshd", type=Path, help="the rsshd binary to measure (default target/release/rsshd)")
     args = ap.parse_args()
-    global RSSHD
+    global RSSHD, RSSHD_BEFORE
     RSSHD = (args.rsshd or RSSHD).resolve()
+    RSSHD_BEFORE = args.rsshd_before.resolve() if args.rsshd_before else None
     saved_path = ROOT / "bench/results.json"
     if args.report_only:
         results = json.loads(saved_path.read_text())
@@ -455,10 +471,10 @@ def main():
     idle = 3 if args.quick else 30
     work = Path(tempfile.mkdtemp(prefix="rsshd-bench-"))
     key = setup(work)
-    for n in ("OpenSSH", "Dropbear", "rsshd"):
+    for n in ("OpenSSH", "Dropbear", "rsshd") + (("rsshd_before",) if RSSHD_BEFORE else ()):
         results.setdefault(n, {})
     if "cost" in phases or "bulk" in phases:
-        servers = start_servers(work)
+        servers = start_servers(work, with_before="cost" in phases)
         try:
             for name, srv in servers.items():
                 r = results[name]
@@ -467,7 +483,7 @@ def main():
                         runs = [connection_cost(srv, key, conns, par) for _ in range(reps)]
                         r[f"cpu_{label}"] = med([x["ms_per_conn"] for x in runs])
                         r[f"rate_{label}"] = med([x["conn_per_s"] for x in runs])
-                if "bulk" in phases:
+                if "bulk" in phases and name != "rsshd_before":
                     for cipher in CIPHERS:
                         for d in ("up", "down"):
                             runs = [throughput(srv, key, cipher, d, size) for _ in range(reps)]
@@ -503,11 +519,11 @@ def main():
     if "memory" in phases:
         # Memory on freshly started servers, so earlier transfers' heap does not hide
         # what sessions cost. One rep per size: K sessions are already K samples.
-        for n in ("OpenSSH", "Dropbear", "rsshd"):
+        for n in [n for n in NAMES + ("rsshd_before",) if n in results]:
             for k in [k for k in results[n] if k.startswith("pss_")]:
                 del results[n][k]
         for k in ks:
-            servers = start_servers(work)
+            servers = start_servers(work, with_before=True)
             try:
                 for name, srv in servers.items():
                     # One login first, so one-time start-up allocations are in the baseline.
@@ -538,7 +554,7 @@ def main():
         # Each server fresh for each half: first held with no timeout, then ended by
         # its own idle timer.
         for phase_idle in (None, idle):
-            servers = start_servers(work, idle=phase_idle)
+            servers = start_servers(work, idle=phase_idle, with_before=True)
             try:
                 for name, srv in servers.items():
                     subprocess.run(ssh_cmd(key, srv.port) + ["true"], capture_output=True)
@@ -645,7 +661,7 @@ def write_report(results):
         ("idle timer: ended before the deadline", "idle_end", "early", False, 0),
         ("server CPU while waiting for and ending them (% of one core)", "idle_end", "wait_cpu_pct", False, 2),
     ]
-    for n in NAMES:
+    for n in NAMES + ("rsshd_before",):
         h = results.get(n, {}).get("held")
         if h and "pss_kb_total" in h:
             h["pss_mb_total"] = h["pss_kb_total"] / 1024
@@ -663,14 +679,21 @@ def write_report(results):
         r = vals["rsshd"][0] / best
         return f"{r:.2f}" if r >= 0.1 else f"{r:.3f}"
 
-    head = ["| metric | OpenSSH | Dropbear | rsshd | ratio |", "|---|---|---|---|---|"]
+    before = results.get("rsshd_before") or {}
+    bcol = bool(before)
+    head = ["| metric | OpenSSH | Dropbear | rsshd | ratio |" + (" rsshd before |" if bcol else ""),
+            "|---|---|---|---|---|" + ("---|" if bcol else "")]
+
+    def bcell(v, digits):
+        return f" {fmt(v, digits)} |" if bcol else ""
     out = ["# Benchmarks", "",
            f"Generated by `python3 bench/bench.py{' --quick' if meta.get('quick') else ''}` on "
            f"{meta.get('date', '?')}, {meta.get('cores', '?')} cores{phase_dates(meta)}. All three servers ran on 127.0.0.1 in "
            "the same run, started by the script with their own config and ed25519 host key, as user "
            "rsshd-bench (shell /bin/sh). Ratio = rsshd / the better of OpenSSH and Dropbear (for MB/s, "
            "connections/s and counts held, higher is better; for CPU, memory and timer error, lower is "
-           "better).", "",
+           "better)." + (" The last column, rsshd before, is an older build of rsshd measured in the same "
+                         "run (`--rsshd-before`), for before/after figures; it is not in the ratio." if bcol else ""), "",
            "## Connections, throughput, memory per session", "",
            f"Median (min-max) of {reps} rep(s); {conns} `ssh host true` per connection-cost rep; "
            f"{size >> 20} MiB per transfer; memory: one rep per K on freshly started servers, the "
@@ -680,8 +703,10 @@ def write_report(results):
         # A CPU figure of zero means the server's per-connection processes were not
         # reaped into its counters in time: say so rather than print a false zero.
         vals = {n: (None if v is not None and "cpu" in key and v[0] < 0.005 else v) for n, v in vals.items()}
+        bv = before.get(key)
+        bv = None if bv is not None and "cpu" in key and bv[0] < 0.005 else bv
         out.append(f"| {label} | {fmt(vals['OpenSSH'], digits)} | {fmt(vals['Dropbear'], digits)} | "
-                   f"{fmt(vals['rsshd'], digits)} | {ratio(vals, higher)} |")
+                   f"{fmt(vals['rsshd'], digits)} | {ratio(vals, higher)} |{bcell(bv, digits)}")
     out += ["", "![server memory against concurrent sessions](bench/memory.png)", "",
             "Server CPU is the cpuacct cgroup of each server (the server and every process it "
             "started, users' commands included, as the issue asks). n/a: Dropbear 2022.83 does "
@@ -706,7 +731,8 @@ def write_report(results):
         cmp_vals = {n: (v if n == "rsshd" or (results.get(n, {}).get(phase) or {}).get("established") == mine
                         else None) for n, v in vals.items()}
         out.append(f"| {label} | {fmt(vals['OpenSSH'], digits)} | {fmt(vals['Dropbear'], digits)} | "
-                   f"{fmt(vals['rsshd'], digits)} | {ratio(cmp_vals, higher)} |")
+                   f"{fmt(vals['rsshd'], digits)} | {ratio(cmp_vals, higher)} |"
+                   f"{bcell(scale_value(results, 'rsshd_before', phase, key), digits)}")
     out += ["", "In this table a ratio compares rsshd only with a server that held as many connections."]
     if results.get("_flood"):
         import flood
@@ -730,7 +756,8 @@ def write_report(results):
                 cells.append(x if isinstance(x, str) else fmt(x, digits))
             nums = {n: (vals.get(n) if not isinstance(vals.get(n), str) else None) for n in NAMES}
             lower = None if "completed" in label else False
-            out.append(f"| {label} | {cells[0]} | {cells[1]} | {cells[2]} | {ratio(nums, lower)} |")
+            out.append(f"| {label} | {cells[0]} | {cells[1]} | {cells[2]} | {ratio(nums, lower)} |"
+                       + (" |" if bcol else ""))
     errs = {n: results.get(n, {}).get(ph, {}).get("errors") for n in NAMES for ph in ("held",)}
     errs = {n: e for n, e in errs.items() if e}
     if errs:
