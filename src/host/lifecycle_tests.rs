@@ -187,15 +187,32 @@ async fn a_lost_network_side_ends_every_connections_sessions() {
     let mut pids = Vec::new();
     let mut held = Vec::new();
     for (c, token) in [(a, token_a), (b, token_b)] {
-        let (spawned, fds) = s
+        let command = "trap '' HUP; echo ready; exec sleep 30";
+        let (spawned, mut fds) = s
             .host
-            .spawn_session(c, token, ask("trap '' HUP; sleep 30", false))
+            .spawn_session(c, token, ask(command, false))
             .await
             .expect("spawned");
         pids.push(spawned.pid);
-        held.push(fds);
+        // The shell may read the user's startup files first: wait until the
+        // trap is set.
+        let stdout = fds.remove(1);
+        let line = tokio::task::spawn_blocking(move || {
+            let flags = nix::fcntl::OFlag::empty();
+            nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETFL(flags)).expect("blocking");
+            let mut byte = [0u8; 1];
+            let mut line = Vec::new();
+            let mut f = std::fs::File::from(stdout);
+            while f.read(&mut byte).expect("read") == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            (String::from_utf8_lossy(&line).into_owned(), f)
+        })
+        .await
+        .expect("read");
+        assert_eq!(line.0, "ready");
+        held.push((fds, line.1));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for pid in &pids {
         assert!(alive(*pid), "{pid} did not start");
     }
