@@ -190,6 +190,9 @@ pub struct Settings {
     pub permit_tty: bool,
     /// `PermitUserRC`: run `~/.ssh/rc` before the shell or command.
     pub permit_user_rc: bool,
+    /// `ExposeAuthInfo`: sessions get `SSH_USER_AUTH`, the file of the login's
+    /// methods.
+    pub expose_auth_info: bool,
     pub chroot_directory: Option<PathBuf>,
     // --- forwarding ---
     pub allow_tcp_forwarding: Forwarding,
@@ -304,6 +307,7 @@ impl Default for Settings {
             print_last_log: true,
             permit_tty: true,
             permit_user_rc: true,
+            expose_auth_info: false,
             chroot_directory: None,
             allow_tcp_forwarding: Forwarding::Yes,
             allow_agent_forwarding: true,

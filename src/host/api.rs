@@ -176,6 +176,8 @@ pub(crate) struct LoginFacts {
     pub(crate) key_options: KeyOptions,
     /// The client's name the login's `Match` used.
     pub(crate) remote_host: String,
+    /// The keys (certificates) its publickey methods used, for `rsshd sessions`.
+    pub(crate) keys: Vec<super::LoginKey>,
 }
 
 /// A keyboard-interactive round.

@@ -128,8 +128,22 @@ impl ConnState {
             }
         }
         self.keys.used(key);
-        let result = self.method_succeeded(host, user, "publickey", Some(options));
         let hash = self.fingerprint_hash;
+        let cert = offered.cert.as_deref();
+        let line = super::auth_info::line(
+            "publickey",
+            Some(super::auth_info::key_text(key, cert)),
+            None,
+        );
+        let login_key = super::LoginKey::of(key, cert, hash);
+        let result = self.method_succeeded(
+            host,
+            user,
+            "publickey",
+            Some(options),
+            line,
+            Some(login_key),
+        );
         tracing::info!(
             "{} publickey for {user} from {} ssh2: {}",
             if matches!(result, MethodResult::Complete { .. }) {
@@ -175,7 +189,8 @@ impl ConnState {
                 .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()))
         };
         if self.log_pam(user, "password", &outcome) {
-            let result = self.method_succeeded(host, user, "password", None);
+            let line = super::auth_info::line("password", None, None);
+            let result = self.method_succeeded(host, user, "password", None, line, None);
             let word = if matches!(result, MethodResult::Complete { .. }) {
                 "Accepted"
             } else {
@@ -286,7 +301,10 @@ impl ConnState {
             };
         }
         if self.log_pam(&user, "keyboard-interactive/pam", &outcome) {
-            let result = self.method_succeeded(host, &user, "keyboard-interactive", None);
+            // sshd names the method with its PAM submethod here, as in its log.
+            let line = super::auth_info::line("keyboard-interactive/pam", None, None);
+            let result =
+                self.method_succeeded(host, &user, "keyboard-interactive", None, line, None);
             let word = if matches!(result, MethodResult::Complete { .. }) {
                 "Accepted"
             } else {

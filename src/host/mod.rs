@@ -7,6 +7,7 @@ pub(crate) mod api;
 #[cfg(test)]
 mod api_tests;
 pub mod as_user;
+mod auth_info;
 mod auth_state;
 mod authn;
 mod authorized_keys;
@@ -44,6 +45,7 @@ mod user_socket;
 mod users;
 mod utmp;
 
+pub use auth_info::{LoginCert, LoginKey};
 pub(crate) use authn::key_type_name;
 /// The line and option parsers on their own, for the fuzz targets (fuzz/).
 #[doc(hidden)]

@@ -62,7 +62,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     warn!("AllowStreamLocalForwarding", Word, M, ["no"]),
     warn!("StreamLocalBindUnlink", Flag, M, ["no"], hidden),
     custom!("FingerprintHash", G, First, set_fingerprint_hash, dump_fingerprint_hash),
-    warn!("ExposeAuthInfo", Flag, M, ["no"]),
+    flag!("ExposeAuthInfo", M, expose_auth_info),
     opt_path!("PidFile", G, pid_file),
     refuse!("ModuliFile", Word, G, ["/etc/ssh/moduli"], hidden),
     warn!("XAuthLocation", Word, G),

@@ -50,7 +50,7 @@ const CLASSES: &[(&str, Class)] = &[
     ("DenyGroups", I),
     ("DenyUsers", I),
     ("DisableForwarding", I),
-    ("ExposeAuthInfo", W),
+    ("ExposeAuthInfo", I),
     ("FingerprintHash", I),
     ("ForceCommand", I),
     ("GSSAPIAuthentication", W),

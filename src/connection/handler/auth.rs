@@ -177,6 +177,8 @@ impl ConnHandler {
                     Some(c) => Arc::clone(&c.settings),
                     None => return Auth::reject(),
                 };
+                let keys = login.keys;
+                self.shared.facts(|f| f.keys = keys);
                 let login = Arc::new(Login {
                     user: login.user,
                     settings,
