@@ -375,9 +375,18 @@ pub(super) struct KeyState {
     last: Option<(String, PublicKey, Option<KeyOptions>)>,
     /// Keys that completed the publickey method in this connection.
     used: Vec<PublicKey>,
-    /// The last certificate `KeyAllowed` allowed, for whom: its signed request
-    /// arrives without the algorithm, which only that check saw.
-    cert: Option<(String, Box<Certificate>)>,
+    /// The last key (or certificate) `KeyAllowed` allowed, for whom, with its
+    /// options: the only one a `KeyVerify` may complete (sshd's monitor keeps
+    /// the same one key blob between its keyallowed and keyverify answers).
+    pub(super) allowed: Option<AllowedKey>,
+}
+
+/// What `KeyAllowed` last allowed.
+pub(super) struct AllowedKey {
+    pub(super) user: String,
+    pub(super) key: PublicKey,
+    pub(super) cert: Option<Box<Certificate>>,
+    pub(super) options: KeyOptions,
 }
 
 impl KeyState {
@@ -390,14 +399,6 @@ impl KeyState {
 
     pub(super) fn remember(&mut self, user: &str, key: &PublicKey, verdict: Option<KeyOptions>) {
         self.last = Some((user.to_string(), key.clone(), verdict));
-    }
-
-    pub(super) fn cert_allowed(&mut self, user: &str, cert: &Certificate) {
-        self.cert = Some((user.to_string(), Box::new(cert.clone())));
-    }
-
-    pub(super) fn was_cert_allowed(&self, user: &str, cert: &Certificate) -> bool {
-        (self.cert.as_ref()).is_some_and(|(u, c)| u == user && **c == *cert)
     }
 
     pub(super) fn already_used(&self, key: &PublicKey) -> bool {

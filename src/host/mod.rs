@@ -18,9 +18,14 @@ mod chroot;
 mod client;
 mod dns;
 pub mod fds;
+pub mod host_keys;
 mod hushlogin;
+mod kex_sign;
 mod key_command;
 mod key_options;
+mod keyverify;
+#[cfg(test)]
+mod keyverify_tests;
 mod lastlog;
 mod launch;
 mod listen_fds;
@@ -55,6 +60,7 @@ pub use authorized_keys::{
 };
 pub use certs::{CertPolicy, describe as describe_cert};
 pub(crate) use client::Grant;
+pub use client::HostKeyOffer;
 pub use dns::remote_hostname;
 pub use hushlogin::hush_login;
 pub use key_command::KeyCommand;

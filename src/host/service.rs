@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::api::{self, ConnId, LoginToken, Reply, Request};
 use super::auth_state::{ConnState, HostLogin};
+use super::host_keys::HostKeySet;
+use super::kex_sign::KexSigner;
 use super::process::{ProcessKiller, WeakKiller};
 use super::{HostError, Privilege};
 use crate::config::Config;
@@ -28,6 +30,8 @@ struct Inner {
     /// Session programs started, with the connection each belongs to (weakly: the
     /// session's own end lets go of its terminal and helper, not this table).
     processes: Mutex<HashMap<u64, (ConnId, WeakKiller)>>,
+    /// The host keys and the exchange hashes signed with them.
+    kex: Mutex<KexSigner>,
 }
 
 /// Locks here guard maps only, never an await; a panic elsewhere leaves them usable.
@@ -45,6 +49,7 @@ impl Host {
             conns: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             processes: Mutex::new(HashMap::new()),
+            kex: Mutex::new(KexSigner::new()),
         }))
     }
 
@@ -59,6 +64,25 @@ impl Host {
         }
     }
 
+    /// The host keys to sign with from now on (at start and on reload); keys
+    /// dropped by a reload still sign rekeys of the connections made before.
+    pub fn set_host_keys(&self, keys: HostKeySet) {
+        self.kex().set_keys(keys);
+    }
+
+    pub(super) fn kex(&self) -> std::sync::MutexGuard<'_, KexSigner> {
+        lock(&self.0.kex)
+    }
+
+    /// The config new connections are judged by.
+    pub(super) fn config(&self) -> Arc<Config> {
+        self.0
+            .config
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
     /// Serve one request (in-process in step 1).
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, HostError> {
         api::dispatch(self, request).await
@@ -71,12 +95,7 @@ impl Host {
         rdomain: Option<String>,
     ) -> ConnId {
         let id = ConnId(self.0.next.fetch_add(1, Ordering::Relaxed));
-        let config = self
-            .0
-            .config
-            .read()
-            .map(|c| Arc::clone(&c))
-            .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
+        let config = self.config();
         let state = ConnState::new(id, self.0.privilege, config, peer, local, rdomain);
         lock(&self.0.conns).insert(id, Arc::new(tokio::sync::Mutex::new(state)));
         id
@@ -88,6 +107,7 @@ impl Host {
         let state = lock(&self.0.conns).remove(&conn);
         lock(&self.0.tokens).retain(|_, (c, _)| *c != conn);
         lock(&self.0.processes).retain(|_, (c, _)| *c != conn);
+        self.kex().conn_closed(conn);
         if let Some(state) = state {
             // The last reference closes PAM when dropped; close it now if we can.
             if let Ok(mut s) = state.try_lock() {
