@@ -91,6 +91,14 @@ pub struct RekeyLimit {
     pub interval: Option<Duration>,
 }
 
+/// `PubkeyAuthOptions`: what every security-key signature must show, whatever
+/// the key's own options say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PubkeyAuthOptions {
+    pub touch_required: bool,
+    pub verify_required: bool,
+}
+
 /// `FingerprintHash`: how key fingerprints are written in log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FingerprintHash {
@@ -136,6 +144,7 @@ pub struct Settings {
     pub compression: bool,
     pub rekey_limit: RekeyLimit,
     pub fingerprint_hash: FingerprintHash,
+    pub pubkey_auth_options: PubkeyAuthOptions,
     // --- authentication ---
     pub permit_root_login: PermitRootLogin,
     pub strict_modes: bool,
@@ -267,6 +276,7 @@ impl Default for Settings {
             compression: true,
             rekey_limit: RekeyLimit::default(),
             fingerprint_hash: FingerprintHash::Sha256,
+            pubkey_auth_options: PubkeyAuthOptions::default(),
             permit_root_login: PermitRootLogin::ProhibitPassword,
             strict_modes: true,
             max_auth_tries: 6,

@@ -126,7 +126,6 @@ impl ConnState {
         }
         self.keys.used(key);
         let hash = self.fingerprint_hash;
-        let cert = offered.cert.as_deref();
         let line = super::auth_info::line(
             "publickey",
             Some(super::auth_info::key_text(key, cert)),

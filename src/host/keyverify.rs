@@ -15,6 +15,7 @@ use super::HostError;
 use super::api::MethodResult;
 use super::auth_state::ConnState;
 use super::service::Host;
+use super::sk::SkDetails;
 
 /// `SSH_MSG_USERAUTH_REQUEST`.
 const USERAUTH_REQUEST: u8 = 50;
@@ -74,20 +75,42 @@ pub(super) fn parse_signed(data: &[u8]) -> Result<SignedRequest, String> {
     })
 }
 
-/// The policy for keys held in a security key (`sk-*`): their signatures carry
-/// flags (user presence, verification) that PubkeyAuthOptions and the key's
-/// options judge. rsshd does not judge them yet, so it refuses them here, as it
-/// refuses them at `KeyAllowed`.
-fn security_key_policy(key: &PublicKey, _signature: &Signature) -> Result<(), String> {
-    match key.algorithm() {
-        Algorithm::SkEd25519 | Algorithm::SkEcdsaSha2NistP256 => {
-            Err("security key signatures are not accepted".into())
-        }
-        _ => Ok(()),
-    }
-}
-
 impl ConnState {
+    /// A security key's verified signature against what its options and
+    /// PubkeyAuthOptions demand of its flags; a refusal is a failed attempt,
+    /// logged in sshd's words.
+    fn security_key_flags(
+        &mut self,
+        user: &str,
+        key: &PublicKey,
+        cert: Option<&Certificate>,
+        details: SkDetails,
+        options: &super::KeyOptions,
+    ) -> Result<(), MethodResult> {
+        let server = self.candidate(user).settings.pubkey_auth_options;
+        let Err(unmet) = super::sk::judge(details, options, server) else {
+            return Ok(());
+        };
+        let desc = format!(
+            "{} {}",
+            super::certs::type_name(&key.algorithm(), cert.is_some()),
+            crate::daemon::algorithms::fingerprint(key, self.fingerprint_hash)
+        );
+        let invalid = self.is_invalid(user);
+        tracing::error!(
+            "{}",
+            super::sk::refusal_line(unmet, &desc, invalid, user, &self.peer)
+        );
+        tracing::debug!(
+            "Failed publickey for {user} from {} ssh2: {desc}",
+            crate::log::peer(&self.peer)
+        );
+        Err(MethodResult::Failed {
+            count: true,
+            methods: Vec::new(),
+        })
+    }
+
     /// `KeyVerify`; an `Err` is a refusal (logged at error level, without the
     /// signature), an `Ok` the method's result as `publickey_proved` gives it.
     pub(super) async fn key_verify(
@@ -159,14 +182,20 @@ impl ConnState {
                 "signature algorithm is not the one requested".into(),
             ));
         }
-        security_key_policy(key, &signature).map_err(refuse)?;
-        // For a certificate, the certified key signed.
+        // For a certificate, the certified key signed (for a security key,
+        // ssh-key checks the authenticator's data: application, flags,
+        // counter).
         Verifier::verify(key.key_data(), &proof.signed_data, &signature)
             .map_err(|_| refuse(format!("bad signature by {}", key.algorithm())))?;
         let now = tokio::time::Instant::now();
         host.kex()
             .bind(&signed.session_id, conn, now)
             .map_err(|why| refuse(why.to_string()))?;
+        if let Some(details) = SkDetails::of(&signature)
+            && let Err(unmet) = self.security_key_flags(&proof.user, key, cert, details, &options)
+        {
+            return Ok(unmet);
+        }
         Ok(self
             .publickey_proved(host, &proof.user, key, cert, options)
             .await)

@@ -40,6 +40,7 @@ pub mod sandbox;
 mod service;
 mod session_start;
 pub mod sftp;
+mod sk;
 pub mod spawn;
 mod strict_modes;
 mod ttymodes;

@@ -112,7 +112,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     custom!("PermitOpen", M, First, set_permit_open, dump_permit_open),
     custom!("PermitListen", M, First, set_permit_listen, dump_permit_listen),
     custom!("PermitUserEnvironment", G, First, set_user_env, dump_user_env),
-    refuse!("PubkeyAuthOptions", Words, M, ["none"], hidden),
+    custom!("PubkeyAuthOptions", M, First, set_pubkey_auth_options, dump_pubkey_auth_options),
     // OpenSSH >= 9.8 (Match-able there too); Debian's 9.2 sshd does not know it.
     custom!("PAMServiceName", M, First, set_pam_service, dump_pam_service),
     custom!("PerSourcePenalties", G, Append, persource::set_penalties, persource::dump_penalties),
