@@ -167,6 +167,12 @@ impl ConnState {
         host.kex()
             .bind(&signed.session_id, conn, now)
             .map_err(|why| refuse(why.to_string()))?;
+        tracing::debug!(
+            "host: verified {} signature of {} on connection {}",
+            sig_algo.as_str(),
+            proof.user,
+            conn.0
+        );
         Ok(self
             .publickey_proved(host, &proof.user, key, cert, options)
             .await)
