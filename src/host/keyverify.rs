@@ -191,6 +191,12 @@ impl ConnState {
         host.kex()
             .bind(&signed.session_id, conn, now)
             .map_err(|why| refuse(why.to_string()))?;
+        tracing::debug!(
+            "host: verified {} signature of {} on connection {}",
+            sig_algo.as_str(),
+            proof.user,
+            conn.0
+        );
         if let Some(details) = SkDetails::of(&signature)
             && let Err(unmet) = self.security_key_flags(&proof.user, key, cert, details, &options)
         {
