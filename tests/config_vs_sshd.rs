@@ -142,7 +142,8 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         (
-            // Certificates and key sources; a Match may change each. (sshd 9.2 sets
+            // Certificates, key sources, security-key flags and ExposeAuthInfo; a
+            // Match may change each. (sshd 9.2 sets
             // AuthorizedPrincipalsCommand only while AuthorizedKeysCommand is unset,
             // a slip in servconf.c's parse_command, hence this order.)
             "TrustedUserCAKeys /etc/ssh/user_ca.pub\nAuthorizedPrincipalsFile /etc/ssh/principals/%u\n\
@@ -151,7 +152,8 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
              AuthorizedPrincipalsCommandUser nobody\n\
              AuthorizedKeysCommand /usr/bin/sss_ssh_authorizedkeys %u\nAuthorizedKeysCommandUser nobody\n\
              Match User bob\n  TrustedUserCAKeys none\n  AuthorizedKeysCommand none\n\
-             CASignatureAlgorithms -rsa*\n  AuthorizedPrincipalsFile .ssh/principals\n",
+             CASignatureAlgorithms -rsa*\n  AuthorizedPrincipalsFile .ssh/principals\n\
+               ExposeAuthInfo yes\n  PubkeyAuthOptions touch-required verify-required\n",
             vec![
                 "user=alice,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22",
                 "user=bob,host=h,addr=10.0.0.1,laddr=127.0.0.1,lport=22",

@@ -52,6 +52,10 @@ pub struct SessionInfo {
     pub what: Option<String>,
     /// The lifetime policy in force, as `keyword value` pairs like `rsshd -T`.
     pub policy: Vec<(String, String)>,
+    /// The keys or certificates the login used (publickey), in order: their
+    /// type and fingerprint, and a certificate's key ID, serial and CA.
+    #[serde(default)]
+    pub keys: Vec<crate::host::LoginKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

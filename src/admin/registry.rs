@@ -33,6 +33,8 @@ pub struct Facts {
     /// Session leader of that PTY (or of the first session), for the WHAT column.
     pub leader: Option<i32>,
     pub login_at: Option<SystemTime>,
+    /// The keys or certificates the login used (publickey), in order.
+    pub keys: Vec<crate::host::LoginKey>,
 }
 
 /// One registered connection.

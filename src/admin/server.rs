@@ -302,6 +302,7 @@ fn row(entry: &Entry, snap: &Snapshot) -> SessionInfo {
         unused_limit_seconds: secs_until(snap.unused_deadline),
         login_limit_seconds: secs_until(snap.login_deadline),
         what: facts.leader.and_then(foreground_command),
+        keys: facts.keys.clone(),
         policy: vec![
             ("idletimeout".into(), opt(p.idle_timeout)),
             ("idlewarning".into(), opt(p.idle_warning)),

@@ -91,6 +91,14 @@ pub struct RekeyLimit {
     pub interval: Option<Duration>,
 }
 
+/// `PubkeyAuthOptions`: what every security-key signature must show, whatever
+/// the key's own options say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PubkeyAuthOptions {
+    pub touch_required: bool,
+    pub verify_required: bool,
+}
+
 /// `FingerprintHash`: how key fingerprints are written in log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FingerprintHash {
@@ -136,6 +144,7 @@ pub struct Settings {
     pub compression: bool,
     pub rekey_limit: RekeyLimit,
     pub fingerprint_hash: FingerprintHash,
+    pub pubkey_auth_options: PubkeyAuthOptions,
     // --- authentication ---
     pub permit_root_login: PermitRootLogin,
     pub strict_modes: bool,
@@ -190,6 +199,9 @@ pub struct Settings {
     pub permit_tty: bool,
     /// `PermitUserRC`: run `~/.ssh/rc` before the shell or command.
     pub permit_user_rc: bool,
+    /// `ExposeAuthInfo`: sessions get `SSH_USER_AUTH`, the file of the login's
+    /// methods.
+    pub expose_auth_info: bool,
     pub chroot_directory: Option<PathBuf>,
     // --- forwarding ---
     pub allow_tcp_forwarding: Forwarding,
@@ -264,6 +276,7 @@ impl Default for Settings {
             compression: true,
             rekey_limit: RekeyLimit::default(),
             fingerprint_hash: FingerprintHash::Sha256,
+            pubkey_auth_options: PubkeyAuthOptions::default(),
             permit_root_login: PermitRootLogin::ProhibitPassword,
             strict_modes: true,
             max_auth_tries: 6,
@@ -304,6 +317,7 @@ impl Default for Settings {
             print_last_log: true,
             permit_tty: true,
             permit_user_rc: true,
+            expose_auth_info: false,
             chroot_directory: None,
             allow_tcp_forwarding: Forwarding::Yes,
             allow_agent_forwarding: true,

@@ -267,7 +267,7 @@ fn warnings_for_unsupported_and_deprecated() {
     let (_, w) = parse(
         "X11Forwarding yes\nX11Forwarding no\nGSSAPIAuthentication yes\nUseLogin no\n\
          UsePrivilegeSeparation sandbox\nProtocol 2\nChallengeResponseAuthentication no\n\
-         Match User bob\n  ExposeAuthInfo yes\n",
+         Match User bob\n  AllowStreamLocalForwarding yes\n",
     );
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -278,7 +278,7 @@ fn warnings_for_unsupported_and_deprecated() {
             "t.conf:4: UseLogin: deprecated, ignored",
             "t.conf:5: UsePrivilegeSeparation: deprecated, ignored",
             "t.conf:6: Protocol: deprecated, ignored",
-            "t.conf:9: ExposeAuthInfo: not supported by rsshd, ignored",
+            "t.conf:9: AllowStreamLocalForwarding: not supported by rsshd, ignored",
         ]
     );
 }

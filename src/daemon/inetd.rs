@@ -104,7 +104,16 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
         display_ip(&local),
         local.port()
     );
-    let protocol = Arc::new(protocol_config(p.keys, config.global()));
+    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
+    // The host keys go to the host; russh gets signers that ask it.
+    host.set_host_keys(hostkeys::HostKeySet::new(
+        p.keys,
+        &config.global().host_certificate,
+    ));
+    let protocol = Arc::new(protocol_config(
+        host.host_key_offer().await?,
+        config.global(),
+    ));
     let protocol = super::algorithms::for_connection(&protocol, config.global(), &pre_auth);
     let registry = Registry::new();
     for kind in [
@@ -123,7 +132,6 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
             }
         });
     }
-    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
     let ctx = ConnContext {
         peer: peer_addr,
         local,

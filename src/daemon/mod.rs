@@ -4,11 +4,13 @@
 mod accept;
 pub mod activation;
 pub mod algorithms;
-pub mod hostkeys;
 pub mod inetd;
 pub mod listener;
 pub mod pidfile;
 mod srclimit;
+
+/// Host key files: loaded by the host (the privileged side), which signs with them.
+pub use crate::host::host_keys as hostkeys;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +68,8 @@ pub enum StartError {
     Control(#[from] crate::admin::server::BindError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("host: {0}")]
+    Host(#[from] crate::host::HostError),
 }
 
 /// The host key files to use: `extra`, then what the config says is in force (its
@@ -84,13 +88,15 @@ pub fn host_key_paths(
     Ok(paths)
 }
 
-/// The russh configuration: our keys, the configured algorithms, and every timer of
-/// russh's own turned off because session lifetime is rsshd's job.
-pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Config {
+/// The russh configuration: the host's keys (as signers: the private halves
+/// stay with the host), the configured algorithms, and every timer of russh's
+/// own turned off because session lifetime is rsshd's job.
+pub fn protocol_config(offer: crate::host::HostKeyOffer, s: &Settings) -> russh::server::Config {
     // Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, Compression.
     let preferred = algorithms::preferred(s);
     // HostCertificate: offered under the certificate names HostKeyAlgorithms lists.
-    let certificates = hostkeys::load_certificates(&s.host_certificate, &keys)
+    let certificates = offer
+        .certificates
         .into_iter()
         .filter(|c| {
             let name = c.algorithm().to_certificate_type();
@@ -110,7 +116,8 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
         methods: auth_methods(s),
         auth_rejection_time: std::time::Duration::ZERO,
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
-        keys,
+        keys: Vec::new(),
+        host_key_signers: offer.signers,
         certificates,
         preferred,
         limits: algorithms::limits(s),
@@ -292,11 +299,19 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
         ),
         None => (None, None),
     };
-    let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
     let limits = srclimit::SourceLimits::new(srclimit::Limits::from_settings(p.config.global()));
     let config = Arc::new(p.config);
     // The privileged boundary: every connection reaches it through this handle.
     let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
+    // The host keys go to the host; russh gets signers that ask it.
+    host.set_host_keys(hostkeys::HostKeySet::new(
+        p.keys,
+        &config.global().host_certificate,
+    ));
+    let protocol = Arc::new(protocol_config(
+        host.host_key_offer().await?,
+        config.global(),
+    ));
     let live = Arc::new(std::sync::RwLock::new(Live { config, protocol }));
     let shared = accept::Shared::new(
         Arc::clone(&live),
@@ -332,9 +347,20 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                                 algorithms::check_host_keys(&paths, &keys, config.global())?;
                                 Ok(keys)
                             });
-                        match keys {
+                        // The host takes the keys; russh gets signers that ask it.
+                        let offer = match keys {
                             Ok(keys) => {
-                                let protocol = Arc::new(protocol_config(keys, config.global()));
+                                host.set_host_keys(hostkeys::HostKeySet::new(
+                                    keys,
+                                    &config.global().host_certificate,
+                                ));
+                                host.host_key_offer().await.map_err(StartError::from)
+                            }
+                            Err(e) => Err(e),
+                        };
+                        match offer {
+                            Ok(offer) => {
+                                let protocol = Arc::new(protocol_config(offer, config.global()));
                                 limits
                                     .reconfigure(srclimit::Limits::from_settings(config.global()));
                                 let config = Arc::new(config);

@@ -59,17 +59,29 @@ pub(crate) enum Request {
         algo: String,
         cert_openssh: Option<String>,
     },
-    /// The client proved it holds the key (russh checked the signature over the
-    /// session identifier; step 2 moves that check here). `algo` is `None` only
-    /// for a certificate (russh does not say which algorithm signed it): the
-    /// host then requires that it allowed that certificate on this connection.
-    PubkeyVerified {
+    /// The client's signed `publickey` request, for the host to verify itself
+    /// (`signed_data` as RFC 4252 section 7 defines it, `signature` SSH-encoded)
+    /// and, if the key was allowed here and the session identifier is one the
+    /// host signed for no other connection, to record. `algo` is the signature's
+    /// algorithm (for a certificate, the plain one).
+    KeyVerify {
         conn: ConnId,
         user: String,
         key_openssh: String,
-        algo: Option<String>,
         cert_openssh: Option<String>,
+        algo: String,
+        signed_data: Vec<u8>,
+        signature: Vec<u8>,
     },
+    /// Sign a key exchange hash (`data`) with the host key `key_openssh` names,
+    /// for the negotiated host key algorithm `algo`.
+    SignKex {
+        key_openssh: String,
+        algo: String,
+        data: Vec<u8>,
+    },
+    /// The public host keys and host certificates to offer.
+    HostKeys,
     Password {
         conn: ConnId,
         user: String,
@@ -196,6 +208,13 @@ pub(crate) enum Response {
     },
     /// The banner's text, if one is configured and readable.
     Banner(Option<String>),
+    /// A signature, SSH-encoded (algorithm name, then the blob).
+    Signature(Vec<u8>),
+    /// Public host keys and host certificates, in OpenSSH's text form.
+    HostKeys {
+        keys: Vec<String>,
+        certificates: Vec<String>,
+    },
 }
 
 /// What the host knows about a user name: enough for the network side to resolve
@@ -243,6 +262,8 @@ pub(crate) struct LoginFacts {
     pub(crate) key_options: KeyOptions,
     /// The client's name the login's `Match` used.
     pub(crate) remote_host: String,
+    /// The keys (certificates) its publickey methods used, for `rsshd sessions`.
+    pub(crate) keys: Vec<super::LoginKey>,
 }
 
 /// A keyboard-interactive round.
@@ -322,18 +343,35 @@ pub(super) async fn dispatch(
             let answer = state.lock().await.key_allowed(&user, &key).await;
             Response::Key(answer).into()
         }
-        Request::PubkeyVerified {
+        Request::KeyVerify {
             conn,
             user,
             key_openssh,
-            algo,
             cert_openssh,
+            algo,
+            signed_data,
+            signature,
         } => {
-            let key =
-                super::authn::parse_key(&key_openssh, algo.as_deref(), cert_openssh.as_deref())?;
+            let proof = super::keyverify::KeyProof {
+                user,
+                key_openssh,
+                cert_openssh,
+                algo,
+                signed_data,
+                signature,
+            };
             let state = host.conn(conn)?;
             let mut state = state.lock().await;
-            Response::Method(state.pubkey_verified(host, &user, &key).await).into()
+            Response::Method(state.key_verify(host, proof).await?).into()
+        }
+        Request::SignKex {
+            key_openssh,
+            algo,
+            data,
+        } => Response::Signature(host.sign_kex(&key_openssh, &algo, &data)?).into(),
+        Request::HostKeys => {
+            let (keys, certificates) = host.host_key_texts()?;
+            Response::HostKeys { keys, certificates }.into()
         }
         Request::Password {
             conn,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 
 use super::api::{ConnId, KbdStep, KeyAnswer, LoginToken, MethodResult, SpawnAsk};
+use super::keyverify_tests::{allow, give_host_key, kex, verify};
 use super::service::Host;
 use super::{HostError, Privilege, UserInfo};
 use crate::config::Config;
@@ -15,8 +16,8 @@ use crate::config::Config;
 pub(super) struct Setup {
     pub(super) host: Host,
     pub(super) me: UserInfo,
-    keys: Vec<PublicKey>,
-    dir: PathBuf,
+    pub(super) keys: Vec<PrivateKey>,
+    pub(super) dir: PathBuf,
 }
 
 impl Drop for Setup {
@@ -25,11 +26,8 @@ impl Drop for Setup {
     }
 }
 
-fn key() -> PublicKey {
-    PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
-        .expect("ed25519 key")
-        .public_key()
-        .clone()
+fn key() -> PrivateKey {
+    PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("ed25519 key")
 }
 
 /// A host whose config lets the account running the tests in with the first
@@ -42,7 +40,7 @@ pub(super) fn setup(tag: &str, extra: &str, both: bool) -> Setup {
     let listed = if both { &keys[..] } else { &keys[..1] };
     let lines: String = listed
         .iter()
-        .map(|k| format!("{}\n", k.to_openssh().expect("openssh")))
+        .map(|k| format!("{}\n", k.public_key().to_openssh().expect("openssh")))
         .collect();
     let file = dir.join("authorized_keys");
     std::fs::write(&file, lines).expect("authorized_keys");
@@ -51,8 +49,10 @@ pub(super) fn setup(tag: &str, extra: &str, both: bool) -> Setup {
         file.display()
     );
     let (config, _) = Config::parse_str("t.conf", &text, &[]).expect("config");
+    let host = Host::new(Privilege::current(), Arc::new(config));
+    give_host_key(&host);
     Setup {
-        host: Host::new(Privilege::current(), Arc::new(config)),
+        host,
         me: super::current_user().expect("current user"),
         keys,
         dir,
@@ -71,14 +71,9 @@ pub(super) async fn login(s: &Setup, n: usize) -> (ConnId, LoginToken) {
     let name = &s.me.name;
     let verdict = s.host.begin_user(c, name).await.expect("verdict");
     assert!(verdict.exists && !verdict.refused, "{verdict:?}");
-    let algo = Algorithm::Ed25519;
-    let answer = s.host.key_allowed(c, name, &s.keys[n], &algo, None).await;
-    assert_eq!(answer.expect("answer"), KeyAnswer::Allowed);
-    match s
-        .host
-        .pubkey_verified(c, name, &s.keys[n], Some(&algo), None)
-        .await
-    {
+    allow(&s.host, c, name, &s.keys[n]).await;
+    let sid = kex(&s.host).await;
+    match verify(&s.host, c, name, &s.keys[n], None, &sid).await {
         Ok(MethodResult::Complete { token, login }) => {
             assert_eq!(login.user.uid, s.me.uid);
             (c, token)
@@ -144,27 +139,30 @@ async fn a_proved_key_the_host_does_not_allow_gets_no_login() {
     let name = &s.me.name;
     s.host.begin_user(c, name).await.expect("verdict");
     let algo = Algorithm::Ed25519;
-    // Key 1 is not in the file: asked about or "verified", it is refused.
-    let asked = s.host.key_allowed(c, name, &s.keys[1], &algo, None).await;
-    assert_eq!(asked.expect("answer"), KeyAnswer::Refused);
-    let verified = s
+    let sid = kex(&s.host).await;
+    // Key 1 is not in the file: asked about or proved, it is refused.
+    let asked = s
         .host
-        .pubkey_verified(c, name, &s.keys[1], Some(&algo), None)
+        .key_allowed(c, name, s.keys[1].public_key(), &algo, None)
         .await;
+    assert_eq!(asked.expect("answer"), KeyAnswer::Refused);
+    let verified = verify(&s.host, c, name, &s.keys[1], None, &sid).await;
     assert!(
-        matches!(verified, Ok(MethodResult::Failed { count: true, .. })),
+        matches!(verified, Err(HostError::NotPermitted(_))),
         "{verified:?}"
     );
     // Nor does a user that does not exist, whatever key.
     let ghost = "rsshd-no-such-user-x";
     let v = s.host.begin_user(c, ghost).await.expect("verdict");
     assert!(!v.exists);
-    let verified = s
+    let asked = s
         .host
-        .pubkey_verified(c, ghost, &s.keys[0], Some(&algo), None)
+        .key_allowed(c, ghost, s.keys[0].public_key(), &algo, None)
         .await;
+    assert_eq!(asked.expect("answer"), KeyAnswer::Refused);
+    let verified = verify(&s.host, c, ghost, &s.keys[0], None, &sid).await;
     assert!(
-        matches!(verified, Ok(MethodResult::Failed { .. })),
+        matches!(verified, Err(HostError::NotPermitted(_))),
         "{verified:?}"
     );
 }
@@ -179,11 +177,9 @@ async fn no_token_until_the_hosts_own_authentication_methods_are_satisfied() {
     let c = conn(&s.host).await;
     let name = &s.me.name;
     s.host.begin_user(c, name).await.expect("verdict");
-    let algo = Algorithm::Ed25519;
-    let first = s
-        .host
-        .pubkey_verified(c, name, &s.keys[0], Some(&algo), None)
-        .await;
+    let sid = kex(&s.host).await;
+    allow(&s.host, c, name, &s.keys[0]).await;
+    let first = verify(&s.host, c, name, &s.keys[0], None, &sid).await;
     match first.expect("answer") {
         MethodResult::Partial { next } => {
             assert_eq!(next, vec!["publickey".to_string(), "password".to_string()])
@@ -193,10 +189,12 @@ async fn no_token_until_the_hosts_own_authentication_methods_are_satisfied() {
     // The same key again does not make two (sshd's auth2_key_already_used).
     let again = s
         .host
-        .pubkey_verified(c, name, &s.keys[0], Some(&algo), None)
+        .key_allowed(c, name, s.keys[0].public_key(), &Algorithm::Ed25519, None)
         .await;
+    assert_eq!(again.expect("answer"), KeyAnswer::Refused);
+    let again = verify(&s.host, c, name, &s.keys[0], None, &sid).await;
     assert!(
-        matches!(again, Ok(MethodResult::Failed { .. })),
+        matches!(again, Err(HostError::NotPermitted(_))),
         "{again:?}"
     );
     // A password PAM never saw (UsePAM no) completes nothing.
@@ -213,10 +211,8 @@ async fn no_token_until_the_hosts_own_authentication_methods_are_satisfied() {
         "{answered:?}"
     );
     // The second, distinct key completes the chain: now, and only now, a token.
-    let second = s
-        .host
-        .pubkey_verified(c, name, &s.keys[1], Some(&algo), None)
-        .await;
+    allow(&s.host, c, name, &s.keys[1]).await;
+    let second = verify(&s.host, c, name, &s.keys[1], None, &sid).await;
     assert!(
         matches!(second, Ok(MethodResult::Complete { .. })),
         "{second:?}"
@@ -324,46 +320,47 @@ async fn a_certificate_completes_only_after_the_host_allowed_it_here() {
     let ca_line = ca.public_key().to_openssh().expect("openssh");
     std::fs::write(dir.join("ca.pub"), format!("{ca_line}\n")).expect("ca.pub");
     let name = &s.me.name;
-    let cert = user_cert(&ca, &s.keys[1], name);
+    let cert = user_cert(&ca, s.keys[1].public_key(), name);
     let c = conn(&s.host).await;
     s.host.begin_user(c, name).await.expect("verdict");
-    // No algorithm and no certificate: not a request the host takes.
-    let bare = s
-        .host
-        .pubkey_verified(c, name, &s.keys[1], None, None)
-        .await;
-    assert!(matches!(bare, Err(HostError::NotPermitted(_))), "{bare:?}");
+    let sid = kex(&s.host).await;
+    let key = &s.keys[1];
     // A certificate of another key than the one named.
-    let other = s
-        .host
-        .pubkey_verified(c, name, &s.keys[0], None, Some(&cert))
-        .await;
+    let other = verify(&s.host, c, name, &s.keys[0], Some(&cert), &sid).await;
     assert!(
         matches!(other, Err(HostError::NotPermitted(_))),
         "{other:?}"
     );
     // Its signed request without the host's earlier KeyAllowed: refused.
-    let early = s
-        .host
-        .pubkey_verified(c, name, &s.keys[1], None, Some(&cert))
-        .await;
+    let early = verify(&s.host, c, name, key, Some(&cert), &sid).await;
     assert!(
-        matches!(early, Ok(MethodResult::Failed { count: true, .. })),
+        matches!(early, Err(HostError::NotPermitted(_))),
         "{early:?}"
     );
     // Key 1 alone is not listed; its certificate from the trusted CA is.
     let algo = Algorithm::Ed25519;
-    let plain = s.host.key_allowed(c, name, &s.keys[1], &algo, None).await;
+    let plain = s
+        .host
+        .key_allowed(c, name, key.public_key(), &algo, None)
+        .await;
     assert_eq!(plain.expect("answer"), KeyAnswer::Refused);
     let asked = s
         .host
-        .key_allowed(c, name, &s.keys[1], &algo, Some(&cert))
+        .key_allowed(c, name, key.public_key(), &algo, Some(&cert))
         .await;
     assert_eq!(asked.expect("answer"), KeyAnswer::Allowed);
-    let done = s
-        .host
-        .pubkey_verified(c, name, &s.keys[1], None, Some(&cert))
-        .await;
+    // The plain key's signature does not ride on the certificate's allowance.
+    let plain = verify(&s.host, c, name, key, None, &sid).await;
+    assert!(
+        matches!(plain, Err(HostError::NotPermitted(_))),
+        "{plain:?}"
+    );
+    s.host
+        .key_allowed(c, name, key.public_key(), &algo, Some(&cert))
+        .await
+        .expect("answer");
+    // The certified key signs the request that names the certificate.
+    let done = verify(&s.host, c, name, key, Some(&cert), &sid).await;
     assert!(
         matches!(done, Ok(MethodResult::Complete { .. })),
         "{done:?}"

@@ -12,6 +12,7 @@ use russh::keys::{Certificate, PublicKey};
 
 use super::access::{self, Refusal};
 use super::api::{ConnId, LoginFacts, MethodResult, UserVerdict};
+use super::auth_info::LoginKey;
 use super::methods;
 use super::pam::{self, KbdAuth};
 use super::service::Host;
@@ -32,6 +33,8 @@ pub(crate) struct HostLogin {
     pub(crate) user: UserInfo,
     pub(crate) settings: Arc<Settings>,
     pub(crate) key_options: KeyOptions,
+    /// What the `ExposeAuthInfo` file says: a line per method that succeeded.
+    pub(crate) auth_info: String,
 }
 
 /// Keyboard-interactive state between round trips.
@@ -75,6 +78,12 @@ pub(crate) struct ConnState {
     pub(super) progress: Option<(String, Vec<String>)>,
     /// Options of the key that completed `publickey`, kept for the final login.
     pub(super) key_options: Option<KeyOptions>,
+    /// The methods that succeeded so far, as the `ExposeAuthInfo` file lists
+    /// them, and the keys among them (see `auth_info`).
+    pub(super) auth_lines: Vec<String>,
+    pub(super) login_keys: Vec<LoginKey>,
+    /// The `ExposeAuthInfo` file, once a session made it (removed at close).
+    pub(super) auth_info_file: Option<(UserInfo, std::path::PathBuf)>,
     pub(super) keys: KeyState,
     pub(super) kbd: Option<KbdState>,
     /// The completed login, once there is one.
@@ -104,6 +113,9 @@ impl ConnState {
             candidates: HashMap::new(),
             progress: None,
             key_options: None,
+            auth_lines: Vec::new(),
+            login_keys: Vec::new(),
+            auth_info_file: None,
             keys: KeyState::default(),
             kbd: None,
             login: None,
@@ -229,6 +241,8 @@ impl ConnState {
         if self.progress.as_ref().is_some_and(|(u, _)| u != user) {
             self.progress = None;
             self.key_options = None;
+            self.auth_lines.clear();
+            self.login_keys.clear();
         }
         &mut self
             .progress
@@ -246,13 +260,16 @@ impl ConnState {
     /// Record a successful method. The login completes, and a token is issued,
     /// only when the methods the host itself recorded satisfy its own
     /// AuthenticationMethods; otherwise partial success with the methods that may
-    /// come next.
+    /// come next. `line`: the method as the `ExposeAuthInfo` file lists it;
+    /// `key`: the key it used.
     pub(super) fn method_succeeded(
         &mut self,
         host: &Host,
         user: &str,
         method: &str,
         options: Option<KeyOptions>,
+        line: String,
+        key: Option<LoginKey>,
     ) -> MethodResult {
         let refused = MethodResult::Failed {
             count: false,
@@ -266,6 +283,8 @@ impl ConnState {
             self.key_options = options;
         }
         self.done_for(user).push(method.to_string());
+        self.auth_lines.push(line);
+        self.login_keys.extend(key);
         let done = self.done_for(user).clone();
         let Some(c) = self.candidates.get(user) else {
             return refused;
@@ -282,6 +301,7 @@ impl ConnState {
             user: info,
             settings: Arc::clone(&c.settings),
             key_options: self.key_options.take().unwrap_or_default(),
+            auth_info: self.auth_lines.concat(),
         });
         let token = match host.issue(self.id, Arc::clone(&login)) {
             Ok(t) => t,
@@ -294,8 +314,10 @@ impl ConnState {
             user: login.user.clone(),
             key_options: login.key_options.clone(),
             remote_host: self.remote_host(),
+            keys: std::mem::take(&mut self.login_keys),
         };
         self.login = Some(login);
+        self.auth_lines = Vec::new();
         // Authentication is over for good: what it kept per user name would
         // otherwise stay for the connection's life (about 1 kB each).
         self.candidates = HashMap::new();
@@ -332,6 +354,9 @@ impl ConnState {
 
     /// The connection is over: close its PAM session.
     pub(super) fn close(&mut self) {
+        if let Some((user, path)) = self.auth_info_file.take() {
+            super::auth_info::remove(&user, path);
+        }
         if let PamState::Open(login) = std::mem::replace(&mut self.pam, PamState::NotOpened) {
             login.close();
         }
@@ -352,9 +377,18 @@ pub(super) struct KeyState {
     last: Option<(String, PublicKey, Option<KeyOptions>)>,
     /// Keys that completed the publickey method in this connection.
     used: Vec<PublicKey>,
-    /// The last certificate `KeyAllowed` allowed, for whom: its signed request
-    /// arrives without the algorithm, which only that check saw.
-    cert: Option<(String, Box<Certificate>)>,
+    /// The last key (or certificate) `KeyAllowed` allowed, for whom, with its
+    /// options: the only one a `KeyVerify` may complete (sshd's monitor keeps
+    /// the same one key blob between its keyallowed and keyverify answers).
+    pub(super) allowed: Option<AllowedKey>,
+}
+
+/// What `KeyAllowed` last allowed.
+pub(super) struct AllowedKey {
+    pub(super) user: String,
+    pub(super) key: PublicKey,
+    pub(super) cert: Option<Box<Certificate>>,
+    pub(super) options: KeyOptions,
 }
 
 impl KeyState {
@@ -367,14 +401,6 @@ impl KeyState {
 
     pub(super) fn remember(&mut self, user: &str, key: &PublicKey, verdict: Option<KeyOptions>) {
         self.last = Some((user.to_string(), key.clone(), verdict));
-    }
-
-    pub(super) fn cert_allowed(&mut self, user: &str, cert: &Certificate) {
-        self.cert = Some((user.to_string(), Box::new(cert.clone())));
-    }
-
-    pub(super) fn was_cert_allowed(&self, user: &str, cert: &Certificate) -> bool {
-        (self.cert.as_ref()).is_some_and(|(u, c)| u == user && **c == *cert)
     }
 
     pub(super) fn already_used(&self, key: &PublicKey) -> bool {

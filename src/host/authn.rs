@@ -8,7 +8,7 @@ use russh::keys::{Algorithm, Certificate, PublicKey};
 
 use super::access;
 use super::api::{KbdStep, KeyAnswer, MethodResult};
-use super::auth_state::{ConnState, KbdState};
+use super::auth_state::{AllowedKey, ConnState, KbdState};
 use super::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
 use super::service::Host;
 use super::{HostError, KeyLookup, KeyOptions};
@@ -81,44 +81,41 @@ fn failed(count: bool) -> MethodResult {
 }
 
 impl ConnState {
-    /// `KeyAllowed`.
+    /// `KeyAllowed`. An allowed key (or certificate) is remembered with its
+    /// options, for the `KeyVerify` that may follow; any other answer forgets it.
     pub(super) async fn key_allowed(&mut self, user: &str, offered: &OfferedKey) -> KeyAnswer {
+        self.keys.allowed = None;
         if !self.method_ok(user, "publickey") {
             return KeyAnswer::NotNow;
         }
         match self.check_key(user, offered).await {
-            Some(_) => {
-                if let Some(cert) = &offered.cert {
-                    self.keys.cert_allowed(user, cert);
-                }
+            Some(options) => {
+                self.keys.allowed = Some(AllowedKey {
+                    user: user.to_string(),
+                    key: offered.key.clone(),
+                    cert: offered.cert.clone(),
+                    options,
+                });
                 KeyAnswer::Allowed
             }
             None => KeyAnswer::Refused,
         }
     }
 
-    /// `PubkeyVerified`: the key proved, it completes publickey only if the host
-    /// allows it for this user on this connection, now.
-    pub(super) async fn pubkey_verified(
+    /// The proved key completes publickey: the account check (PAM), the key
+    /// counted as used, the method recorded, sshd's `Accepted publickey` line.
+    /// Called by `KeyVerify` once the host verified the signature itself.
+    pub(super) async fn publickey_proved(
         &mut self,
         host: &Host,
         user: &str,
-        offered: &OfferedKey,
+        key: &PublicKey,
+        cert: Option<&Certificate>,
+        options: KeyOptions,
     ) -> MethodResult {
         if !self.method_ok(user, "publickey") {
             return failed(true);
         }
-        // Without the algorithm, only a certificate this connection's offer
-        // had it checked for (russh verified the signature with that one).
-        if let (None, Some(cert)) = (&offered.algo, &offered.cert)
-            && !self.keys.was_cert_allowed(user, cert)
-        {
-            return failed(true);
-        }
-        let Some(options) = self.check_key(user, offered).await else {
-            return failed(true);
-        };
-        let key = &offered.key;
         if let Some(params) = self.account_params(user) {
             let outcome = tokio::task::spawn_blocking(move || pam::account(&params))
                 .await
@@ -128,8 +125,21 @@ impl ConnState {
             }
         }
         self.keys.used(key);
-        let result = self.method_succeeded(host, user, "publickey", Some(options));
         let hash = self.fingerprint_hash;
+        let line = super::auth_info::line(
+            "publickey",
+            Some(super::auth_info::key_text(key, cert)),
+            None,
+        );
+        let login_key = super::LoginKey::of(key, cert, hash);
+        let result = self.method_succeeded(
+            host,
+            user,
+            "publickey",
+            Some(options),
+            line,
+            Some(login_key),
+        );
         tracing::info!(
             "{} publickey for {user} from {} ssh2: {}",
             if matches!(result, MethodResult::Complete { .. }) {
@@ -138,7 +148,7 @@ impl ConnState {
                 "Partial"
             },
             peer(&self.peer),
-            match &offered.cert {
+            match cert {
                 Some(c) => super::describe_cert(c, hash),
                 None => format!(
                     "{} {}",
@@ -175,7 +185,8 @@ impl ConnState {
                 .unwrap_or_else(|e| AuthOutcome::Unavailable(e.to_string()))
         };
         if self.log_pam(user, "password", &outcome) {
-            let result = self.method_succeeded(host, user, "password", None);
+            let line = super::auth_info::line("password", None, None);
+            let result = self.method_succeeded(host, user, "password", None, line, None);
             let word = if matches!(result, MethodResult::Complete { .. }) {
                 "Accepted"
             } else {
@@ -286,7 +297,10 @@ impl ConnState {
             };
         }
         if self.log_pam(&user, "keyboard-interactive/pam", &outcome) {
-            let result = self.method_succeeded(host, &user, "keyboard-interactive", None);
+            // sshd names the method with its PAM submethod here, as in its log.
+            let line = super::auth_info::line("keyboard-interactive/pam", None, None);
+            let result =
+                self.method_succeeded(host, &user, "keyboard-interactive", None, line, None);
             let word = if matches!(result, MethodResult::Complete { .. }) {
                 "Accepted"
             } else {

@@ -160,18 +160,6 @@ pub async fn find_authorized_key(mut q: KeyQuery) -> Result<KeyLookup, HostError
     if let Some(policy) = q.cert.take() {
         return super::certs::find_cert(q, policy).await;
     }
-    if matches!(
-        q.key.algorithm(),
-        russh::keys::Algorithm::SkEd25519 | russh::keys::Algorithm::SkEcdsaSha2NistP256
-    ) {
-        // Their signatures' flags (touch, verify-required) are not checked by
-        // rsshd, so it cannot honour what sshd demands of them by default.
-        tracing::info!(
-            "refusing {} key: security keys are not supported",
-            super::certs::type_name(&q.key.algorithm(), false)
-        );
-        return Ok(KeyLookup::NotFound);
-    }
     let in_files = find_in_files(&q).await?;
     if matches!(in_files, KeyLookup::Found(_)) {
         return Ok(in_files);

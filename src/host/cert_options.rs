@@ -36,9 +36,7 @@ pub(crate) fn from_cert(cert: &Certificate) -> Option<KeyOptions> {
             "permit-agent-forwarding" => o.no_agent_forwarding = false,
             "permit-X11-forwarding" => o.no_x11_forwarding = false,
             "permit-user-rc" => o.no_user_rc = false,
-            // Security keys are refused before this (see `certs`), so the flag
-            // has nothing to relax.
-            "no-touch-required" => {}
+            "no-touch-required" => o.no_touch_required = true,
             other => tracing::info!("Certificate extension \"{other}\" is not supported"),
         }
     }
@@ -185,6 +183,8 @@ pub(crate) fn merge(primary: &KeyOptions, cert: &KeyOptions) -> Result<KeyOption
         no_x11_forwarding: primary.no_x11_forwarding || cert.no_x11_forwarding,
         no_user_rc: primary.no_user_rc || cert.no_user_rc,
         verify_required: primary.verify_required || cert.verify_required,
+        // A waiver both must grant, as the permissions above.
+        no_touch_required: primary.no_touch_required && cert.no_touch_required,
         environment: first(&primary.environment, &cert.environment),
         permit_open: first(&primary.permit_open, &cert.permit_open),
         permit_listen: first(&primary.permit_listen, &cert.permit_listen),

@@ -133,19 +133,6 @@ fn authority(
 /// Whether `q`'s certificate may log its user in, and with which options.
 pub(super) async fn find_cert(q: KeyQuery, p: CertPolicy) -> Result<KeyLookup, HostError> {
     let cert = &p.cert;
-    let key_alg = cert.public_key().algorithm();
-    if matches!(
-        key_alg,
-        Algorithm::SkEd25519 | Algorithm::SkEcdsaSha2NistP256
-    ) {
-        // Their signatures' flags (touch, verify-required) are not checked by
-        // rsshd, so it cannot honour what sshd would demand of them.
-        tracing::info!(
-            "refusing {} certificate: security keys are not supported",
-            type_name(&key_alg, true)
-        );
-        return Ok(KeyLookup::NotFound);
-    }
     let sig_alg = cert.signature().algorithm();
     if !p
         .ca_signature_algorithms
@@ -522,8 +509,10 @@ mod tests {
     const SK_CA: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBQ1swj1ClevGHknzmfaGj2F8vDD7/I5YMxtoBNmrMPY ca";
 
+    /// Security keys are judged as any key here (their signatures' flags are
+    /// judged when the signature is verified, see `sk`).
     #[test]
-    fn security_key_certificates_are_refused_cleanly() {
+    fn security_key_certificates_are_judged_as_any() {
         let dir = std::env::temp_dir().join(format!("rsshd-sk-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_file = dir.join("ca.pub");
@@ -560,15 +549,15 @@ mod tests {
             .build()
             .unwrap();
         let verdict = rt.block_on(find_cert(q.clone(), p.clone())).unwrap();
-        assert_eq!(verdict, KeyLookup::NotFound);
-        // The plain security key, listed in authorized_keys, is refused too.
+        assert!(matches!(verdict, KeyLookup::Found(_)), "{verdict:?}");
+        // The plain security key, listed in authorized_keys, is found too.
         let plain = PublicKey::new(p.cert.public_key().clone(), "");
         let ak = dir.join("authorized_keys");
         std::fs::write(&ak, plain.to_openssh().unwrap()).unwrap();
         q.files = vec![ak.display().to_string()];
         q.key = plain;
         let verdict = rt.block_on(find_authorized_key(q)).unwrap();
-        assert_eq!(verdict, KeyLookup::NotFound);
+        assert!(matches!(verdict, KeyLookup::Found(_)), "{verdict:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -5,6 +5,9 @@
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
+use std::sync::Arc;
+
+use russh::keys::ssh_key::Signature;
 use russh::keys::{Algorithm, Certificate, PublicKey};
 
 use super::HostError;
@@ -94,22 +97,78 @@ impl Host {
         }
     }
 
-    pub(crate) async fn pubkey_verified(
+    /// Ask the host to verify a signed `publickey` request (russh has not
+    /// checked it) and, if it holds, record the method.
+    pub(crate) async fn key_verify(
         &self,
         conn: ConnId,
         user: &str,
-        key: &PublicKey,
-        algo: Option<&Algorithm>,
-        cert: Option<&Certificate>,
+        request: &russh::server::SignedPublicKey<'_>,
     ) -> Result<MethodResult, HostError> {
-        let request = Request::PubkeyVerified {
+        let mut signature = Vec::new();
+        russh::keys::ssh_encoding::Encode::encode(request.signature, &mut signature)
+            .map_err(|e| HostError::NotPermitted(format!("signature: {e}")))?;
+        let request = Request::KeyVerify {
             conn,
             user: user.to_string(),
-            key_openssh: key_text(key)?,
-            algo: algo.map(|a| a.as_str().to_string()),
-            cert_openssh: cert.map(cert_text).transpose()?,
+            key_openssh: key_text(request.public_key)?,
+            cert_openssh: request.certificate.map(cert_text).transpose()?,
+            algo: request.algorithm.as_str().to_string(),
+            signed_data: request.signed_data.to_vec(),
+            signature,
         };
-        self.method(request, "PubkeyVerified").await
+        self.method(request, "KeyVerify").await
+    }
+
+    /// The host keys to offer, each with a signer that asks the host (the
+    /// network side holds no private host key), and the host certificates.
+    pub async fn host_key_offer(&self) -> Result<HostKeyOffer, HostError> {
+        let (keys, certificates) = match self.call(Request::HostKeys, Vec::new()).await?.response {
+            Response::HostKeys { keys, certificates } => (keys, certificates),
+            r => return Err(unexpected("HostKeys", &r)),
+        };
+        let bad = |e: &dyn std::fmt::Display| HostError::NotPermitted(format!("host key: {e}"));
+        let signers = keys
+            .iter()
+            .map(|text| {
+                let key = PublicKey::from_openssh(text).map_err(|e| bad(&e))?;
+                let signer: Arc<dyn russh::server::HostKeySigner> = Arc::new(HostSigner {
+                    text: text.clone(),
+                    key,
+                    host: self.clone(),
+                });
+                Ok(signer)
+            })
+            .collect::<Result<_, HostError>>()?;
+        let certificates = certificates
+            .iter()
+            .map(|text| Certificate::from_openssh(text).map_err(|e| bad(&e)))
+            .collect::<Result<_, HostError>>()?;
+        Ok(HostKeyOffer {
+            signers,
+            certificates,
+        })
+    }
+
+    async fn ask_sign_kex(
+        &self,
+        key_openssh: &str,
+        algo: &Algorithm,
+        data: &[u8],
+    ) -> Result<Signature, HostError> {
+        let request = Request::SignKex {
+            key_openssh: key_openssh.to_string(),
+            algo: algo.as_str().to_string(),
+            data: data.to_vec(),
+        };
+        match self.call(request, Vec::new()).await?.response {
+            Response::Signature(bytes) => {
+                let mut r = &bytes[..];
+                russh::keys::ssh_encoding::Decode::decode(&mut r)
+                    .map_err(|e| HostError::NotPermitted(format!("host's signature: {e}")))
+            }
+            r => Err(unexpected("SignKex", &r)),
+        }
     }
 
     pub(crate) async fn password(
@@ -378,5 +437,43 @@ impl Grant {
     /// neither bound nor connected.
     pub(crate) async fn tcp_socket(&self, ipv6: bool) -> Result<OwnedFd, HostError> {
         self.host.tcp_socket(self.conn, self.token, ipv6).await
+    }
+}
+
+/// What the network side offers in key exchanges: signers for the host's keys,
+/// and its host certificates.
+pub struct HostKeyOffer {
+    pub(crate) signers: Vec<Arc<dyn russh::server::HostKeySigner>>,
+    pub(crate) certificates: Vec<Certificate>,
+}
+
+/// A host key as the network side has it: the public half, and the host to
+/// sign with the private one.
+struct HostSigner {
+    text: String,
+    key: PublicKey,
+    host: Host,
+}
+
+impl russh::server::HostKeySigner for HostSigner {
+    fn public_key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    fn sign<'a>(
+        &'a self,
+        algorithm: &'a Algorithm,
+        data: &'a [u8],
+    ) -> russh::server::SignFuture<'a> {
+        Box::pin(async move {
+            self.host
+                .ask_sign_kex(&self.text, algorithm, data)
+                .await
+                .map_err(|e| {
+                    // The key exchange fails and the connection ends; a refusal
+                    // is logged by the host.
+                    russh::Error::IO(std::io::Error::other(format!("host key signature: {e}")))
+                })
+        })
     }
 }

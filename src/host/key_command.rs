@@ -191,6 +191,10 @@ pub(crate) async fn run(tag: &str, cmd: &KeyCommand, tokens: &[(char, String)]) 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that what it started dies with it when it
+        // is cut off (a shell script's `ldapsearch | ...` would otherwise
+        // outlive it, holding the pipe).
+        .process_group(0)
         .kill_on_drop(true);
     if let Ok(lang) = std::env::var("LANG") {
         c.env("LANG", lang);
@@ -221,20 +225,39 @@ pub(crate) async fn run(tag: &str, cmd: &KeyCommand, tokens: &[(char, String)]) 
             return None;
         }
     };
+    let group = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return None;
     };
     let work = async {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let (mut out, mut err) = (out.take(CAP + 1), err.take(STDERR_CAP));
-        let (a, b) = tokio::join!(out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
+        let (a, b) = {
+            let read_out = out.read_to_end(&mut stdout);
+            let read_err = err.read_to_end(&mut stderr);
+            tokio::pin!(read_out, read_err);
+            let mut b = None;
+            let a = loop {
+                tokio::select! {
+                    r = &mut read_out => break r,
+                    r = &mut read_err, if b.is_none() => b = Some(r),
+                }
+            };
+            // Past the cap the command is cut off at once: a flooding
+            // command keeps its stderr open while it blocks on the full
+            // stdout pipe, so waiting for that would wait out DEADLINE.
+            let over = matches!(a, Ok(n) if n as u64 > CAP);
+            if b.is_none() && !over {
+                b = Some(read_err.await);
+            }
+            (a, b.unwrap_or(Ok(0)))
+        };
         (a.map(|_| stdout), b.map(|_| stderr))
     };
     let (stdout, stderr) = match tokio::time::timeout(DEADLINE, work).await {
         Ok(r) => r,
         Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            end(&mut child, group).await;
             tracing::error!(
                 "{tag} {} timed out after {}s; killed",
                 cmd.command,
@@ -251,8 +274,7 @@ pub(crate) async fn run(tag: &str, cmd: &KeyCommand, tokens: &[(char, String)]) 
     let stdout = match stdout {
         Ok(s) if s.len() as u64 <= CAP => s,
         Ok(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            end(&mut child, group).await;
             tracing::error!(
                 "{tag} {}: more than {CAP} bytes of output; ignored",
                 cmd.command
@@ -267,7 +289,7 @@ pub(crate) async fn run(tag: &str, cmd: &KeyCommand, tokens: &[(char, String)]) 
     let status = match tokio::time::timeout(DEADLINE, child.wait()).await {
         Ok(Ok(s)) => s,
         _ => {
-            let _ = child.start_kill();
+            end(&mut child, group).await;
             tracing::error!("{tag} {} did not exit; killed", cmd.command);
             return None;
         }
@@ -286,6 +308,15 @@ pub(crate) async fn run(tag: &str, cmd: &KeyCommand, tokens: &[(char, String)]) 
         return None;
     }
     Some(stdout)
+}
+
+/// Kill a command cut off, and everything in its process group, and reap it.
+async fn end(child: &mut tokio::process::Child, group: Option<nix::unistd::Pid>) {
+    if let Some(g) = group {
+        let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
 }
 
 #[cfg(test)]

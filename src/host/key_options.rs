@@ -27,6 +27,10 @@ pub struct KeyOptions {
     /// `verify-required`: the signature must carry the authenticator's
     /// user-verification flag (security keys only).
     pub verify_required: bool,
+    /// `no-touch-required` (a certificate's extension of that name): a
+    /// security key's signature need not show the user's touch.
+    #[serde(default)]
+    pub no_touch_required: bool,
 }
 
 /// Split at the first space outside double quotes.
@@ -184,8 +188,9 @@ pub fn parse_options(text: &str) -> Result<KeyOptions, String> {
             ("user-rc", None) => o.no_user_rc = false,
             ("cert-authority", None) => o.cert_authority = true,
             ("verify-required", None) => o.verify_required = true,
-            // FIDO flag: rsshd verifies no security-key assertions beyond russh's.
-            ("no-touch-required", None) => {}
+            ("no-verify-required", None) => o.verify_required = false,
+            ("no-touch-required", None) => o.no_touch_required = true,
+            ("touch-required", None) => o.no_touch_required = false,
             ("command", Some(v)) => o.command = Some(v),
             ("from", Some(v)) => o.from = Some(v),
             ("environment", Some(v)) => {

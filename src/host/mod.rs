@@ -7,6 +7,7 @@ pub(crate) mod api;
 #[cfg(test)]
 mod api_tests;
 pub mod as_user;
+mod auth_info;
 mod auth_state;
 mod authn;
 mod authorized_keys;
@@ -17,9 +18,14 @@ mod chroot;
 mod client;
 mod dns;
 pub mod fds;
+pub mod host_keys;
 mod hushlogin;
+mod kex_sign;
 mod key_command;
 mod key_options;
+mod keyverify;
+#[cfg(test)]
+mod keyverify_tests;
 mod lastlog;
 mod launch;
 mod lifecycle;
@@ -37,6 +43,7 @@ pub mod sandbox;
 mod service;
 mod session_start;
 pub mod sftp;
+mod sk;
 pub mod spawn;
 mod strict_modes;
 mod ttymodes;
@@ -47,6 +54,7 @@ mod user_socket;
 mod users;
 mod utmp;
 
+pub use auth_info::{LoginCert, LoginKey};
 pub(crate) use authn::key_type_name;
 /// The line and option parsers on their own, for the fuzz targets (fuzz/).
 #[doc(hidden)]
@@ -56,6 +64,7 @@ pub use authorized_keys::{
 };
 pub use certs::{CertPolicy, describe as describe_cert};
 pub(crate) use client::Grant;
+pub use client::HostKeyOffer;
 pub(crate) use dns::remote_hostname;
 pub(crate) use hushlogin::hush_login;
 pub use key_command::KeyCommand;

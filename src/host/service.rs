@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::api::{self, ConnId, LoginToken, Reply, Request};
 use super::auth_state::{ConnState, HostLogin};
+use super::host_keys::HostKeySet;
+use super::kex_sign::KexSigner;
 use super::lifecycle::{self, AgentDir, Tracked};
 use super::spawn::SessionProcess;
 use super::{HostError, LoginRecord, Privilege};
@@ -32,6 +34,8 @@ struct Inner {
     processes: Mutex<HashMap<u64, (ConnId, Arc<Tracked>)>>,
     /// Agent sockets made and not yet removed.
     agent_dirs: Mutex<HashMap<u64, AgentDir>>,
+    /// The host keys and the exchange hashes signed with them.
+    kex: Mutex<KexSigner>,
 }
 
 /// Locks here guard maps only, never an await; a panic elsewhere leaves them usable.
@@ -50,6 +54,7 @@ impl Host {
             tokens: Mutex::new(HashMap::new()),
             processes: Mutex::new(HashMap::new()),
             agent_dirs: Mutex::new(HashMap::new()),
+            kex: Mutex::new(KexSigner::new()),
         }))
     }
 
@@ -84,6 +89,25 @@ impl Host {
         }
     }
 
+    /// The host keys to sign with from now on (at start and on reload); keys
+    /// dropped by a reload still sign rekeys of the connections made before.
+    pub fn set_host_keys(&self, keys: HostKeySet) {
+        self.kex().set_keys(keys);
+    }
+
+    pub(super) fn kex(&self) -> std::sync::MutexGuard<'_, KexSigner> {
+        lock(&self.0.kex)
+    }
+
+    /// The config new connections are judged by.
+    pub(super) fn config(&self) -> Arc<Config> {
+        self.0
+            .config
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
     pub(super) fn conn_opened(
         &self,
         peer: SocketAddr,
@@ -91,12 +115,7 @@ impl Host {
         rdomain: Option<String>,
     ) -> ConnId {
         let id = ConnId(self.0.next.fetch_add(1, Ordering::Relaxed));
-        let config = self
-            .0
-            .config
-            .read()
-            .map(|c| Arc::clone(&c))
-            .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
+        let config = self.config();
         let state = ConnState::new(id, self.0.privilege, config, peer, local, rdomain);
         lock(&self.0.conns).insert(id, Arc::new(tokio::sync::Mutex::new(state)));
         id
@@ -124,6 +143,7 @@ impl Host {
                 .collect();
             ids.into_iter().filter_map(|id| table.remove(&id)).collect()
         };
+        self.kex().conn_closed(conn);
         let mut work = tokio::task::JoinSet::new();
         for program in programs {
             work.spawn(async move { program.conn_gone().await });

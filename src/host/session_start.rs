@@ -145,6 +145,24 @@ impl ConnState {
         Ok(env)
     }
 
+    /// Under `ExposeAuthInfo` (the login's Match): the connection's file of
+    /// methods, made by its first session as sshd makes it at login (so a
+    /// connection without sessions leaves none). A failure is logged, and the
+    /// session starts without it, as sshd's.
+    async fn auth_info_file(&mut self, login: &HostLogin) -> Option<String> {
+        if !login.settings.expose_auth_info {
+            return None;
+        }
+        if self.auth_info_file.is_none() {
+            match super::auth_info::write(&login.user, login.auth_info.clone()).await {
+                Ok(path) => self.auth_info_file = Some((login.user.clone(), path)),
+                Err(e) => tracing::error!("prepare_auth_info_file: {e}"),
+            }
+        }
+        let (_, path) = self.auth_info_file.as_ref()?;
+        Some(path.to_string_lossy().into_owned())
+    }
+
     /// `Spawn`, for this connection's login: what to answer, the process, the
     /// descriptors to attach and, for a terminal session, its utmp/wtmp record.
     pub(super) async fn spawn(&mut self, ask: SpawnAsk) -> Result<Started, HostError> {
@@ -155,6 +173,10 @@ impl ConnState {
         };
         let user_env = Self::user_env(&login).await?;
         let s = &login.settings;
+        let mut connection = self.connection_env();
+        if let Some(path) = self.auth_info_file(&login).await {
+            connection.push(("SSH_USER_AUTH".into(), path));
+        }
         let peer = crate::log::peer(&self.peer);
         let Some(plan) = plan(
             s,
@@ -184,7 +206,7 @@ impl ConnState {
             auth_sock: ask.auth_sock,
             user: user_env,
             admin: s.set_env.clone(),
-            connection: self.connection_env(),
+            connection,
             original_command: plan.forced.as_ref().and(ask.requested.clone()),
         };
         let req = SpawnRequest {

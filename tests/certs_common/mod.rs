@@ -53,7 +53,15 @@ pub fn fingerprint(pub_file: &Path) -> String {
 
 /// rsshd with `lines` (its own config, no key accepted unless `lines` say so).
 pub fn rsshd(dir: &Path, lines: &str) -> Server {
+    rsshd_with_tail(dir, lines, "")
+}
+
+/// [`rsshd`] with `tail` after the test's own global lines (`Match` blocks).
+pub fn rsshd_with_tail(dir: &Path, lines: &str, tail: &str) -> Server {
     let config = write_config(dir, lines);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(tail);
+    std::fs::write(&config, text).unwrap();
     Server::spawn(dir.to_path_buf(), config, dir.join("unused"))
 }
 
@@ -85,6 +93,11 @@ pub struct RefSshd {
 
 impl RefSshd {
     pub fn start(dir: &Path, lines: &str) -> RefSshd {
+        RefSshd::start_with_tail(dir, lines, "")
+    }
+
+    /// [`RefSshd::start`] with `tail` after the global lines (`Match` blocks).
+    pub fn start_with_tail(dir: &Path, lines: &str, tail: &str) -> RefSshd {
         let host_key = keygen(dir, "ref_host_key");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -96,7 +109,7 @@ impl RefSshd {
         std::fs::write(
             &cfg,
             format!(
-                "{lines}\nListenAddress 127.0.0.1\nHostKey {}\nPermitRootLogin yes\nPidFile none\nLogLevel VERBOSE\n",
+                "{lines}\nListenAddress 127.0.0.1\nHostKey {}\nPermitRootLogin yes\nPidFile none\nLogLevel VERBOSE\n{tail}",
                 host_key.display()
             ),
         )

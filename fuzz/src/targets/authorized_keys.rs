@@ -77,6 +77,7 @@ fn canonical(o: &KeyOptions) -> (Option<String>, KeyOptions) {
         (o.no_user_rc, "no-user-rc"),
         (o.cert_authority, "cert-authority"),
         (o.verify_required, "verify-required"),
+        (o.no_touch_required, "no-touch-required"),
     ] {
         if set {
             parts.push(name.to_string());

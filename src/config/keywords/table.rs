@@ -62,7 +62,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     warn!("AllowStreamLocalForwarding", Word, M, ["no"]),
     warn!("StreamLocalBindUnlink", Flag, M, ["no"], hidden),
     custom!("FingerprintHash", G, First, set_fingerprint_hash, dump_fingerprint_hash),
-    warn!("ExposeAuthInfo", Flag, M, ["no"]),
+    flag!("ExposeAuthInfo", M, expose_auth_info),
     opt_path!("PidFile", G, pid_file),
     refuse!("ModuliFile", Word, G, ["/etc/ssh/moduli"], hidden),
     warn!("XAuthLocation", Word, G),
@@ -112,7 +112,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     custom!("PermitOpen", M, First, set_permit_open, dump_permit_open),
     custom!("PermitListen", M, First, set_permit_listen, dump_permit_listen),
     custom!("PermitUserEnvironment", G, First, set_user_env, dump_user_env),
-    refuse!("PubkeyAuthOptions", Words, M, ["none"], hidden),
+    custom!("PubkeyAuthOptions", M, First, set_pubkey_auth_options, dump_pubkey_auth_options),
     // OpenSSH >= 9.8 (Match-able there too); Debian's 9.2 sshd does not know it.
     custom!("PAMServiceName", M, First, set_pam_service, dump_pam_service),
     custom!("PerSourcePenalties", G, Append, persource::set_penalties, persource::dump_penalties),

@@ -50,7 +50,7 @@ const CLASSES: &[(&str, Class)] = &[
     ("DenyGroups", I),
     ("DenyUsers", I),
     ("DisableForwarding", I),
-    ("ExposeAuthInfo", W),
+    ("ExposeAuthInfo", I),
     ("FingerprintHash", I),
     ("ForceCommand", I),
     ("GSSAPIAuthentication", W),
@@ -125,7 +125,7 @@ const CLASSES: &[(&str, Class)] = &[
     ("Protocol", D),
     ("PubkeyAcceptedAlgorithms", I),
     ("PubkeyAcceptedKeyTypes", A("PubkeyAcceptedAlgorithms")),
-    ("PubkeyAuthOptions", R),
+    ("PubkeyAuthOptions", I),
     ("PubkeyAuthentication", I),
     ("RDomain", R),
     ("RSAAuthentication", D),
@@ -244,7 +244,6 @@ const REFUSED_SAMPLES: &[(&str, &str)] = &[
     ("LogVerbose", "kex.c:*:1000"),
     ("ModuliFile", "/etc/ssh/moduli.strong"),
     ("PermitTunnel", "point-to-point"),
-    ("PubkeyAuthOptions", "touch-required"),
     ("RDomain", "%D"),
 ];
 

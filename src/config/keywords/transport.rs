@@ -110,6 +110,41 @@ pub(super) fn set_fingerprint_hash(
     Ok(())
 }
 
+/// `PubkeyAuthOptions none | touch-required | verify-required ...`, as sshd
+/// reads it (case-insensitive words, `none` adds nothing).
+pub(super) fn set_pubkey_auth_options(
+    s: &mut Settings,
+    a: &Args,
+    _: &mut super::Pass,
+) -> Result<(), String> {
+    let mut o = crate::config::PubkeyAuthOptions::default();
+    for w in a.all()? {
+        match w.to_ascii_lowercase().as_str() {
+            "none" => {}
+            "touch-required" => o.touch_required = true,
+            "verify-required" => o.verify_required = true,
+            _ => return Err(format!("unsupported option {w}")),
+        }
+    }
+    s.pubkey_auth_options = o;
+    Ok(())
+}
+
+pub(super) fn dump_pubkey_auth_options(s: &Settings, k: &str, o: &mut String) {
+    let p = s.pubkey_auth_options;
+    let mut v = Vec::new();
+    if !p.touch_required && !p.verify_required {
+        v.push("none");
+    }
+    if p.touch_required {
+        v.push("touch-required");
+    }
+    if p.verify_required {
+        v.push("verify-required");
+    }
+    kv(o, k, v.join(" "));
+}
+
 pub(super) fn dump_fingerprint_hash(s: &Settings, k: &str, o: &mut String) {
     let name = match s.fingerprint_hash {
         FingerprintHash::Md5 => "MD5",

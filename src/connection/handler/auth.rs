@@ -6,7 +6,6 @@
 
 use super::*;
 use crate::host::api::{KbdStep, KeyAnswer, MethodResult};
-use russh::keys::PublicKey;
 
 /// What the network side knows of a user name: the host's verdict, and the
 /// settings the same `Match` gives here (they drive the protocol; the host's own
@@ -34,6 +33,7 @@ impl ConnHandler {
             failures: 0,
             exhausted: false,
             auth_seen: false,
+            key_verified: None,
         }
     }
 }
@@ -177,6 +177,8 @@ impl ConnHandler {
                     Some(c) => Arc::clone(&c.settings),
                     None => return Auth::reject(),
                 };
+                let keys = login.keys;
+                self.shared.facts(|f| f.keys = keys);
                 let login = Arc::new(Login {
                     user: login.user,
                     settings,
@@ -251,46 +253,57 @@ impl ConnHandler {
         }
     }
 
+    /// A signed `publickey` request: the host verifies it (russh has not) and
+    /// records the method; its answer waits for `auth_publickey` or
+    /// `auth_openssh_certificate`, which russh calls next. A refusal is a bad
+    /// signature for russh (a plain failure, as it was when russh checked).
+    pub(super) async fn on_verify_signature(
+        &mut self,
+        user: &str,
+        request: SignedPublicKey<'_>,
+    ) -> Result<bool, ConnError> {
+        self.key_verified = None;
+        self.admit(user).await?;
+        self.shared.attempted();
+        if self.exhausted {
+            // auth_publickey answers with the disconnect.
+            return Ok(true);
+        }
+        match self.ctx.host.key_verify(self.conn, user, &request).await {
+            Ok(result) => {
+                self.key_verified = Some(result);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::debug!("host: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    /// After the host's `KeyVerify`: its answer becomes the reply.
+    fn verified_reply(&mut self, user: &str) -> Auth {
+        match self.key_verified.take() {
+            Some(result) if !self.exhausted => self.conclude(user, result, false),
+            _ => self.rejected(),
+        }
+    }
+
     pub(super) async fn on_publickey(
         &mut self,
         user: &str,
-        key: VerifiedPublicKey<'_>,
+        _key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, ConnError> {
-        self.admit(user).await?;
-        self.shared.attempted();
-        if self.exhausted {
-            return Ok(self.rejected());
-        }
-        let result = self
-            .ctx
-            .host
-            .pubkey_verified(self.conn, user, key.public_key, Some(key.algorithm), None)
-            .await
-            .unwrap_or_else(Self::host_failed);
-        Ok(self.conclude(user, result, false))
+        Ok(self.verified_reply(user))
     }
 
-    /// A certificate's signed request: russh checked the signature with the
-    /// algorithm the certificate's offer was allowed with, which it does not
-    /// pass on (the host remembers that it allowed this certificate).
+    /// A certificate's signed request, after the host's `KeyVerify`.
     pub(super) async fn on_openssh_certificate(
         &mut self,
         user: &str,
-        cert: &Certificate,
+        _cert: &Certificate,
     ) -> Result<Auth, ConnError> {
-        self.admit(user).await?;
-        self.shared.attempted();
-        if self.exhausted {
-            return Ok(self.rejected());
-        }
-        let key = PublicKey::new(cert.public_key().clone(), "");
-        let result = self
-            .ctx
-            .host
-            .pubkey_verified(self.conn, user, &key, None, Some(cert))
-            .await
-            .unwrap_or_else(Self::host_failed);
-        Ok(self.conclude(user, result, false))
+        Ok(self.verified_reply(user))
     }
 
     pub(super) async fn on_password(

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use russh::keys::Certificate;
 use russh::server::{
-    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, SignedPublicKey,
+    VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, Sig};
 
@@ -58,6 +59,9 @@ pub(crate) struct ConnHandler {
     exhausted: bool,
     /// An authentication request was seen (sshd forgives only the first `none`).
     auth_seen: bool,
+    /// What the host answered the last `KeyVerify`, for the `auth_publickey` or
+    /// `auth_openssh_certificate` russh calls next.
+    key_verified: Option<crate::host::api::MethodResult>,
 }
 
 impl Handler for ConnHandler {
@@ -100,6 +104,14 @@ impl Handler for ConnHandler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         self.on_publickey_offered(user, offer).await
+    }
+
+    async fn verify_publickey_signature(
+        &mut self,
+        user: &str,
+        request: SignedPublicKey<'_>,
+    ) -> Result<bool, Self::Error> {
+        self.on_verify_signature(user, request).await
     }
 
     async fn auth_publickey(

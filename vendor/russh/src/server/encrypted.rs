@@ -1451,6 +1451,7 @@ impl Encrypted {
                         let request = SignedPublicKey {
                             public_key: &pubkey,
                             algorithm: &algorithm,
+                            certificate: cert_of(&pk_or_cert),
                             signed_data: &signed_data,
                             signature: &sig,
                         };

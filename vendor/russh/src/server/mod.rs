@@ -308,6 +308,9 @@ pub struct SignedPublicKey<'a> {
     pub public_key: &'a ssh_key::PublicKey,
     /// The algorithm named in the request, which is also the signature's.
     pub algorithm: &'a ssh_key::Algorithm,
+    /// The OpenSSH certificate the request names, if it names one;
+    /// `public_key` is then the certified key, which made the signature.
+    pub certificate: Option<&'a Certificate>,
     /// The signed data: the session identifier as an SSH string, then the
     /// `SSH_MSG_USERAUTH_REQUEST` up to the signature.
     pub signed_data: &'a [u8],

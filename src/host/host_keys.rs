@@ -9,6 +9,24 @@ use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::ssh_key::{Certificate, LineEnding};
 use russh::keys::{Algorithm, PrivateKey};
 
+/// The host keys the host signs with, and the host certificates offered for
+/// them. Only the host holds this; the network side gets their public halves
+/// (`HostKeys`) and asks for signatures (`SignKex`).
+#[derive(Default)]
+pub struct HostKeySet {
+    pub(crate) keys: Vec<PrivateKey>,
+    pub(crate) certificates: Vec<Certificate>,
+}
+
+impl HostKeySet {
+    /// `keys`, with those `HostCertificate` files that certify one of them (read
+    /// now; the others are left out with sshd's error lines).
+    pub fn new(keys: Vec<PrivateKey>, certificate_paths: &[PathBuf]) -> HostKeySet {
+        let certificates = load_certificates(certificate_paths, &keys);
+        HostKeySet { keys, certificates }
+    }
+}
+
 /// A host key that could not be used, named by file so `-t` can say which.
 #[derive(Debug, thiserror::Error)]
 pub enum HostKeyError {
