@@ -25,6 +25,7 @@ mod launch;
 mod listen_fds;
 pub mod memory;
 mod methods;
+pub(crate) mod netproc;
 pub mod pam;
 mod privilege;
 mod process;
