@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use serde::{Deserialize, Serialize};
 
 use super::pty::PtyParams;
-use super::service::Host;
+use super::service::Service;
 use super::spawn::SessionProcess;
 use super::{HostError, KeyOptions, UserInfo};
 
@@ -227,7 +227,7 @@ impl From<Response> for Reply {
 }
 
 /// The one dispatch table.
-pub(super) async fn dispatch(host: &Host, request: Request) -> Result<Reply, HostError> {
+pub(super) async fn dispatch(host: &Service, request: Request) -> Result<Reply, HostError> {
     Ok(match request {
         Request::ConnOpened {
             peer,

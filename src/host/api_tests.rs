@@ -52,11 +52,28 @@ fn setup(tag: &str, extra: &str, both: bool) -> Setup {
     );
     let (config, _) = Config::parse_str("t.conf", &text, &[]).expect("config");
     Setup {
-        host: Host::new(Privilege::current(), Arc::new(config)),
+        host: host(Arc::new(config)),
         me: super::current_user().expect("current user"),
         keys,
         dir,
     }
+}
+
+thread_local! {
+    /// Set by the `over_the_wire` runs: the same scenarios against a monitor
+    /// serving the host on its own thread and runtime, through the protocol.
+    static OVER_THE_WIRE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The host under test: in-process, or (over the wire) a remote one.
+fn host(config: Arc<Config>) -> Host {
+    if !OVER_THE_WIRE.with(|w| w.get()) {
+        return Host::new(Privilege::current(), config);
+    }
+    let service = super::service::Service::new(Privilege::current(), config);
+    let link = super::wire::tests::monitor_thread(service);
+    let (host, _notices) = Host::remote(Privilege::current(), link).expect("remote host");
+    host
 }
 
 async fn conn(host: &Host) -> ConnId {
@@ -360,5 +377,27 @@ async fn a_certificate_completes_only_after_the_host_allowed_it_here() {
     assert!(
         matches!(done, Ok(MethodResult::Complete { .. })),
         "{done:?}"
+    );
+}
+
+/// The scenarios above again, each against a monitor over a real socketpair
+/// (the test body runs on this thread, so the flag reaches its `setup`). The
+/// refusals must hold over the wire exactly as in-process.
+mod over_the_wire {
+    macro_rules! again {
+        ($($name:ident),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                super::OVER_THE_WIRE.with(|w| w.set(true));
+                super::$name();
+            }
+        )*};
+    }
+    again!(
+        spawn_without_a_token_the_host_issued_is_refused,
+        a_token_works_only_on_its_own_connection_and_until_it_closes,
+        a_proved_key_the_host_does_not_allow_gets_no_login,
+        no_token_until_the_hosts_own_authentication_methods_are_satisfied,
+        a_certificate_completes_only_after_the_host_allowed_it_here,
     );
 }

@@ -14,7 +14,7 @@ use super::access::{self, Refusal};
 use super::api::{ConnId, LoginFacts, MethodResult, UserVerdict};
 use super::methods;
 use super::pam::{self, KbdAuth};
-use super::service::Host;
+use super::service::Service;
 use super::{KeyOptions, Privilege, UserInfo};
 use crate::config::{Config, ConnSpec, FingerprintHash, Settings};
 use crate::log::peer;
@@ -247,7 +247,7 @@ impl ConnState {
     /// come next.
     pub(super) fn method_succeeded(
         &mut self,
-        host: &Host,
+        host: &Service,
         user: &str,
         method: &str,
         options: Option<KeyOptions>,

@@ -10,7 +10,7 @@ use super::access;
 use super::api::{KbdStep, KeyAnswer, MethodResult};
 use super::auth_state::{ConnState, KbdState};
 use super::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
-use super::service::Host;
+use super::service::Service;
 use super::{HostError, KeyLookup, KeyOptions};
 use crate::config::PermitRootLogin;
 use crate::log::peer;
@@ -101,7 +101,7 @@ impl ConnState {
     /// allows it for this user on this connection, now.
     pub(super) async fn pubkey_verified(
         &mut self,
-        host: &Host,
+        host: &Service,
         user: &str,
         offered: &OfferedKey,
     ) -> MethodResult {
@@ -153,7 +153,7 @@ impl ConnState {
     /// `Password`, through PAM (with the account check).
     pub(super) async fn password(
         &mut self,
-        host: &Host,
+        host: &Service,
         user: &str,
         password: &str,
     ) -> MethodResult {
@@ -191,7 +191,7 @@ impl ConnState {
     }
 
     /// `KbdStart`: a PAM conversation for `user`, or a decoy one that fails.
-    pub(super) async fn kbd_start(&mut self, host: &Host, user: &str) -> KbdStep {
+    pub(super) async fn kbd_start(&mut self, host: &Service, user: &str) -> KbdStep {
         let pam = self
             .pam_params(user, "keyboard-interactive")
             .map(KbdAuth::start);
@@ -205,7 +205,7 @@ impl ConnState {
     }
 
     /// `KbdAnswer`.
-    pub(super) async fn kbd_answer(&mut self, host: &Host, answers: Vec<String>) -> KbdStep {
+    pub(super) async fn kbd_answer(&mut self, host: &Service, answers: Vec<String>) -> KbdStep {
         match self.kbd.as_ref() {
             Some(KbdState { pam: Some(k), .. }) => k.answer(answers),
             Some(KbdState {
@@ -227,7 +227,7 @@ impl ConnState {
         self.kbd_next(host).await
     }
 
-    async fn kbd_next(&mut self, host: &Host) -> KbdStep {
+    async fn kbd_next(&mut self, host: &Service) -> KbdStep {
         let event = match self.kbd.as_mut() {
             Some(KbdState { pam: Some(k), .. }) => k.next().await,
             Some(KbdState { pam: None, .. }) => KbdEvent::Prompts {
@@ -239,7 +239,7 @@ impl ConnState {
         self.kbd_step(host, event)
     }
 
-    fn kbd_step(&mut self, host: &Host, event: KbdEvent) -> KbdStep {
+    fn kbd_step(&mut self, host: &Service, event: KbdEvent) -> KbdStep {
         let Some(state) = self.kbd.as_ref() else {
             return KbdStep::Done(failed(false));
         };

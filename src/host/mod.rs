@@ -44,6 +44,8 @@ pub mod user_rc;
 mod user_socket;
 mod users;
 mod utmp;
+#[doc(hidden)]
+pub mod wire;
 
 pub(crate) use authn::key_type_name;
 /// The line and option parsers on their own, for the fuzz targets (fuzz/).
@@ -103,4 +105,8 @@ pub enum HostError {
     /// `ChrootDirectory`, for instance. The session does not start.
     #[error("{0}")]
     SessionFatal(String),
+    /// The link to the monitor process is gone (it closed it, or spoke out of
+    /// protocol): no call through it can be answered any more.
+    #[error("monitor link: {0}")]
+    Link(String),
 }
