@@ -106,17 +106,43 @@ pub(crate) fn load_time_zone() {
     unsafe { tzset() };
 }
 
-/// `fd` registered with tokio for reading and writing (the split's link).
-pub(crate) fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    use tokio::io::Interest;
-    // SAFETY: the AsyncFd takes `fd` by value and owns it: nothing else can close
-    // the descriptor while it is registered, and the AsyncFd deregisters it
-    // before closing it on drop.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(
-            fd,
-            Interest::READABLE | Interest::WRITABLE,
-        )
+/// The monitor's side of the host: the in-process service, served to the
+/// network process over the link (`wire`).
+pub(crate) struct Monitor {
+    service: super::service::Service,
+}
+
+impl Monitor {
+    pub(crate) fn new(
+        privilege: super::Privilege,
+        config: std::sync::Arc<crate::config::Config>,
+    ) -> Monitor {
+        Monitor {
+            service: super::service::Service::new(privilege, config),
+        }
     }
-    .map_err(|e| io::Error::other(e.to_string()))
+
+    /// A reloaded config: connections opened from now on are judged by it.
+    pub(crate) fn set_config(&self, config: std::sync::Arc<crate::config::Config>) {
+        self.service.set_config(config);
+    }
+
+    /// Serve the request table on `fd` (the monitor's end of the link); the
+    /// future ends with the link. The notifier sends the monitor's notices.
+    pub(crate) fn serve(
+        &self,
+        fd: OwnedFd,
+    ) -> io::Result<(
+        impl std::future::Future<Output = super::wire::ServeEnd> + Send + 'static,
+        super::wire::Notifier,
+    )> {
+        super::wire::serve(self.service.clone(), fd, Default::default())
+    }
+
+    /// The network process is gone, and with it every connection: end what the
+    /// host keeps for them (session programs, PAM sessions, utmp entries).
+    pub(crate) fn network_lost(&self) {
+        // Placeholder until the host offers it (contract 4, `lifecycle`).
+        let _ = &self.service;
+    }
 }

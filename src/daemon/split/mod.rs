@@ -25,8 +25,6 @@ use std::os::fd::RawFd;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use link::Link;
-
 use crate::config::{LogLevel, Recorded};
 
 /// The hidden first argument that makes this binary the network process.
@@ -112,14 +110,4 @@ impl std::fmt::Debug for Setup {
             .field("host_keys", &self.host_keys.len())
             .finish_non_exhaustive()
     }
-}
-
-/// Monitor -> network process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum ToNet {
-    Hello(Box<Hello>),
-    /// SIGHUP: the monitor loaded a new configuration.
-    Reload(Box<Setup>),
-    /// Stop: end every session with the shutdown reason and exit.
-    Shutdown,
 }

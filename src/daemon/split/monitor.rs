@@ -11,14 +11,16 @@ use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Certificate, PrivateKey};
 use tokio::time::Instant;
 
-use super::{Hello, Layout, Link, LogHandover, NET_ARG, Setup, SinkKind, TEST_NET_PROGRAM_ENV};
-use super::{ToNet, link};
+use super::link;
+use super::{Hello, Layout, LogHandover, NET_ARG, Setup, SinkKind, TEST_NET_PROGRAM_ENV};
 use crate::config::{Config, LogLevel, Recorded};
 use crate::daemon::{
     Action, Prepared, ReloadSource, SHUTDOWN_GRACE, StartError, hostkeys, notify, notify_reloading,
     reload_from, signal_actions,
 };
-use crate::host::{Host, Privilege, netproc};
+use crate::host::netproc::{self, Monitor};
+use crate::host::wire::{Notice, Notifier};
+use crate::host::Privilege;
 
 /// What the monitor keeps to start a network process again.
 struct Start {
@@ -33,7 +35,7 @@ struct Start {
 /// A running network process.
 struct Net {
     child: tokio::process::Child,
-    link: Link,
+    notifier: Notifier,
 }
 
 fn io_err(e: impl std::fmt::Display) -> StartError {
@@ -63,7 +65,7 @@ fn setup(config: &Config, recorded: Recorded, keys: &[PrivateKey]) -> Result<Set
 
 impl Start {
     /// Exec the network process with its descriptors and send it the hello.
-    async fn spawn(&self, setup: &Setup) -> Result<Net, StartError> {
+    fn spawn(&self, setup: &Setup, host: &Monitor) -> Result<Net, StartError> {
         let (mine, theirs) = link::pair()?;
         let mut fds: Vec<OwnedFd> = vec![theirs];
         let mut next = netproc::FIRST_FD + 1;
@@ -87,7 +89,6 @@ impl Start {
                 .push(place(l.try_clone()?.into(), &mut fds));
         }
         let child = netproc::spawn(&self.program, &[NET_ARG], fds)?;
-        let link = Link::new(mine)?;
         let hello = Hello {
             setup: setup.clone(),
             level: self.level,
@@ -95,12 +96,16 @@ impl Start {
             sink,
             layout,
         };
-        link.send(&ToNet::Hello(Box::new(hello))).await?;
+        link::send_blocking(&mine, &hello)?;
+        // From here on the link speaks the host protocol; the serving loop ends
+        // with the link (the process's death closes it), on its own task.
+        let (serving, notifier) = host.serve(mine)?;
+        tokio::spawn(serving);
         tracing::debug!(
             "network process started, pid {}",
             child.id().unwrap_or_default()
         );
-        Ok(Net { child, link })
+        Ok(Net { child, notifier })
     }
 }
 
@@ -156,7 +161,7 @@ pub async fn run(
     let mut actions = signal_actions()?;
     let config = Arc::new(p.config);
     // The monitor's host: what the network process asks for is served by it.
-    let host = Host::new(Privilege::current(), Arc::clone(&config));
+    let host = Monitor::new(Privilege::current(), Arc::clone(&config));
     let (control, _socket_file) = match p.control {
         Some(c) => (Some(c.listener), Some(c.guard)),
         None => (None, None),
@@ -180,7 +185,7 @@ pub async fn run(
     let mut current = setup(&config, p.recorded, &p.keys)?;
     drop(p.keys);
     let mut backoff = Backoff::new();
-    let mut net = Some(start.spawn(&current).await?);
+    let mut net = Some(start.spawn(&current, &host)?);
     let mut restart_at: Option<Instant> = None;
     notify(&[sd_notify::NotifyState::Ready]);
     loop {
@@ -213,7 +218,7 @@ pub async fn run(
             () = restart => {
                 restart_at = None;
                 backoff.started = Instant::now();
-                match start.spawn(&current).await {
+                match start.spawn(&current, &host) {
                     Ok(n) => net = Some(n),
                     Err(e) => {
                         tracing::error!("cannot start the network process: {e}");
@@ -233,10 +238,8 @@ pub async fn run(
                             crate::daemon::pidfile::reloaded(config.global().pid_file.as_deref());
                             host.set_config(Arc::new(config));
                             current = s;
-                            if let Some(n) = &net
-                                && let Err(e) = n.link.send(&ToNet::Reload(Box::new(current.clone()))).await
-                            {
-                                tracing::error!("network process: sending the new configuration: {e}");
+                            if let Some(n) = &net {
+                                reload(n, &current).await;
                             }
                         }
                         Err(e) => {
@@ -254,7 +257,7 @@ pub async fn run(
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(mut n) = net {
-        let _ = n.link.send(&ToNet::Shutdown).await;
+        let _ = n.notifier.send(Notice::Shutdown).await;
         let grace = SHUTDOWN_GRACE + Duration::from_secs(2);
         if tokio::time::timeout(grace, n.child.wait()).await.is_err() {
             tracing::error!("network process did not stop in time; killing it");
@@ -265,10 +268,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Send the network process the new configuration.
+async fn reload(net: &Net, setup: &Setup) {
+    let sent = match serde_json::to_value(setup) {
+        Ok(v) => net
+            .notifier
+            .send(Notice::Reload(v))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        tracing::error!("network process: sending the new configuration: {e}");
+    }
+}
+
 /// Every connection the network process had is gone: end what the host keeps
 /// for them (session programs, PAM sessions, utmp entries).
-fn lost(host: &Host) {
-    // Placeholder until the host keeps state for the network process's
-    // connections across the link (host-side network_lost, contract 4).
-    let _ = host;
+fn lost(host: &Monitor) {
+    host.network_lost();
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use russh::keys::{Certificate, PrivateKey};
 
-use super::{Hello, Link, Setup, SinkKind, ToNet, link};
+use super::{Hello, Setup, SinkKind, link};
 use crate::config::Config;
 use crate::daemon::{Event, Sockets, protocol_config_with, serve_network};
 use crate::host::netproc;
+use crate::host::wire::Notice;
 use crate::host::sandbox;
 
 /// Entry point of `rsshd __net`; returns the exit status.
@@ -53,9 +54,8 @@ fn claim(fd: i32) -> Result<OwnedFd, String> {
 
 fn run() -> Result<(), String> {
     let link_fd = claim(netproc::FIRST_FD)?;
-    let hello: Hello = match link::recv_blocking::<ToNet>(&link_fd).map_err(|e| e.to_string())? {
-        Some(ToNet::Hello(h)) => *h,
-        Some(other) => return Err(format!("expected the monitor's hello, got {other:?}")),
+    let hello: Hello = match link::recv_blocking(&link_fd).map_err(|e| e.to_string())? {
+        Some(h) => h,
         None => return Err("the monitor closed the link before its hello".into()),
     };
     // While files can still be opened: the zone for syslog's time stamps, and
@@ -109,24 +109,25 @@ fn run() -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
     });
     let _ignored = ignored.map_err(|e| format!("signals: {e}"))?;
-    let link = runtime
-        .block_on(async { Link::new(link_fd) })
+    // The host is the monitor's, across the link; its reader task starts now.
+    let (host, notices) = runtime
+        .block_on(async {
+            crate::host::Host::remote(crate::host::Privilege::current(), link_fd)
+        })
         .map_err(|e| e.to_string())?;
     entered.lock().map_err(|e| e.to_string())?;
-    runtime.block_on(serve(link, config, protocol, listeners, control))
+    runtime.block_on(serve(host, notices, config, protocol, listeners, control))
 }
 
 async fn serve(
-    link: Link,
+    host: crate::host::Host,
+    mut notices: crate::host::wire::Notices,
     config: Config,
     protocol: russh::server::Config,
     listeners: Vec<std::net::TcpListener>,
     control: Option<std::os::unix::net::UnixListener>,
 ) -> Result<(), String> {
     let config = Arc::new(config);
-    // The host: the monitor's, across the link, once the wire codec serves it;
-    // until then the in-process one (which, confined, can do nothing privileged).
-    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
     let serving = tokio::spawn(serve_network(
         Sockets { listeners, control },
@@ -136,22 +137,22 @@ async fn serve(
         events,
     ));
     loop {
-        match link.recv::<ToNet>().await {
-            Ok(Some(ToNet::Reload(setup))) => match build(&setup) {
-                Ok((config, protocol)) => {
-                    let _ = events_tx.send(Event::Reload(Arc::new(config), Arc::new(protocol)));
+        match notices.recv().await {
+            Some(Notice::Reload(value)) => {
+                match serde_json::from_value::<Setup>(value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| build(&s))
+                {
+                    Ok((config, protocol)) => {
+                        let _ = events_tx.send(Event::Reload(Arc::new(config), Arc::new(protocol)));
+                    }
+                    // The monitor loaded it; this would be a bug. The old one stays.
+                    Err(e) => tracing::error!("network process: reload: {e}"),
                 }
-                // The monitor loaded it; this would be a bug. The old one stays.
-                Err(e) => tracing::error!("network process: reload: {e}"),
-            },
-            Ok(Some(ToNet::Hello(_))) => tracing::error!("network process: a second hello"),
-            Ok(Some(ToNet::Shutdown)) => break,
-            Ok(None) => {
-                tracing::error!("network process: the monitor is gone; stopping");
-                break;
             }
-            Err(e) => {
-                tracing::error!("network process: link: {e}; stopping");
+            Some(Notice::Shutdown) => break,
+            None => {
+                tracing::error!("network process: the link to the monitor is gone; stopping");
                 break;
             }
         }
