@@ -2,13 +2,13 @@
 //! `SSH_AUTH_SOCK`; each connection to it becomes an `auth-agent@openssh.com`
 //! channel to the client's agent.
 //!
-//! The socket and its private directory are made, and removed when the connection
-//! ends, with the user's identity by the privileged boundary
-//! ([`crate::host::user_socket`]). The listener holds one of the user's
+//! The socket and its private directory are made with the user's identity by
+//! the privileged boundary (`AgentSocket`), which passes the listener back and
+//! removes them when the connection ends (or when asked: `RemoveAgentSocket`). The listener holds one of the user's
 //! descriptors and each agent connection another, with a place among the
 //! connection's channels ([`super::limits`]).
 
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixListener as StdUnixListener;
 
 use russh::server::Handle;
 use tokio::net::UnixListener;
@@ -17,34 +17,31 @@ use tokio::task::JoinHandle;
 use super::limits::FdLease;
 use super::pump::serve_opened;
 use super::tunnels::{Tunnels, hold};
-use crate::host::UserInfo;
-use crate::host::as_user::Creds;
+use crate::host::{Grant, UserInfo};
 
-/// The forwarded agent of one connection; dropping it closes and removes the socket.
+/// The forwarded agent of one connection; dropping it (with the connection)
+/// closes the listener, and the host removes the socket with the connection.
 pub(crate) struct AgentSocket {
-    creds: Creds,
-    dir: PathBuf,
-    path: PathBuf,
+    path: String,
     task: JoinHandle<()>,
     _fds: FdLease,
 }
 
 impl AgentSocket {
-    /// Create the directory and socket for `user` and start accepting on it.
+    /// Have the host make the directory and socket for `user` (the login
+    /// `grant` proves) and start accepting on it.
     pub(crate) async fn start(
         user: &UserInfo,
+        grant: &Grant,
         handle: Handle,
         tunnels: Tunnels,
     ) -> std::io::Result<Self> {
         let fds = FdLease::take(user.uid, 1).map_err(std::io::Error::other)?;
-        let creds = Creds::from(user);
-        let made = crate::host::user_socket(&creds, &format!("agent.{}", std::process::id()))
-            .await
-            .map_err(std::io::Error::other)?;
-        let listener = match UnixListener::from_std(made.listener) {
+        let (socket, path, fd) = grant.agent_socket().await.map_err(std::io::Error::other)?;
+        let listener = match UnixListener::from_std(StdUnixListener::from(fd)) {
             Ok(l) => l,
             Err(e) => {
-                let _ = crate::host::remove_user_socket(&creds, made.dir).await;
+                let _ = grant.remove_agent_socket(socket).await;
                 return Err(e);
             }
         };
@@ -56,15 +53,13 @@ impl AgentSocket {
             user.name.clone(),
         ));
         Ok(AgentSocket {
-            creds,
-            dir: made.dir,
-            path: made.path,
+            path,
             task,
             _fds: fds,
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &str {
         &self.path
     }
 }
@@ -72,17 +67,6 @@ impl AgentSocket {
 impl Drop for AgentSocket {
     fn drop(&mut self) {
         self.task.abort();
-        let (creds, dir) = (self.creds.clone(), std::mem::take(&mut self.dir));
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    if let Err(e) = crate::host::remove_user_socket(&creds, dir.clone()).await {
-                        tracing::debug!("agent socket {}: not removed: {e}", dir.display());
-                    }
-                });
-            }
-            Err(_) => tracing::debug!("agent socket {}: left behind", dir.display()),
-        }
     }
 }
 

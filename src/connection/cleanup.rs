@@ -1,6 +1,10 @@
 //! The end of a session channel's program, and what it means for the processes
 //! of its session (`SessionCleanup`).
 //!
+//! The host decides what an end means for the session's processes, from its own
+//! SessionCleanup; this side tells it which end came (`HangUp`), and closes its
+//! own copies of the program's input, output and terminal.
+//!
 //! A session ends in one of three ways, whichever comes first:
 //!
 //! - its program exits: the session task sends the exit status and closes the
@@ -23,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::config::SessionCleanup;
-use crate::host::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller};
+use crate::host::Grant;
+use crate::host::api::HangUpHow;
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,8 +45,8 @@ enum Phase {
 
 #[derive(Default)]
 struct State {
-    killer: Option<ProcessKiller>,
-    policy: Option<SessionCleanup>,
+    /// The running program, as the host numbered it, and the login's grant.
+    program: Option<(Grant, u64)>,
     /// The tasks that hold the program's input and output.
     io: Vec<AbortHandle>,
     phase: Phase,
@@ -77,17 +81,16 @@ impl SessionEnd {
         self.channel
     }
 
-    /// The running program's killer, for a client's `signal` request.
-    pub(crate) fn killer(&self) -> Option<ProcessKiller> {
-        self.state().killer.clone()
+    /// Whether the program was started, for a client's `signal` request.
+    pub(crate) fn started(&self) -> bool {
+        self.state().program.is_some()
     }
 
-    /// The program started, with its session's `policy`.
-    pub(crate) fn running(self: &Arc<Self>, killer: ProcessKiller, policy: SessionCleanup) {
+    /// The program started (the host's number `process`, for `grant`'s login).
+    pub(crate) fn running(self: &Arc<Self>, grant: Grant, process: u64) {
         let lost = {
             let mut st = self.state();
-            st.killer = Some(killer);
-            st.policy = Some(policy);
+            st.program = Some((grant, process));
             if st.phase == Phase::Idle {
                 st.phase = Phase::Running;
             }
@@ -124,7 +127,6 @@ impl SessionEnd {
         match st.phase {
             Phase::Running | Phase::Idle => {
                 st.phase = Phase::Exited;
-                Self::leave(&st);
                 true
             }
             Phase::Exited => true,
@@ -132,34 +134,30 @@ impl SessionEnd {
         }
     }
 
-    /// A normal end under `hangup`, decided now (under the lock, so before any
-    /// end of the connection that follows): later losses leave it alone.
-    fn leave(st: &State) {
-        if st.policy == Some(SessionCleanup::Hangup)
-            && let Some(k) = &st.killer
-        {
-            k.leave();
-        }
-    }
-
-    /// Stop the I/O tasks and take what the policy needs.
-    fn stop_io(st: &mut State) -> Option<(ProcessKiller, SessionCleanup)> {
+    /// Stop the I/O tasks (with them go this side's copies of the program's
+    /// pipes or terminal) and take the program to tell the host about.
+    fn stop_io(st: &mut State) -> Option<(Grant, u64)> {
         for task in st.io.drain(..) {
             task.abort();
         }
-        Some((st.killer.clone()?, st.policy?))
+        st.program.clone()
     }
 
-    /// The program exited and its output went out: close its terminal and, under
-    /// `kill`, hang up what is left of its session.
-    pub(crate) async fn after_exit(&self) {
-        let Some((killer, policy)) = Self::stop_io(&mut self.state()) else {
+    /// Tell the host how the session ended; returns once it has dealt with it.
+    async fn hang_up(program: Option<(Grant, u64)>, how: HangUpHow) {
+        let Some((grant, process)) = program else {
             return;
         };
-        killer.close_terminal();
-        if policy == SessionCleanup::Kill {
-            killer.hang_up(HANGUP_GRACE).await;
+        if let Err(e) = grant.hang_up(process, how).await {
+            tracing::debug!("session program {process}: hang-up: {e}");
         }
+    }
+
+    /// The program exited and its output went out: its terminal is closed and,
+    /// under `kill`, what is left of its session hung up.
+    pub(crate) async fn after_exit(&self) {
+        let program = Self::stop_io(&mut self.state());
+        Self::hang_up(program, HangUpHow::Ended).await;
     }
 
     /// The channel is gone (the client closed it, or the connection went) while
@@ -173,17 +171,10 @@ impl SessionEnd {
                 return;
             }
             st.phase = Phase::Closed;
-            Self::leave(&st);
             Self::stop_io(&mut st)
         };
         self.ended.send_replace(true);
-        let Some((killer, policy)) = taken else {
-            return;
-        };
-        killer.close_terminal();
-        if policy == SessionCleanup::Kill {
-            killer.hang_up(HANGUP_GRACE).await;
-        }
+        Self::hang_up(taken, HangUpHow::Ended).await;
     }
 
     /// The connection is lost or a lifetime limit ended the session (see the
@@ -212,14 +203,8 @@ impl SessionEnd {
     }
 
     pub(crate) async fn apply_lost(&self) {
-        let Some((killer, policy)) = Self::stop_io(&mut self.state()) else {
-            return;
-        };
-        killer.close_terminal();
-        match policy {
-            SessionCleanup::Hangup => killer.hang_up_lost(LOST_SETTLE).await,
-            SessionCleanup::Kill => killer.hang_up(HANGUP_GRACE).await,
-        }
+        let program = Self::stop_io(&mut self.state());
+        Self::hang_up(program, HangUpHow::Lost).await;
     }
 }
 

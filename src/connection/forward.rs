@@ -359,6 +359,7 @@ impl Forwards {
                     l,
                     handle.clone(),
                     self.tunnels.clone(),
+                    login.grant.clone(),
                     login.user.clone(),
                     host.to_string(),
                     bound,
@@ -393,7 +394,7 @@ impl Forwards {
         if self.agent.is_some() {
             return true;
         }
-        match AgentSocket::start(&login.user, handle, self.tunnels.clone()).await {
+        match AgentSocket::start(&login.user, &login.grant, handle, self.tunnels.clone()).await {
             Ok(a) => {
                 self.agent = Some(a);
                 true
@@ -407,9 +408,7 @@ impl Forwards {
 
     /// The forwarded agent's socket, for `SSH_AUTH_SOCK`.
     pub(crate) fn agent_socket(&self) -> Option<String> {
-        self.agent
-            .as_ref()
-            .map(|a| a.path().to_string_lossy().into_owned())
+        self.agent.as_ref().map(|a| a.path().to_string())
     }
 }
 

@@ -11,8 +11,7 @@ use tokio::net::TcpStream;
 
 use super::pump::serve_opened;
 use super::tunnels::{Tunnels, hold};
-use crate::host::as_user::Creds;
-use crate::host::{self, Grant, UserInfo};
+use crate::host::{Grant, UserInfo, WatchedListener};
 
 /// One listening socket, created as the user, with SO_REUSEADDR like sshd's, and
 /// IPv6 kept to IPv6 so both families can share a port. Non-blocking.
@@ -65,25 +64,28 @@ pub(super) async fn bind_all(
 /// connections costs one thread per this many, not one each.
 const ACCEPT_BATCH: usize = 32;
 
-/// Accept on a `-R` listener, with the user's identity so that each connection is
-/// the user's like the listener: each gets its own `forwarded-tcpip` channel.
+/// Accept on a `-R` listener, with the user's identity (the host accepts, on
+/// `Accept`) so that each connection is the user's like the listener: each gets
+/// its own `forwarded-tcpip` channel.
 pub(super) async fn accept_loop(
     listener: StdListener,
     handle: Handle,
     tunnels: Tunnels,
+    grant: Grant,
     user: UserInfo,
     host: String,
     port: u32,
 ) {
-    let listener = match host::UserListener::new(OwnedFd::from(listener), Creds::from(&user)) {
+    let listener = match WatchedListener::new(OwnedFd::from(listener)) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("forwarded port {port}: {e}");
             return;
         }
     };
+    let accept = |dup| grant.accept(dup, ACCEPT_BATCH as u32);
     loop {
-        let accepted = match listener.accept(ACCEPT_BATCH).await {
+        let accepted = match listener.next(ACCEPT_BATCH, accept).await {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors and the like: wait instead of spinning.

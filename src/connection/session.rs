@@ -6,6 +6,7 @@
 //! process reads it, so a process that stops reading stops its own channel and
 //! nothing else: not the connection's other channels, not its own output.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +21,8 @@ use super::flow::ConnQueue;
 use super::inflow::{self, ChannelWindow, Inflow, Input};
 use super::limits::{ChannelSlot, FdLease};
 use super::shared::ConnShared;
-use crate::config::SessionCleanup;
-use crate::host::{
-    ExitOutcome, LoginRecord, PtyParams, PtyResizer, SessionProcess, record_login, record_logout,
-};
+use crate::host::api::SpawnedIo;
+use crate::host::{ExitOutcome, Grant, Master, PtyParams, PtyResizer};
 use crate::lifetime::ChannelStamps;
 
 /// How long to keep reading a PTY after its shell exited, for output still in flight.
@@ -54,7 +53,47 @@ pub(crate) struct SessionChannel {
     pub(crate) signals_refused: Option<&'static str>,
     /// The running program as the host numbered it, and the login's grant that
     /// may signal it.
-    pub(crate) program: Option<(crate::host::Grant, u64)>,
+    pub(crate) program: Option<(Grant, u64)>,
+}
+
+/// A program's I/O on this side: its terminal's master, or its pipes.
+struct ProcessIo {
+    input: Box<dyn AsyncWrite + Send + Unpin>,
+    output: Box<dyn AsyncRead + Send + Unpin>,
+    /// `None` with a PTY, where stderr goes to the terminal.
+    stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    resizer: Option<PtyResizer>,
+}
+
+impl ProcessIo {
+    /// Wrap the descriptors `Spawn` attached (see [`SpawnedIo`]).
+    fn from_fds(kind: SpawnedIo, fds: Vec<OwnedFd>) -> std::io::Result<ProcessIo> {
+        let mut fds = fds.into_iter();
+        let mut next = || {
+            fds.next()
+                .ok_or_else(|| std::io::Error::other("a descriptor is missing"))
+        };
+        Ok(match kind {
+            SpawnedIo::Pty => {
+                let m = Master::new(next()?).map_err(std::io::Error::other)?;
+                ProcessIo {
+                    input: Box::new(m.clone()),
+                    output: Box::new(m.clone()),
+                    stderr: None,
+                    resizer: Some(PtyResizer::new(m)),
+                }
+            }
+            SpawnedIo::Pipes => {
+                use tokio::net::unix::pipe;
+                ProcessIo {
+                    input: Box::new(pipe::Sender::from_owned_fd(next()?)?),
+                    output: Box::new(pipe::Receiver::from_owned_fd(next()?)?),
+                    stderr: Some(Box::new(pipe::Receiver::from_owned_fd(next()?)?)),
+                    resizer: None,
+                }
+            }
+        })
+    }
 }
 
 impl SessionChannel {
@@ -128,7 +167,7 @@ impl SessionChannel {
             tracing::error!("session_signal_req: unsupported signal \"{name}\"");
             return;
         };
-        let (Some(_), Some((grant, program))) = (self.end.killer(), &self.program) else {
+        let (true, Some((grant, program))) = (self.end.started(), &self.program) else {
             let id = self.write.as_ref().map(|w| u32::from(w.id())).unwrap_or(0);
             tracing::error!("session_signal_req: no pid for session {id}");
             return;
@@ -145,44 +184,46 @@ impl SessionChannel {
         }
     }
 
-    /// Wire a started process to the channel; `preamble` (the login messages)
-    /// goes out first. `login` is the utmp/wtmp record of a PTY session, written
-    /// now and closed when the process ends. `cleanup` is what the session's end
-    /// means for its processes (see `cleanup`).
+    /// Wire a started program (`process`, the host's number for it, with the
+    /// descriptors `Spawn` attached) to the channel; `preamble` (the login
+    /// messages) goes out first. The host writes its utmp/wtmp records and
+    /// decides what the session's end means for its processes (see `cleanup`).
     pub(crate) fn start(
         &mut self,
-        mut process: SessionProcess,
+        grant: Grant,
+        process: u64,
+        io: (SpawnedIo, Vec<OwnedFd>),
         handle: Handle,
         preamble: Option<Bytes>,
-        login: Option<LoginRecord>,
-        cleanup: SessionCleanup,
     ) {
         let Some(write) = self.write.take() else {
             return;
         };
+        let end = Arc::clone(&self.end);
+        end.running(grant.clone(), process);
+        let io = match ProcessIo::from_fds(io.0, io.1) {
+            Ok(io) => io,
+            Err(e) => {
+                // Nothing of ours can reach the program: end its session.
+                tracing::error!("session program {process}: {e}");
+                drop(write);
+                tokio::spawn(async move { end.lost().await });
+                return;
+            }
+        };
         if let Ok(mut r) = self.resizer.lock() {
-            *r = process.resizer();
+            *r = io.resizer.clone();
         }
         let resizer = Arc::clone(&self.resizer);
         let shared = Arc::clone(&self.shared);
-        let end = Arc::clone(&self.end);
-        end.running(process.killer(), cleanup);
         // The terminal's modes and the client's variables went into the process;
         // a long idle session need not keep them.
         let has_pty = self.pty.take().is_some();
         self.env = Vec::new();
         let stamps = Arc::clone(&self.stamps);
         let fds = self.fds.take();
-        let io = process.take_io();
         let feed = tokio::spawn(feed_process(Arc::clone(&self.inflow), io.input, has_pty));
         end.add_io(feed.abort_handle());
-        if let Some(rec) = login.clone() {
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = record_login(&rec) {
-                    tracing::error!("utmp/wtmp login record for {}: {e}", rec.tty.display());
-                }
-            });
-        }
         tokio::spawn(async move {
             let id = write.id();
             if let Some(text) = preamble {
@@ -205,10 +246,11 @@ impl SessionChannel {
                 end.add_io(err.abort_handle());
             }
             // The program's exit, unless the channel's close or the connection's
-            // loss comes first.
+            // loss comes first. One long poll for the program's life.
+            let mut wait = Box::pin(grant.wait(process));
             let exited = tokio::select! {
                 biased;
-                outcome = process.wait() => Some(outcome),
+                outcome = &mut wait => Some(outcome),
                 _ = end.ended() => None,
             };
             // Boxed: this task lives as long as the process, and only the wait
@@ -222,24 +264,13 @@ impl SessionChannel {
                 let outcome = match exited {
                     Some(outcome) if end.program_exited() => Some(outcome),
                     // Ended otherwise (see `cleanup`): the program is left to end
-                    // as its session's end made it, and is reaped then.
+                    // as its session's end made it; the host reaps it then.
                     Some(_) => None,
                     None => {
-                        let _ = process.wait().await;
+                        let _ = wait.await;
                         None
                     }
                 };
-                if let Some(rec) = login {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if let Err(e) = record_logout(&rec.tty, rec.pid) {
-                            tracing::error!(
-                                "utmp/wtmp logout record for {}: {e}",
-                                rec.tty.display()
-                            );
-                        }
-                    })
-                    .await;
-                }
                 if let Some(outcome) = outcome {
                     if has_pty {
                         // The shell is gone; take what it wrote last, but do not
@@ -279,8 +310,6 @@ impl SessionChannel {
                     shared.retire(u32::from(id));
                     end.after_exit().await;
                 }
-                // Reap the leader once the hang-ups in progress are done.
-                process.finish().await;
                 drop(fds);
             })
             .await;

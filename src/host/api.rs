@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pty::PtyParams;
 use super::service::Service;
-use super::spawn::SessionProcess;
+use super::spawn::ExitOutcome;
 use super::{HostError, KeyOptions, UserInfo};
 
 /// A connection, as the host numbered it at `ConnOpened`.
@@ -98,6 +98,61 @@ pub(crate) enum Request {
         token: LoginToken,
         ipv6: bool,
     },
+    // Session programs, the user's sockets and the banner (see `lifecycle`).
+    /// Long poll: answered with `Exited` once program `process` has ended (its
+    /// utmp/wtmp logout already written).
+    Wait {
+        conn: ConnId,
+        token: LoginToken,
+        process: u64,
+    },
+    /// The session of program `process` ended (`how`); answered when what that
+    /// means for its processes under the host's SessionCleanup is done.
+    HangUp {
+        conn: ConnId,
+        token: LoginToken,
+        process: u64,
+        how: HangUpHow,
+    },
+    /// Accept up to `max` connections, as the user, on the `-R` listener
+    /// attached to the request (one the user's `TcpSocket` made).
+    Accept {
+        conn: ConnId,
+        token: LoginToken,
+        max: u32,
+    },
+    /// The forwarded agent's socket: a private directory of the user's and a
+    /// listener in it, made as the user.
+    AgentSocket { conn: ConnId, token: LoginToken },
+    /// Remove agent socket `socket` (the host removes it at the connection's
+    /// end otherwise).
+    RemoveAgentSocket {
+        conn: ConnId,
+        token: LoginToken,
+        socket: u64,
+    },
+    /// The `Banner` file for this connection, read by the host.
+    Banner { conn: ConnId },
+}
+
+/// How a session ended, for [`Request::HangUp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum HangUpHow {
+    /// A normal end: the program exited, or the client closed the channel.
+    /// Under `SessionCleanup hangup` nothing is signalled, and the end of the
+    /// connection leaves the session alone; under `kill` it is hung up.
+    Ended,
+    /// The connection was lost or a lifetime limit ended the session.
+    Lost,
+}
+
+/// How a started program's I/O travels beside [`Spawned`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SpawnedIo {
+    /// One descriptor: the terminal's master.
+    Pty,
+    /// Three: stdin (write end), stdout and stderr (read ends), in that order.
+    Pipes,
 }
 
 /// What the session channel asked for; the host decides the rest (forced
@@ -129,6 +184,18 @@ pub(crate) enum Response {
     Signalled(bool),
     /// A descriptor travels as the reply's attachment.
     Socket,
+    // Session programs, the user's sockets and the banner.
+    /// How the program ended.
+    Exited(ExitOutcome),
+    /// The accepted connections' peers, in the order of the attached sockets.
+    Accepted(Vec<SocketAddr>),
+    /// The agent socket's number and path; its listener is attached.
+    Agent {
+        socket: u64,
+        path: String,
+    },
+    /// The banner's text, if one is configured and readable.
+    Banner(Option<String>),
 }
 
 /// What the host knows about a user name: enough for the network side to resolve
@@ -204,6 +271,8 @@ pub(crate) struct Spawned {
     pub(crate) is_shell: bool,
     /// What an interactive login shows first (PAM's messages, last login, motd).
     pub(crate) motd: Option<Vec<u8>>,
+    /// Which descriptors are attached.
+    pub(crate) io: SpawnedIo,
 }
 
 /// A response and what travels beside it.
@@ -211,9 +280,6 @@ pub(crate) struct Reply {
     pub(crate) response: Response,
     /// Descriptors, as SCM_RIGHTS will carry them in step 2.
     pub(crate) fds: Vec<OwnedFd>,
-    /// The started program's in-process handle (I/O, wait, signals). Step 2
-    /// replaces it with its descriptors in `fds` and Wait/Signal requests.
-    pub(crate) process: Option<SessionProcess>,
 }
 
 impl From<Response> for Reply {
@@ -221,13 +287,16 @@ impl From<Response> for Reply {
         Reply {
             response,
             fds: Vec::new(),
-            process: None,
         }
     }
 }
 
-/// The one dispatch table.
-pub(super) async fn dispatch(host: &Service, request: Request) -> Result<Reply, HostError> {
+/// The one dispatch table. `fds`: the descriptors attached to the request.
+pub(super) async fn dispatch(
+    host: &Service,
+    request: Request,
+    fds: Vec<OwnedFd>,
+) -> Result<Reply, HostError> {
     Ok(match request {
         Request::ConnOpened {
             peer,
@@ -235,7 +304,7 @@ pub(super) async fn dispatch(host: &Service, request: Request) -> Result<Reply, 
             rdomain,
         } => Response::Opened(host.conn_opened(peer, local, rdomain)).into(),
         Request::ConnClosed { conn } => {
-            host.conn_closed(conn);
+            host.conn_closed(conn).await;
             Response::Done.into()
         }
         Request::BeginUser { conn, name } => {
@@ -286,13 +355,14 @@ pub(super) async fn dispatch(host: &Service, request: Request) -> Result<Reply, 
             Response::Kbd(state.kbd_answer(host, answers).await).into()
         }
         Request::Spawn { conn, token, ask } => {
-            let (state, _) = host.login(conn, &token, "Spawn")?;
-            let (mut spawned, process) = state.lock().await.spawn(ask).await?;
-            spawned.process = host.register_process(conn, process.killer());
+            let (state, login) = host.login(conn, &token, "Spawn")?;
+            let started = state.lock().await.spawn(ask).await?;
+            let (mut spawned, process, fds, record) = started;
+            let policy = login.settings.session_cleanup;
+            spawned.process = host.register_process(conn, process, policy, record);
             Reply {
                 response: Response::Spawned(spawned),
-                fds: Vec::new(),
-                process: Some(process),
+                fds,
             }
         }
         Request::Signal {
@@ -302,10 +372,10 @@ pub(super) async fn dispatch(host: &Service, request: Request) -> Result<Reply, 
             signal,
         } => {
             host.login(conn, &token, "Signal")?;
-            let killer = host.process(conn, process, "Signal")?;
+            let program = host.program(conn, process, "Signal")?;
             let signal = nix::sys::signal::Signal::try_from(signal)
                 .map_err(|e| HostError::NotPermitted(format!("signal {signal}: {e}")))?;
-            Response::Signalled(killer.is_some_and(|k| k.signal(signal))).into()
+            Response::Signalled(program.killer().signal(signal)).into()
         }
         Request::TcpSocket { conn, token, ipv6 } => {
             let (_, login) = host.login(conn, &token, "TcpSocket")?;
@@ -314,8 +384,13 @@ pub(super) async fn dispatch(host: &Service, request: Request) -> Result<Reply, 
             Reply {
                 response: Response::Socket,
                 fds: vec![fd],
-                process: None,
             }
         }
+        r @ (Request::Wait { .. }
+        | Request::HangUp { .. }
+        | Request::Accept { .. }
+        | Request::AgentSocket { .. }
+        | Request::RemoveAgentSocket { .. }
+        | Request::Banner { .. }) => return super::lifecycle::serve(host, r, fds).await,
     })
 }

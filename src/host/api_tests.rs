@@ -35,7 +35,7 @@ fn key() -> PublicKey {
 /// A host whose config lets the account running the tests in with the first
 /// of two fresh keys (the second is listed too where `both`), plus `extra`.
 fn setup(tag: &str, extra: &str, both: bool) -> Setup {
-    let dir = std::env::temp_dir().join(format!("rsshd-host-api-{tag}-{}", std::process::id()));
+    let dir = test_dir(tag);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let keys = vec![key(), key()];
@@ -63,6 +63,16 @@ thread_local! {
     /// Set by the `over_the_wire` runs: the same scenarios against a monitor
     /// serving the host on its own thread and runtime, through the protocol.
     static OVER_THE_WIRE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A test's directory (its own for the run over the wire: both runs go at once).
+fn test_dir(tag: &str) -> PathBuf {
+    let wire = if OVER_THE_WIRE.with(|w| w.get()) {
+        "-wire"
+    } else {
+        ""
+    };
+    std::env::temp_dir().join(format!("rsshd-host-api-{tag}{wire}-{}", std::process::id()))
 }
 
 /// The host under test: in-process, or (over the wire) a remote one.
@@ -245,7 +255,7 @@ async fn signals_reach_only_the_connections_own_sessions() {
     let s = setup("signals", "", false);
     let (a, token_a) = login(&s, 0).await;
     let (b, token_b) = login(&s, 0).await;
-    let (spawned, mut process) = s
+    let (spawned, _pipes) = s
         .host
         .spawn_session(a, token_a, sleeper())
         .await
@@ -265,9 +275,14 @@ async fn signals_reach_only_the_connections_own_sessions() {
     // The owner may.
     let sent = s.host.signal(a, token_a, spawned.process, term).await;
     assert!(sent.expect("signalled"));
-    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), process.wait())
-        .await
-        .expect("ended in time");
+    // Another connection may not wait for it either.
+    refused(s.host.wait(b, token_b, spawned.process).await);
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.host.wait(a, token_a, spawned.process),
+    )
+    .await
+    .expect("ended in time");
     assert_eq!(
         outcome.expect("outcome"),
         super::ExitOutcome::Signal {
@@ -275,7 +290,6 @@ async fn signals_reach_only_the_connections_own_sessions() {
             core_dumped: false
         }
     );
-    process.finish().await;
 }
 
 #[test]
@@ -327,7 +341,7 @@ fn user_cert(ca: &PrivateKey, key: &PublicKey, principal: &str) -> russh::keys::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_completes_only_after_the_host_allowed_it_here() {
-    let dir = std::env::temp_dir().join(format!("rsshd-host-api-cert-{}", std::process::id()));
+    let dir = test_dir("cert");
     let extra = format!("TrustedUserCAKeys {}\n", dir.join("ca.pub").display());
     let s = setup("cert", &extra, false);
     let ca = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("ca");
@@ -399,5 +413,6 @@ mod over_the_wire {
         a_proved_key_the_host_does_not_allow_gets_no_login,
         no_token_until_the_hosts_own_authentication_methods_are_satisfied,
         a_certificate_completes_only_after_the_host_allowed_it_here,
+        signals_reach_only_the_connections_own_sessions,
     );
 }

@@ -66,6 +66,8 @@ pub(crate) struct ConnState {
     /// pre-auth settings, kept instead of a whole `Settings` for the
     /// connection's life (a few kB per connection).
     pub(super) fingerprint_hash: FingerprintHash,
+    /// The `Banner` file before a user is known (the only time it is sent).
+    pub(super) banner: Option<std::path::PathBuf>,
     /// Under `UseDNS yes`, the peer's confirmed name once looked up.
     pub(super) dns_name: Option<String>,
     pub(super) candidates: HashMap<String, Candidate>,
@@ -93,6 +95,7 @@ impl ConnState {
             id,
             privilege,
             fingerprint_hash: FingerprintHash::Sha256,
+            banner: None,
             config,
             peer,
             local,
@@ -106,10 +109,9 @@ impl ConnState {
             login: None,
             pam: PamState::NotOpened,
         };
-        state.fingerprint_hash = state
-            .config
-            .resolve(&state.spec(None, None))
-            .fingerprint_hash;
+        let pre_auth = state.config.resolve(&state.spec(None, None));
+        state.fingerprint_hash = pre_auth.fingerprint_hash;
+        state.banner = pre_auth.banner;
         state
     }
 

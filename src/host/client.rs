@@ -9,11 +9,11 @@ use russh::keys::{Algorithm, Certificate, PublicKey};
 
 use super::HostError;
 use super::api::{
-    ConnId, KbdStep, KeyAnswer, LoginToken, MethodResult, Request, Response, SpawnAsk, Spawned,
-    UserVerdict,
+    ConnId, HangUpHow, KbdStep, KeyAnswer, LoginToken, MethodResult, Request, Response, SpawnAsk,
+    Spawned, SpawnedIo, UserVerdict,
 };
 use super::service::Host;
-use super::spawn::SessionProcess;
+use super::spawn::ExitOutcome;
 
 fn unexpected(what: &str, r: &Response) -> HostError {
     HostError::NotPermitted(format!("host answered {what} with {r:?}"))
@@ -37,11 +37,14 @@ impl Host {
         rdomain: Option<String>,
     ) -> Result<ConnId, HostError> {
         let r = self
-            .call(Request::ConnOpened {
-                peer,
-                local,
-                rdomain,
-            })
+            .call(
+                Request::ConnOpened {
+                    peer,
+                    local,
+                    rdomain,
+                },
+                Vec::new(),
+            )
             .await?
             .response;
         match r {
@@ -51,7 +54,7 @@ impl Host {
     }
 
     pub(crate) async fn close_conn(&self, conn: ConnId) {
-        let _ = self.call(Request::ConnClosed { conn }).await;
+        let _ = self.call(Request::ConnClosed { conn }, Vec::new()).await;
     }
 
     pub(crate) async fn begin_user(
@@ -60,7 +63,11 @@ impl Host {
         name: &str,
     ) -> Result<UserVerdict, HostError> {
         let name = name.to_string();
-        match self.call(Request::BeginUser { conn, name }).await?.response {
+        match self
+            .call(Request::BeginUser { conn, name }, Vec::new())
+            .await?
+            .response
+        {
             Response::User(v) => Ok(v),
             r => Err(unexpected("BeginUser", &r)),
         }
@@ -81,7 +88,7 @@ impl Host {
             algo: algo.as_str().to_string(),
             cert_openssh: cert.map(cert_text).transpose()?,
         };
-        match self.call(request).await?.response {
+        match self.call(request, Vec::new()).await?.response {
             Response::Key(a) => Ok(a),
             r => Err(unexpected("KeyAllowed", &r)),
         }
@@ -120,7 +127,7 @@ impl Host {
     }
 
     async fn method(&self, request: Request, what: &str) -> Result<MethodResult, HostError> {
-        match self.call(request).await?.response {
+        match self.call(request, Vec::new()).await?.response {
             Response::Method(m) => Ok(m),
             r => Err(unexpected(what, &r)),
         }
@@ -140,22 +147,133 @@ impl Host {
     }
 
     async fn kbd(&self, request: Request) -> Result<KbdStep, HostError> {
-        match self.call(request).await?.response {
+        match self.call(request, Vec::new()).await?.response {
             Response::Kbd(k) => Ok(k),
             r => Err(unexpected("keyboard-interactive", &r)),
         }
     }
 
+    /// The started program and its descriptors (see [`SpawnedIo`]).
     pub(crate) async fn spawn_session(
         &self,
         conn: ConnId,
         token: LoginToken,
         ask: SpawnAsk,
-    ) -> Result<(Spawned, SessionProcess), HostError> {
-        let reply = self.call(Request::Spawn { conn, token, ask }).await?;
-        match (reply.response, reply.process) {
-            (Response::Spawned(s), Some(p)) => Ok((s, p)),
-            (r, _) => Err(unexpected("Spawn", &r)),
+    ) -> Result<(Spawned, Vec<OwnedFd>), HostError> {
+        let reply = self
+            .call(Request::Spawn { conn, token, ask }, Vec::new())
+            .await?;
+        match reply.response {
+            Response::Spawned(s) => {
+                let want = match s.io {
+                    SpawnedIo::Pty => 1,
+                    SpawnedIo::Pipes => 3,
+                };
+                if reply.fds.len() != want {
+                    return Err(HostError::NotPermitted(format!(
+                        "Spawn answered with {} descriptors",
+                        reply.fds.len()
+                    )));
+                }
+                Ok((s, reply.fds))
+            }
+            r => Err(unexpected("Spawn", &r)),
+        }
+    }
+
+    pub(crate) async fn wait(
+        &self,
+        conn: ConnId,
+        token: LoginToken,
+        process: u64,
+    ) -> Result<ExitOutcome, HostError> {
+        let request = Request::Wait {
+            conn,
+            token,
+            process,
+        };
+        match self.call(request, Vec::new()).await?.response {
+            Response::Exited(o) => Ok(o),
+            r => Err(unexpected("Wait", &r)),
+        }
+    }
+
+    pub(crate) async fn hang_up(
+        &self,
+        conn: ConnId,
+        token: LoginToken,
+        process: u64,
+        how: HangUpHow,
+    ) -> Result<(), HostError> {
+        let request = Request::HangUp {
+            conn,
+            token,
+            process,
+            how,
+        };
+        match self.call(request, Vec::new()).await?.response {
+            Response::Done => Ok(()),
+            r => Err(unexpected("HangUp", &r)),
+        }
+    }
+
+    pub(crate) async fn accept(
+        &self,
+        conn: ConnId,
+        token: LoginToken,
+        listener: OwnedFd,
+        max: u32,
+    ) -> Result<Vec<(OwnedFd, SocketAddr)>, HostError> {
+        let request = Request::Accept { conn, token, max };
+        let reply = self.call(request, vec![listener]).await?;
+        match reply.response {
+            Response::Accepted(peers) if peers.len() == reply.fds.len() => {
+                Ok(reply.fds.into_iter().zip(peers).collect())
+            }
+            r => Err(unexpected("Accept", &r)),
+        }
+    }
+
+    pub(crate) async fn agent_socket(
+        &self,
+        conn: ConnId,
+        token: LoginToken,
+    ) -> Result<(u64, String, OwnedFd), HostError> {
+        let mut reply = self
+            .call(Request::AgentSocket { conn, token }, Vec::new())
+            .await?;
+        match (reply.response, reply.fds.pop()) {
+            (Response::Agent { socket, path }, Some(fd)) => Ok((socket, path, fd)),
+            (r, _) => Err(unexpected("AgentSocket", &r)),
+        }
+    }
+
+    pub(crate) async fn remove_agent_socket(
+        &self,
+        conn: ConnId,
+        token: LoginToken,
+        socket: u64,
+    ) -> Result<(), HostError> {
+        let request = Request::RemoveAgentSocket {
+            conn,
+            token,
+            socket,
+        };
+        match self.call(request, Vec::new()).await?.response {
+            Response::Done => Ok(()),
+            r => Err(unexpected("RemoveAgentSocket", &r)),
+        }
+    }
+
+    /// The connection's `Banner` text, read by the host.
+    pub(crate) async fn banner(&self, conn: ConnId) -> Result<Option<String>, HostError> {
+        match self
+            .call(Request::Banner { conn }, Vec::new())
+            .await?
+            .response
+        {
+            Response::Banner(b) => Ok(b),
+            r => Err(unexpected("Banner", &r)),
         }
     }
 
@@ -172,7 +290,7 @@ impl Host {
             process,
             signal,
         };
-        match self.call(request).await?.response {
+        match self.call(request, Vec::new()).await?.response {
             Response::Signalled(b) => Ok(b),
             r => Err(unexpected("Signal", &r)),
         }
@@ -184,7 +302,9 @@ impl Host {
         token: LoginToken,
         ipv6: bool,
     ) -> Result<OwnedFd, HostError> {
-        let mut reply = self.call(Request::TcpSocket { conn, token, ipv6 }).await?;
+        let mut reply = self
+            .call(Request::TcpSocket { conn, token, ipv6 }, Vec::new())
+            .await?;
         match (reply.response, reply.fds.pop()) {
             (Response::Socket, Some(fd)) => Ok(fd),
             (r, _) => Err(unexpected("TcpSocket", &r)),
@@ -212,11 +332,40 @@ impl Grant {
         Grant { host, conn, token }
     }
 
-    pub(crate) async fn spawn(
-        &self,
-        ask: SpawnAsk,
-    ) -> Result<(Spawned, SessionProcess), HostError> {
+    pub(crate) async fn spawn(&self, ask: SpawnAsk) -> Result<(Spawned, Vec<OwnedFd>), HostError> {
         self.host.spawn_session(self.conn, self.token, ask).await
+    }
+
+    /// Long poll: how program `process` ended, once it has.
+    pub(crate) async fn wait(&self, process: u64) -> Result<ExitOutcome, HostError> {
+        self.host.wait(self.conn, self.token, process).await
+    }
+
+    /// Program `process`'s session ended `how`; returns once the host has done
+    /// what that means for its processes.
+    pub(crate) async fn hang_up(&self, process: u64, how: HangUpHow) -> Result<(), HostError> {
+        self.host.hang_up(self.conn, self.token, process, how).await
+    }
+
+    /// Up to `max` connections waiting on `listener` (a `-R` listener of this
+    /// login's), accepted as the user; empty if none was waiting.
+    pub(crate) async fn accept(
+        &self,
+        listener: OwnedFd,
+        max: u32,
+    ) -> Result<Vec<(OwnedFd, SocketAddr)>, HostError> {
+        self.host.accept(self.conn, self.token, listener, max).await
+    }
+
+    /// The forwarded agent's socket: its number, path and listener.
+    pub(crate) async fn agent_socket(&self) -> Result<(u64, String, OwnedFd), HostError> {
+        self.host.agent_socket(self.conn, self.token).await
+    }
+
+    pub(crate) async fn remove_agent_socket(&self, socket: u64) -> Result<(), HostError> {
+        self.host
+            .remove_agent_socket(self.conn, self.token, socket)
+            .await
     }
 
     pub(crate) async fn signal(&self, process: u64, signal: i32) -> Result<bool, HostError> {

@@ -22,6 +22,7 @@ mod key_command;
 mod key_options;
 mod lastlog;
 mod launch;
+mod lifecycle;
 mod listen_fds;
 pub mod memory;
 mod methods;
@@ -62,27 +63,27 @@ pub use key_command::KeyCommand;
 pub use key_options::KeyOptions;
 #[doc(hidden)]
 pub use key_options::parse_options;
-pub use lastlog::{LastLogin, last_login, record_lastlog};
+pub(crate) use lastlog::{last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
 pub use privilege::Privilege;
-pub use process::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller, session_members};
-pub use pty::{PtyParams, PtyResizer};
+pub use pty::PtyParams;
+/// I/O and window size on a terminal master the network side holds (no
+/// privilege: the descriptor is its own).
+pub(crate) use pty::{Master, PtyResizer};
 pub use revoked_keys::{Revocable, RevocationError, revoked};
 pub use service::Host;
 pub(crate) use session_start::plan;
 pub use sftp::InternalSftp;
-pub use spawn::{
-    ExecPlan, ExitOutcome, PamSession, ProcessIo, SessionEnv, SessionProcess, SpawnRequest, spawn,
-};
+pub(crate) use spawn::spawn;
+pub use spawn::{ExecPlan, ExitOutcome, PamSession, SessionEnv, SpawnRequest};
 pub use user_env::{UserEnvError, user_environment};
-pub use user_socket::{
-    UserListener, UserSocket, remove_user_socket, user_accept, user_socket, user_tcp_socket,
-};
+pub(crate) use user_socket::WatchedListener;
 pub use users::{UserInfo, current_user, lookup_user};
 pub use utmp::{
-    DEFAULT_HOST_LEN as DEFAULT_UTMP_HOST_LEN, LoginRecord, accounting_off_reason, record_login,
-    record_logout, set_host_len as set_utmp_host_len,
+    DEFAULT_HOST_LEN as DEFAULT_UTMP_HOST_LEN, accounting_off_reason,
+    set_host_len as set_utmp_host_len,
 };
+pub(crate) use utmp::{LoginRecord, record_login, record_logout};
 
 /// What went wrong at the boundary.
 #[derive(Debug, thiserror::Error)]

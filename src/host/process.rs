@@ -21,17 +21,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::pam::{Link, ToHelper};
-use super::pty::Master;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// Grace between SIGHUP and SIGKILL when a session is hung up.
-pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// `SessionCleanup hangup`: how long a session ended by a lost connection may
 /// take to end on its own, once its input and output are closed, before what is
 /// left of it gets SIGHUP (see [`ProcessKiller::hang_up_lost`]).
-pub const LOST_SETTLE: Duration = Duration::from_secs(1);
+pub(crate) const LOST_SETTLE: Duration = Duration::from_secs(1);
 /// How often a hang-up looks whether the session is empty yet.
 const HANGUP_POLL: Duration = Duration::from_millis(50);
 
@@ -154,14 +153,15 @@ struct Shared {
     target: Target,
     state: Mutex<State>,
     changed: tokio::sync::Notify,
-    /// The master side of the session's terminal, if it has one: one of the
-    /// references that keep it open (see [`ProcessKiller::close_terminal`]).
-    terminal: Mutex<Option<Master>>,
+    /// The host's copy of the master side of the session's terminal, if it has
+    /// one: it keeps the terminal open until the session's end (see
+    /// [`ProcessKiller::close_terminal`]), whatever the caller's copy does.
+    terminal: Mutex<Option<OwnedFd>>,
 }
 
 /// Signals a session's processes; cheap to clone into tasks.
 #[derive(Clone)]
-pub struct ProcessKiller(Arc<Shared>);
+pub(crate) struct ProcessKiller(Arc<Shared>);
 
 impl std::fmt::Debug for ProcessKiller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,17 +169,6 @@ impl std::fmt::Debug for ProcessKiller {
             .field("leader", &self.0.leader)
             .field("target", &self.0.target)
             .finish_non_exhaustive()
-    }
-}
-
-/// A [`ProcessKiller`] that lets its session go when the session's end drops it.
-#[derive(Clone)]
-pub(crate) struct WeakKiller(std::sync::Weak<Shared>);
-
-impl WeakKiller {
-    /// The killer, while anything else still holds the session.
-    pub(crate) fn upgrade(&self) -> Option<ProcessKiller> {
-        self.0.upgrade().map(ProcessKiller)
     }
 }
 
@@ -233,15 +222,9 @@ impl ProcessKiller {
         Some(Busy(self.clone()))
     }
 
-    /// A reference that does not keep the session's terminal, PAM helper link or
-    /// state alive (the host's table of programs holds these).
-    pub(crate) fn downgrade(&self) -> WeakKiller {
-        WeakKiller(Arc::downgrade(&self.0))
-    }
-
     /// Send `sig` to the program's process group (a client's `signal` request),
     /// as sshd's killpg; false if the program has ended (sshd refuses then too).
-    pub fn signal(&self, sig: Signal) -> bool {
+    pub(crate) fn signal(&self, sig: Signal) -> bool {
         let state = self.state();
         if state.exited || state.reaped || self.0.leader <= 0 {
             return false;
@@ -260,7 +243,7 @@ impl ProcessKiller {
     /// session; after `grace`, SIGKILL to whatever is left. A PAM helper is asked
     /// to do this for its program's session. The hang-up counts from this call:
     /// a reap asked for before the returned future runs still waits for it.
-    pub fn hang_up(&self, grace: Duration) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn hang_up(&self, grace: Duration) -> impl Future<Output = ()> + Send + 'static {
         let work = match &self.0.target {
             Target::Helper { link, id } => {
                 if !self.state().reaped {
@@ -286,7 +269,10 @@ impl ProcessKiller {
     /// (`nohup`) keeps running. The wait lets programs that act on their closed
     /// input finish undisturbed: rsync keeps its `--partial` file 5 ms after its
     /// input closes, but its SIGHUP handler first sleeps 400 ms.
-    pub fn hang_up_lost(&self, settle: Duration) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn hang_up_lost(
+        &self,
+        settle: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let first = !std::mem::replace(&mut self.state().lost, true);
         let work = match (&self.0.target, first) {
             (_, false) => None,
@@ -318,24 +304,15 @@ impl ProcessKiller {
 
     /// Give the session's terminal to this killer, which holds it until
     /// [`ProcessKiller::close_terminal`].
-    pub(crate) fn set_terminal(&self, master: Master) {
+    pub(crate) fn set_terminal(&self, master: OwnedFd) {
         *self.0.terminal.lock().unwrap_or_else(|p| p.into_inner()) = Some(master);
     }
 
-    /// The session's terminal, if it has one and it was not closed.
-    pub(crate) fn terminal(&self) -> Option<Master> {
-        self.0
-            .terminal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Let go of the session's terminal. Once the session's I/O tasks have let
-    /// go of theirs too, the master is closed and the kernel hangs the terminal
-    /// up, signalling its session as a closed terminal does (as sshd's
+    /// Let go of the session's terminal. Once the network side has closed its
+    /// copy too, the master is closed and the kernel hangs the terminal up,
+    /// signalling its session as a closed terminal does (as sshd's
     /// `session_pty_cleanup`).
-    pub fn close_terminal(&self) {
+    pub(crate) fn close_terminal(&self) {
         self.0
             .terminal
             .lock()
@@ -397,7 +374,7 @@ impl ProcessKiller {
 /// reading every /proc/PID/stat cost about 1.5 ms per connection on a quiet host
 /// (the kernel formats 52 fields for each). Only the few matches have their stat
 /// read, to leave zombies out: a zombie cannot be signalled away.
-pub fn session_members(sid: i32) -> Vec<i32> {
+pub(crate) fn session_members(sid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;

@@ -8,20 +8,25 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::api::{self, ConnId, LoginToken, Reply, Request};
 use super::auth_state::{ConnState, HostLogin};
-use super::process::{ProcessKiller, WeakKiller};
+use super::lifecycle::{self, AgentDir, Tracked};
+use super::spawn::SessionProcess;
 use super::wire::Client;
-use super::{HostError, Privilege};
-use crate::config::Config;
+use super::{HostError, LoginRecord, Privilege};
+use crate::config::{Config, SessionCleanup};
 
 /// The handle; see the module docs.
 #[derive(Clone)]
 pub struct Host(Via);
 
+// The network process (the process split) makes the remote kind; until it
+// lands only the tests do.
+#[allow(dead_code)]
 #[derive(Clone)]
 enum Via {
     Local(Service),
@@ -38,9 +43,10 @@ impl Host {
     /// The host in the monitor, which runs with `privilege`, over `link` (the
     /// network process's end of the monitor socketpair); its notices come out of
     /// the second value. Needs a tokio runtime (the link's reader task runs on it).
+    #[allow(dead_code)]
     pub(crate) fn remote(
         privilege: Privilege,
-        link: std::os::fd::OwnedFd,
+        link: OwnedFd,
     ) -> std::io::Result<(Host, super::wire::Notices)> {
         let (client, notices) = Client::new(link)?;
         Ok((Host(Via::Remote(privilege, client)), notices))
@@ -62,15 +68,21 @@ impl Host {
         }
     }
 
-    /// Serve one request, here or in the monitor.
-    pub(crate) async fn call(&self, request: Request) -> Result<Reply, HostError> {
+    /// Serve one request with the descriptors attached to it, here or in the
+    /// monitor.
+    pub(crate) async fn call(
+        &self,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, HostError> {
         match &self.0 {
-            Via::Local(s) => s.call(request, Vec::new()).await,
-            Via::Remote(_, c) => c.call(request, Vec::new()).await,
+            Via::Local(s) => s.call(request, fds).await,
+            Via::Remote(_, c) => c.call(request, fds).await,
         }
     }
 
     /// The round trips to the monitor so far (`None` in-process).
+    #[allow(dead_code)]
     pub(crate) fn round_trips(&self) -> Option<u64> {
         match &self.0 {
             Via::Local(_) => None,
@@ -96,9 +108,11 @@ struct Inner {
     conns: Mutex<HashMap<ConnId, Arc<tokio::sync::Mutex<ConnState>>>>,
     /// Tokens issued, with the connection and login each proves.
     tokens: Mutex<HashMap<LoginToken, (ConnId, Arc<HostLogin>)>>,
-    /// Session programs started, with the connection each belongs to (weakly: the
-    /// session's own end lets go of its terminal and helper, not this table).
-    processes: Mutex<HashMap<u64, (ConnId, WeakKiller)>>,
+    /// Session programs started and not yet reaped, with the connection each
+    /// belongs to.
+    processes: Mutex<HashMap<u64, (ConnId, Arc<Tracked>)>>,
+    /// Agent sockets made and not yet removed.
+    agent_dirs: Mutex<HashMap<u64, AgentDir>>,
 }
 
 /// Locks here guard maps only, never an await; a panic elsewhere leaves them usable.
@@ -115,6 +129,7 @@ impl Service {
             conns: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             processes: Mutex::new(HashMap::new()),
+            agent_dirs: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -125,22 +140,24 @@ impl Service {
         }
     }
 
-    /// Serve one request with the descriptors that came with it.
+    /// Serve one request, with the descriptors attached to it (in-process in
+    /// step 1).
     pub(crate) async fn call(
         &self,
         request: Request,
-        fds: Vec<std::os::fd::OwnedFd>,
+        fds: Vec<OwnedFd>,
     ) -> Result<Reply, HostError> {
-        if !fds.is_empty() {
-            tracing::error!(
-                "host: refused {} descriptors with a request that takes none",
-                fds.len()
-            );
-            return Err(HostError::NotPermitted(
-                "descriptors with a request that takes none".into(),
-            ));
+        match request {
+            // A `Wait` lasts as long as its program: served on its own, so that
+            // the waiting session's task holds its small future, not the
+            // table's (the size of its largest request, boxed below).
+            Request::Wait {
+                conn,
+                token,
+                process,
+            } => lifecycle::wait(self, conn, token, process).await,
+            request => Box::pin(api::dispatch(self, request, fds)).await,
         }
-        api::dispatch(self, request).await
     }
 
     pub(super) fn conn_opened(
@@ -161,18 +178,55 @@ impl Service {
         id
     }
 
-    /// Forget `conn`: its tokens stop working, its PAM session closes (once no
-    /// request of its is in flight).
-    pub(super) fn conn_closed(&self, conn: ConnId) {
+    /// Forget `conn` and leave nothing of it behind: its tokens stop working;
+    /// its programs still running are ended as lost ones (`SessionCleanup`),
+    /// those already ended as ended ones, and each is reaped once it has ended
+    /// (its utmp/wtmp logout written); its PAM session closes (once no request
+    /// of its is in flight); its agent sockets are removed. Returns once the
+    /// hang-ups and removals are done.
+    pub(crate) async fn conn_closed(&self, conn: ConnId) {
         let state = lock(&self.0.conns).remove(&conn);
         lock(&self.0.tokens).retain(|_, (c, _)| *c != conn);
-        lock(&self.0.processes).retain(|_, (c, _)| *c != conn);
+        let programs: Vec<Arc<Tracked>> = lock(&self.0.processes)
+            .values()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, t)| Arc::clone(t))
+            .collect();
+        let dirs: Vec<AgentDir> = {
+            let mut table = lock(&self.0.agent_dirs);
+            let ids: Vec<u64> = (table.iter())
+                .filter(|(_, d)| d.conn == conn)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| table.remove(&id)).collect()
+        };
+        let mut work = tokio::task::JoinSet::new();
+        for program in programs {
+            work.spawn(async move { program.conn_gone().await });
+        }
         if let Some(state) = state {
             // The last reference closes PAM when dropped; close it now if we can.
             if let Ok(mut s) = state.try_lock() {
                 s.close();
             }
         }
+        for dir in dirs {
+            work.spawn(dir.remove());
+        }
+        while work.join_next().await.is_some() {}
+    }
+
+    /// The network side is gone (its process died): every connection is closed
+    /// as by [`Host::conn_closed`]. The monitor calls it (step 2).
+    #[allow(dead_code)]
+    pub(crate) async fn network_lost(&self) {
+        let conns: Vec<ConnId> = lock(&self.0.conns).keys().copied().collect();
+        let mut work = tokio::task::JoinSet::new();
+        for conn in conns {
+            let host = self.clone();
+            work.spawn(async move { host.conn_closed(conn).await });
+        }
+        while work.join_next().await.is_some() {}
     }
 
     pub(super) fn conn(
@@ -236,25 +290,44 @@ impl Service {
         Ok((self.conn(conn)?, login))
     }
 
-    /// Remember a started program's killer under a number of the host's.
-    pub(super) fn register_process(&self, conn: ConnId, killer: ProcessKiller) -> u64 {
+    /// Keep a started program under a number of the host's, until it is
+    /// reaped (see `lifecycle`).
+    pub(super) fn register_process(
+        &self,
+        conn: ConnId,
+        process: SessionProcess,
+        policy: SessionCleanup,
+        record: Option<LoginRecord>,
+    ) -> u64 {
         let id = self.0.next.fetch_add(1, Ordering::Relaxed);
-        let mut table = lock(&self.0.processes);
-        table.retain(|_, (_, k)| k.upgrade().is_some());
-        table.insert(id, (conn, killer.downgrade()));
+        let tracked = lifecycle::track(self.clone(), id, process, policy, record);
+        // Under the connections' lock, so that `conn_closed` cannot come between
+        // the check and the insert.
+        let conns = lock(&self.0.conns);
+        if conns.contains_key(&conn) {
+            lock(&self.0.processes).insert(id, (conn, tracked));
+        } else {
+            // The connection closed while the program was being started.
+            tokio::spawn(async move { tracked.conn_gone().await });
+        }
         id
     }
 
-    /// The killer of program `process`, if `conn` started it (`None` once its
-    /// session is over); refused and logged otherwise.
-    pub(super) fn process(
+    /// A program was reaped.
+    pub(super) fn forget_process(&self, id: u64) {
+        lock(&self.0.processes).remove(&id);
+    }
+
+    /// Program `process`, if `conn` started it and it is not reaped yet;
+    /// refused and logged otherwise.
+    pub(super) fn program(
         &self,
         conn: ConnId,
         process: u64,
         what: &str,
-    ) -> Result<Option<ProcessKiller>, HostError> {
+    ) -> Result<Arc<Tracked>, HostError> {
         match lock(&self.0.processes).get(&process) {
-            Some((owner, killer)) if *owner == conn => Ok(killer.upgrade()),
+            Some((owner, tracked)) if *owner == conn => Ok(Arc::clone(tracked)),
             _ => {
                 tracing::error!(
                     "host: refused {what} on connection {}: process {process} is not one of its sessions",
@@ -264,6 +337,33 @@ impl Service {
                     "not a process of this connection".into(),
                 ))
             }
+        }
+    }
+}
+
+impl Service {
+    /// Keep an agent socket made for `dir.conn` under a number of the host's;
+    /// if that connection has closed meanwhile, it is removed at once instead.
+    pub(super) fn add_agent_dir(&self, dir: AgentDir) -> Result<u64, HostError> {
+        // Under the connections' lock, so that `conn_closed` cannot come between
+        // the check and the insert.
+        let conns = lock(&self.0.conns);
+        if !conns.contains_key(&dir.conn) {
+            drop(conns);
+            tokio::spawn(dir.remove());
+            return Err(HostError::NotPermitted("unknown connection".into()));
+        }
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.0.agent_dirs).insert(id, dir);
+        Ok(id)
+    }
+
+    /// Agent socket `socket`, if `conn` has it.
+    pub(super) fn take_agent_dir(&self, conn: ConnId, socket: u64) -> Option<AgentDir> {
+        let mut table = lock(&self.0.agent_dirs);
+        match table.get(&socket) {
+            Some(d) if d.conn == conn => table.remove(&socket),
+            _ => None,
         }
     }
 }

@@ -4,17 +4,22 @@
 //! PermitUserEnvironment, AcceptEnv), never from values the caller sends; the
 //! connection's PAM session, the login messages and lastlog are the host's too.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::api::{SpawnAsk, Spawned};
+use super::api::{SpawnAsk, Spawned, SpawnedIo};
 use super::auth_state::{ConnState, HostLogin, PamState};
 use super::sftp::InternalSftp;
 use super::spawn::{PamSession, SessionEnv, SessionProcess, SpawnRequest};
-use super::{HostError, KeyOptions};
+use super::{HostError, KeyOptions, LoginRecord};
 use crate::config::Settings;
 
 const INTERNAL_SFTP: &str = "internal-sftp";
+
+/// What `Spawn` made: the answer, the process the host keeps, the descriptors
+/// the caller gets, and a terminal session's utmp/wtmp record.
+pub(super) type Started = (Spawned, SessionProcess, Vec<OwnedFd>, Option<LoginRecord>);
 
 /// sshd's `IS_INTERNAL_SFTP`: the command is `internal-sftp`, alone or followed
 /// by arguments.
@@ -140,11 +145,9 @@ impl ConnState {
         Ok(env)
     }
 
-    /// `Spawn`, for this connection's login.
-    pub(super) async fn spawn(
-        &mut self,
-        ask: SpawnAsk,
-    ) -> Result<(Spawned, SessionProcess), HostError> {
+    /// `Spawn`, for this connection's login: what to answer, the process, the
+    /// descriptors to attach and, for a terminal session, its utmp/wtmp record.
+    pub(super) async fn spawn(&mut self, ask: SpawnAsk) -> Result<Started, HostError> {
         let Some(login) = self.login.clone() else {
             return Err(HostError::NotPermitted(
                 "no login on this connection".into(),
@@ -211,10 +214,17 @@ impl ConnState {
             Some(p) => self.pam_login(&login, p).await?,
             None => (None, Vec::new()),
         };
-        let process = super::spawn(req, pam.as_deref()).await?;
+        let (process, fds) = super::spawn(req, pam.as_deref()).await?;
         let motd = self
             .login_messages(&login, process.tty_name(), plan.is_shell, pam_messages)
             .await;
+        let record = process.tty_name().map(|tty| LoginRecord {
+            tty: tty.to_path_buf(),
+            user: login.user.name.clone(),
+            host: self.remote_host(),
+            addr: self.peer.ip(),
+            pid: process.pid() as i32,
+        });
         let spawned = Spawned {
             process: 0,
             pid: process.pid() as i32,
@@ -222,8 +232,13 @@ impl ConnState {
             forced: plan.forced.is_some(),
             is_shell: plan.is_shell,
             motd,
+            io: if process.tty_name().is_some() {
+                SpawnedIo::Pty
+            } else {
+                SpawnedIo::Pipes
+            },
         };
-        Ok((spawned, process))
+        Ok((spawned, process, fds, record))
     }
 
     /// The connection's PAM session for `login`, opened by its first session; and

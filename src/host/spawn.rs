@@ -6,13 +6,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use super::child::Child;
 use super::launch::{Identity, Launch};
 use super::pam::PamLogin;
 use super::process::ProcessKiller;
-use super::pty::{self, Master, PtyParams, PtyResizer};
+use super::pty::{self, PtyParams};
 use super::sftp::InternalSftp;
 use super::{HostError, UserInfo, chroot, user_rc};
 
@@ -83,14 +81,6 @@ fn pam_may_set(name: &str) -> bool {
     !name.starts_with("SSH_AUTH_INFO") && !name.starts_with("SSH_CONNECTION")
 }
 
-/// The process's I/O, taken once by whoever pumps it.
-pub struct ProcessIo {
-    pub input: Box<dyn AsyncWrite + Send + Unpin>,
-    pub output: Box<dyn AsyncRead + Send + Unpin>,
-    /// `None` with a PTY, where stderr goes to the terminal.
-    pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
-}
-
 /// How a session's process ended, as the SSH exit-status/exit-signal requests say it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitOutcome {
@@ -113,39 +103,25 @@ enum Leader {
     NotRun,
 }
 
-/// A running session process.
-pub struct SessionProcess {
+/// A running session process, as the host keeps it (its I/O descriptors went
+/// to the caller of [`spawn`]).
+pub(crate) struct SessionProcess {
     leader: Leader,
     pid: u32,
     killer: ProcessKiller,
     tty: Option<PathBuf>,
-    io: Option<ProcessIo>,
 }
 
 impl SessionProcess {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
-    pub fn tty_name(&self) -> Option<&Path> {
+    pub(crate) fn tty_name(&self) -> Option<&Path> {
         self.tty.as_deref()
     }
 
-    /// Take the I/O handles; a second call returns inert ones.
-    pub fn take_io(&mut self) -> ProcessIo {
-        self.io.take().unwrap_or_else(|| ProcessIo {
-            input: Box::new(tokio::io::sink()),
-            output: Box::new(tokio::io::empty()),
-            stderr: None,
-        })
-    }
-
-    /// Resizes the terminal while it is open.
-    pub fn resizer(&self) -> Option<PtyResizer> {
-        self.killer.terminal().map(PtyResizer::new)
-    }
-
-    pub fn killer(&self) -> ProcessKiller {
+    pub(crate) fn killer(&self) -> ProcessKiller {
         self.killer.clone()
     }
 
@@ -154,7 +130,7 @@ impl SessionProcess {
     /// leader stays unreaped until [`SessionProcess::finish`], so the hang-ups
     /// and signals sent until then by the leader's number cannot reach anyone
     /// else.
-    pub async fn wait(&mut self) -> Result<ExitOutcome, HostError> {
+    pub(crate) async fn wait(&mut self) -> Result<ExitOutcome, HostError> {
         let outcome = match &mut self.leader {
             Leader::Direct(Some(child)) => child.exited().await,
             Leader::Direct(None) => Err(HostError::NotPermitted("session already finished".into())),
@@ -177,7 +153,7 @@ impl SessionProcess {
     /// The program has ended and its session's end is dealt with: reap the
     /// leader once the hang-ups in progress are done (a PAM helper's program is
     /// released to the helper, which reaps it).
-    pub async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         self.killer.begin_reap().await;
         match &mut self.leader {
             Leader::Direct(child) => {
@@ -417,7 +393,14 @@ const PIPE_SIZE: i32 = 256 * 1024;
 /// Start the process described by `req`. With `UsePAM yes` (`req.pam`) it runs
 /// in the connection's PAM session, `pam`; without one (`pam_open_session`
 /// failed) nothing runs and the session ends with status 254, as sshd's.
-pub async fn spawn(req: SpawnRequest, pam: Option<&PamLogin>) -> Result<SessionProcess, HostError> {
+/// Returns the process and the descriptors its I/O goes through, for whoever
+/// pumps it: the terminal's master (the host keeps a copy, which the session's
+/// end closes), or the write end of stdin and the read ends of stdout and
+/// stderr, in that order. All non-blocking, close-on-exec.
+pub(crate) async fn spawn(
+    req: SpawnRequest,
+    pam: Option<&PamLogin>,
+) -> Result<(SessionProcess, Vec<OwnedFd>), HostError> {
     let privilege = super::Privilege::current();
     let (root, me) = (privilege.is_root(), privilege.uid());
     if !root && req.user.uid != me {
@@ -464,16 +447,24 @@ pub async fn spawn(req: SpawnRequest, pam: Option<&PamLogin>) -> Result<SessionP
             ..ExecPlan::for_request(&req, pty.as_ref().map(|p| p.name.as_path()))
         },
     };
+    let nonblocking = |fd: &OwnedFd| -> Result<(), HostError> {
+        let os = |source| HostError::Os {
+            what: "fcntl".into(),
+            source,
+        };
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map_err(os)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(os)?;
+        Ok(())
+    };
     // The program's ends of its terminal or pipes, and ours.
-    let (theirs, io, master, tty): (Vec<OwnedFd>, _, _, _) = match pty {
+    let (theirs, io, master, tty): (Vec<OwnedFd>, Vec<OwnedFd>, _, _) = match pty {
         Some(p) => {
-            let m = Master::new(p.master)?;
-            let io = ProcessIo {
-                input: Box::new(m.clone()),
-                output: Box::new(m.clone()),
-                stderr: None,
-            };
-            (vec![p.slave], io, Some(m), Some(p.name))
+            nonblocking(&p.master)?;
+            // The host's copy: the terminal stays open until the session's end
+            // closes it, whatever the caller does with its own.
+            let kept = p.master.try_clone()?;
+            (vec![p.slave], vec![p.master], Some(kept), Some(p.name))
         }
         None => {
             let pipe = || {
@@ -489,13 +480,15 @@ pub async fn spawn(req: SpawnRequest, pam: Option<&PamLogin>) -> Result<SessionP
             // wake-ups; pages are only taken while data sits in it.
             let _ = nix::fcntl::fcntl(&in_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
             let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-            use tokio::net::unix::pipe;
-            let io = ProcessIo {
-                input: Box::new(pipe::Sender::from_owned_fd(in_w)?),
-                output: Box::new(pipe::Receiver::from_owned_fd(out_r)?),
-                stderr: Some(Box::new(pipe::Receiver::from_owned_fd(err_r)?)),
-            };
-            (vec![in_r, out_w, err_w], io, None, None)
+            for fd in [&in_w, &out_r, &err_r] {
+                nonblocking(fd)?;
+            }
+            (
+                vec![in_r, out_w, err_w],
+                vec![in_w, out_r, err_r],
+                None,
+                None,
+            )
         }
     };
     let has_tty = tty.is_some();
@@ -547,13 +540,15 @@ pub async fn spawn(req: SpawnRequest, pam: Option<&PamLogin>) -> Result<SessionP
     if let Some(m) = master {
         killer.set_terminal(m);
     }
-    Ok(SessionProcess {
-        leader,
-        pid,
-        killer,
-        tty,
-        io: Some(io),
-    })
+    Ok((
+        SessionProcess {
+            leader,
+            pid,
+            killer,
+            tty,
+        },
+        io,
+    ))
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ where
 
 /// A TCP socket (IPv6 when `ipv6`) owned by the user `creds` names:
 /// non-blocking and close-on-exec from birth, neither bound nor connected.
-pub async fn user_tcp_socket(creds: &Creds, ipv6: bool) -> Result<OwnedFd, HostError> {
+pub(crate) async fn user_tcp_socket(creds: &Creds, ipv6: bool) -> Result<OwnedFd, HostError> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     let family = if ipv6 {
         AddressFamily::Inet6
@@ -85,7 +85,7 @@ pub async fn user_tcp_socket(creds: &Creds, ipv6: bool) -> Result<OwnedFd, HostE
 /// non-blocking TCP listener (the caller passes a duplicate it can spare); an
 /// empty list means nothing was waiting. The sockets are non-blocking and
 /// close-on-exec.
-pub async fn user_accept(
+pub(crate) async fn user_accept(
     creds: &Creds,
     listener: OwnedFd,
     max: usize,
@@ -96,29 +96,36 @@ pub async fn user_accept(
         .map_err(HostError::Io)
 }
 
-/// A `-R` listener of the user's, waiting for connections to accept as the user.
-pub struct UserListener {
-    fd: AsyncFd<OwnedFd>,
-    creds: Creds,
-}
+/// A `-R` listener, watched for connections to accept: the network side holds
+/// it and, when connections wait, has them accepted as the user (`Accept`).
+/// Only readiness is watched here; nothing is accepted with this side's identity.
+pub(crate) struct WatchedListener(AsyncFd<OwnedFd>);
 
-impl UserListener {
-    /// Wait on `listener` (non-blocking, listening) for `creds`'s connections.
-    pub fn new(listener: OwnedFd, creds: Creds) -> Result<Self, HostError> {
+impl WatchedListener {
+    /// Watch `listener` (non-blocking, listening).
+    pub(crate) fn new(listener: OwnedFd) -> Result<Self, HostError> {
         // SAFETY: we own `listener` outright and nothing else registers or closes it.
         let fd = unsafe { AsyncFd::register(listener) }
             .map_err(|e| HostError::Io(std::io::Error::other(e.to_string())))?;
-        Ok(UserListener { fd, creds })
+        Ok(WatchedListener(fd))
     }
 
-    /// The next connections, at most `max` (see [`user_accept`]).
-    pub async fn accept(&self, max: usize) -> Result<Vec<(OwnedFd, SocketAddr)>, HostError> {
+    /// The next connections, at most `max`, accepted by `accept` on a duplicate
+    /// of the listener (so that a late acceptance never runs on a descriptor
+    /// number reused after this listener closed).
+    pub(crate) async fn next<F, Fut>(
+        &self,
+        max: usize,
+        accept: F,
+    ) -> Result<Vec<(OwnedFd, SocketAddr)>, HostError>
+    where
+        F: Fn(OwnedFd) -> Fut,
+        Fut: Future<Output = Result<Vec<(OwnedFd, SocketAddr)>, HostError>>,
+    {
         loop {
-            let mut ready = self.fd.readable().await?;
-            // The user's thread gets a duplicate, so a late one never accepts on a
-            // descriptor number that was reused after this listener closed.
+            let mut ready = self.0.readable().await?;
             let dup = ready.get_ref().get_ref().try_clone()?;
-            let got = user_accept(&self.creds, dup, max).await?;
+            let got = accept(dup).await?;
             if got.len() < max {
                 ready.clear_ready();
             }
@@ -154,15 +161,15 @@ fn accept_some(
 
 /// The agent socket, its private directory (remove it with
 /// [`remove_user_socket`]) and the bound listener.
-pub struct UserSocket {
-    pub dir: PathBuf,
-    pub path: PathBuf,
-    pub listener: std::os::unix::net::UnixListener,
+pub(crate) struct UserSocket {
+    pub(crate) dir: PathBuf,
+    pub(crate) path: PathBuf,
+    pub(crate) listener: std::os::unix::net::UnixListener,
 }
 
 /// Create `/tmp/ssh-XXXXXXXXXX/NAME` as the user: the directory is theirs with
 /// mode 0700, the socket 0600, listening and non-blocking.
-pub async fn user_socket(creds: &Creds, name: &str) -> Result<UserSocket, HostError> {
+pub(crate) async fn user_socket(creds: &Creds, name: &str) -> Result<UserSocket, HostError> {
     let name = name.to_string();
     as_user_waiting(creds, move || make_socket(&name)).await?
 }
@@ -195,7 +202,7 @@ fn make_socket(name: &str) -> Result<UserSocket, HostError> {
 
 /// Remove the agent socket's directory as the user who owns it (as sshd's
 /// cleanup does), so nothing the user put there is removed with root's rights.
-pub async fn remove_user_socket(creds: &Creds, dir: PathBuf) -> Result<(), HostError> {
+pub(crate) async fn remove_user_socket(creds: &Creds, dir: PathBuf) -> Result<(), HostError> {
     as_user_waiting(creds, move || std::fs::remove_dir_all(&dir))
         .await?
         .map_err(HostError::Io)

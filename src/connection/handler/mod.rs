@@ -26,7 +26,7 @@ use super::shared::{ConnContext, ConnShared};
 use crate::config::Settings;
 use crate::daemon::algorithms::fingerprint;
 use crate::host::api::ConnId;
-use crate::host::{self, LoginRecord, PtyParams, key_type_name};
+use crate::host::{self, PtyParams, key_type_name};
 use crate::lifetime::Event;
 use crate::log::peer;
 
@@ -83,10 +83,11 @@ impl Handler for ConnHandler {
     }
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
-        let Some(path) = &self.ctx.pre_auth.banner else {
+        if self.ctx.pre_auth.banner.is_none() {
             return Ok(None);
-        };
-        Ok(std::fs::read_to_string(path).ok())
+        }
+        // The host reads it, from its own settings for this connection.
+        Ok(self.ctx.host.banner(self.conn).await.unwrap_or(None))
     }
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {

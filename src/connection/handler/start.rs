@@ -79,7 +79,7 @@ impl ConnHandler {
         let Some(fds) = self.session_fds(&login, ask.pty.is_some()) else {
             return false;
         };
-        let (spawned, process) = match login.grant.spawn(ask).await {
+        let (spawned, io) = match login.grant.spawn(ask).await {
             Ok(p) => p,
             // What sshd's session child would log before dying (a bad jail).
             Err(host::HostError::SessionFatal(e)) => {
@@ -104,13 +104,6 @@ impl ConnHandler {
                 f.leader = Some(pid);
             }
         });
-        let login_record = spawned.tty.as_ref().map(|tty| LoginRecord {
-            tty: tty.into(),
-            user: login.user.name.clone(),
-            host: self.ctx.remote_host(),
-            addr: self.ctx.peer.ip(),
-            pid,
-        });
         if let Some(chan) = self.channels.get_mut(&channel) {
             chan.fds = Some(fds);
             // As sshd: a client may not signal a forced command or a subsystem.
@@ -122,7 +115,8 @@ impl ConnHandler {
             chan.program = Some((login.grant.clone(), spawned.process));
             self.shared.sessions.track(&chan.end);
             let motd = spawned.motd.map(Bytes::from);
-            chan.start(process, handle, motd, login_record, s.session_cleanup);
+            let grant = login.grant.clone();
+            chan.start(grant, spawned.process, (spawned.io, io), handle, motd);
         }
         true
     }

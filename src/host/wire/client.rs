@@ -109,11 +109,7 @@ impl Client {
         });
         self.0.round_trips.fetch_add(1, Ordering::Relaxed);
         let (response, fds) = answer??;
-        Ok(Reply {
-            response,
-            fds,
-            process: None,
-        })
+        Ok(Reply { response, fds })
     }
 }
 

@@ -16,22 +16,37 @@ use super::{Frame, Notice, ProtocolError, WireError};
 use crate::host::api::Request;
 use crate::host::service::Service;
 
-/// Bounds of the serving loop.
+/// Bounds of the serving loop: what a compromised network process can make the
+/// monitor hold at once. When one is reached the monitor reads no further call
+/// until a call of that class finishes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServeOptions {
-    /// Calls served at once; more wait unread in the socket. Each is a task of
-    /// a few kilobytes; 4096 is two per connection at the 2000 connections a
-    /// typical MaxStartups/MaxSessions setup sees authenticating at once, and
-    /// bounds what a compromised network process can make the monitor hold.
+    /// Ordinary calls served at once (authentication steps, spawns, sockets):
+    /// each is a task of a few kilobytes while it runs.
     pub(crate) max_in_flight: usize,
+    /// Long polls pending at once: a `Wait` lasts as long as its program, a
+    /// `HangUp` up to the hang-up grace, an `Accept` as long as the user's
+    /// accept takes. One `Wait` per live session program, so this bounds the
+    /// sessions the monitor can serve (10,000 connections with a few sessions
+    /// each fit); the host keeps a waiting call's future small (boxed).
+    pub(crate) max_long_polls: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             max_in_flight: 4096,
+            max_long_polls: 65_536,
         }
     }
+}
+
+/// Calls answered only when something outside the request happens.
+fn long_poll(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::Wait { .. } | Request::HangUp { .. } | Request::Accept { .. }
+    )
 }
 
 /// How the serving loop ended.
@@ -71,18 +86,20 @@ pub(crate) fn serve(
 }
 
 async fn run(service: Service, link: Arc<Link>, options: ServeOptions) -> ServeEnd {
-    let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    let short = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    let long = Arc::new(Semaphore::new(options.max_long_polls.max(1)));
     let mut buf = Vec::new();
     let end = loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break ServeEnd::Closed;
-        };
         let (id, request, fds) = match link.recv(&mut buf).await {
             Ok(None) => break ServeEnd::Closed,
             Ok(Some((Frame::Call { id, request, .. }, fds))) => (id, request, fds),
             Ok(Some((f, _))) => break ServeEnd::Protocol(ProtocolError::WrongKind(f.kind())),
             Err(LinkError::Io(e)) => break ServeEnd::Io(e),
             Err(LinkError::Protocol(p)) => break ServeEnd::Protocol(p),
+        };
+        let class = if long_poll(&request) { &long } else { &short };
+        let Ok(slot) = Arc::clone(class).acquire_owned().await else {
+            break ServeEnd::Closed;
         };
         let (service, link) = (service.clone(), Arc::clone(&link));
         tokio::spawn(async move {

@@ -14,13 +14,13 @@ use nix::sys::socket::{
 };
 use tokio::io::unix::AsyncFd;
 
-use super::{FRAME_CAP, Frame, MAX_FDS, ProtocolError, decode, encode};
+use super::{FRAME_CAP, Frame, MAX_ANSWER_FDS, ProtocolError, decode, encode};
 
 /// The kernel's limit of descriptors in one message (`SCM_MAX_FD`). The control
 /// buffer has room for that many, so it is never cut short (`MSG_CTRUNC`, which
 /// would leave the descriptors that did arrive unnamed and so unclosable); a
-/// frame with more than [`MAX_FDS`] is refused after they are all received and
-/// closed.
+/// frame with more than its kind may carry is refused after they are all
+/// received and closed.
 const SCM_MAX_FD: usize = 253;
 
 /// A connected pair for the protocol, both ends close-on-exec (the process split
@@ -124,8 +124,12 @@ impl Link {
             // End of stream (an empty datagram reads the same; no frame is empty).
             return Ok(None);
         }
-        if fds.len() > MAX_FDS {
-            return Err(ProtocolError::TooManyFds(fds.len()).into());
+        if fds.len() > MAX_ANSWER_FDS {
+            return Err(ProtocolError::TooManyFds {
+                got: fds.len(),
+                max: MAX_ANSWER_FDS,
+            }
+            .into());
         }
         let frame = decode(&buf[..len], fds.len())?;
         Ok(Some((frame, fds)))

@@ -33,6 +33,11 @@ fn raw_send(fd: &OwnedFd, bytes: &[u8], fds: &[RawFd]) {
     .expect("sendmsg");
 }
 
+/// A frame's bytes without the sender's checks.
+fn encode_unchecked(frame: &Frame) -> Vec<u8> {
+    serde_json::to_vec(frame).expect("json")
+}
+
 fn call(id: u64, fds: usize) -> Frame {
     Frame::Call {
         id,
@@ -114,12 +119,25 @@ async fn oversize_truncated_garbage_and_wrong_counts_are_protocol_errors() {
         protocol_error(&b).await,
         ProtocolError::FdCount { said: 0, got: 1 }
     );
-    // More descriptors than a frame may carry.
-    let many: Vec<RawFd> = vec![r.as_raw_fd(); MAX_FDS + 1];
+    // More descriptors than a frame may carry: a call with more than a call
+    // takes (the frame says so), any frame with more than an answer takes.
+    let many: Vec<RawFd> = vec![r.as_raw_fd(); MAX_CALL_FDS + 1];
+    raw_send(&a, &encode_unchecked(&call(1, MAX_CALL_FDS + 1)), &many);
+    assert_eq!(
+        protocol_error(&b).await,
+        ProtocolError::TooManyFds {
+            got: MAX_CALL_FDS + 1,
+            max: MAX_CALL_FDS
+        }
+    );
+    let many: Vec<RawFd> = vec![r.as_raw_fd(); MAX_ANSWER_FDS + 1];
     raw_send(&a, &good, &many);
     assert_eq!(
         protocol_error(&b).await,
-        ProtocolError::TooManyFds(MAX_FDS + 1)
+        ProtocolError::TooManyFds {
+            got: MAX_ANSWER_FDS + 1,
+            max: MAX_ANSWER_FDS
+        }
     );
     // The sender's side refuses to make either.
     let big = Frame::Call {
@@ -133,8 +151,11 @@ async fn oversize_truncated_garbage_and_wrong_counts_are_protocol_errors() {
     };
     assert_eq!(encode(&big).err(), Some(ProtocolError::Oversize));
     assert_eq!(
-        encode(&call(1, MAX_FDS + 1)).err(),
-        Some(ProtocolError::TooManyFds(MAX_FDS + 1))
+        encode(&call(1, MAX_CALL_FDS + 1)).err(),
+        Some(ProtocolError::TooManyFds {
+            got: MAX_CALL_FDS + 1,
+            max: MAX_CALL_FDS
+        })
     );
     // A good frame still reads after all that (the link itself is fine; it is
     // the monitor that drops a peer for any of them).
