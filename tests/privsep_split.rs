@@ -61,7 +61,8 @@ fn descends_from(mut pid: u32, ancestor: u32) -> bool {
     false
 }
 
-/// The monitor's network process (`rsshd __net`), waited for.
+/// The monitor's network process (`rsshd __net`), waited for until it has
+/// confined itself (its last step is seccomp).
 fn network_process(monitor: u32) -> u32 {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
@@ -69,10 +70,17 @@ fn network_process(monitor: u32) -> u32 {
             .into_iter()
             .filter(|p| cmdline(*p).contains("__net"))
             .collect();
-        if let [one] = found.as_slice() {
+        if let [one] = found.as_slice()
+            && std::fs::read_to_string(format!("/proc/{one}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l == "Seccomp:\t2"))
+        {
             return *one;
         }
-        assert!(Instant::now() < end, "no single network process: {found:?}");
+        assert!(
+            Instant::now() < end,
+            "no single confined network process: {found:?} {:?}",
+            found.first().map(|p| status(*p))
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
