@@ -81,6 +81,15 @@ impl Host {
         }
     }
 
+    /// The network side is gone: every connection closed as by `conn_closed`
+    /// (in-process only; across the link, the monitor calls its service's).
+    #[cfg(test)]
+    pub(crate) async fn network_lost(&self) {
+        if let Via::Local(s) = &self.0 {
+            s.network_lost().await;
+        }
+    }
+
     /// The round trips to the monitor so far (`None` in-process).
     #[allow(dead_code)]
     pub(crate) fn round_trips(&self) -> Option<u64> {
