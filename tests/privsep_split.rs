@@ -11,6 +11,29 @@ use std::time::{Duration, Instant};
 
 use support::{Server, TEST_USER};
 
+/// A root rsshd that runs split (`RSSHD_PRIVSEP=split`), on the base config of
+/// `Server::start`.
+fn start_split() -> Server {
+    let dir = support::temp_dir("privsep-split");
+    let host_key = support::keygen(&dir, "host_key");
+    let client_key = support::keygen(&dir, "client_key");
+    let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
+    std::fs::write(dir.join("authorized_keys"), public).expect("write authorized_keys");
+    let config = dir.join("sshd_config");
+    let text = format!(
+        "ListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPidFile none\nControlSocket {}/control.sock\n",
+        host_key.display(),
+        dir.display(),
+        dir.display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rsshd"));
+    cmd.args(["-D", "-e", "-f"])
+        .arg(&config)
+        .env("RSSHD_PRIVSEP", "split");
+    Server::spawn_command(cmd, dir, config, client_key)
+}
+
 const EMPTY_DIR: &str = "/run/rsshd/empty";
 
 fn unusable() -> bool {
@@ -173,7 +196,7 @@ fn the_network_process_is_confined_and_owns_no_process() {
     if unusable() {
         return;
     }
-    let server = Server::start("");
+    let server = start_split();
     let monitor = server.pid();
     let net = network_process(monitor);
     let st = status(net);
@@ -222,7 +245,7 @@ fn a_dead_network_process_ends_its_sessions_and_is_replaced() {
     if unusable() {
         return;
     }
-    let server = Server::start("");
+    let server = start_split();
     let monitor = server.pid();
     let net = network_process(monitor);
     let mut ssh = idle_session(&server, 612);
@@ -266,7 +289,7 @@ fn a_reload_with_a_broken_config_keeps_the_old_one_and_the_sessions() {
     if unusable() {
         return;
     }
-    let server = Server::start("");
+    let server = start_split();
     let monitor = server.pid();
     let net = network_process(monitor);
     let mut ssh = idle_session(&server, 613);

@@ -54,8 +54,10 @@ pub fn wanted() -> bool {
     }
 }
 
-/// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set.
-const DEFAULT_ON: bool = true;
+/// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set. Off until
+/// remote forwards work split: the network process cannot bind a privileged
+/// port for a root login's `-R` (the monitor must), see SECURITY.md.
+const DEFAULT_ON: bool = false;
 
 /// Where the log goes, for the network process (it cannot open anything).
 #[derive(Debug)]
