@@ -100,21 +100,42 @@ fn echo_through(port: u16, tunnel: &mut Tunnel, srv: &Server) -> TcpStream {
     }
 }
 
-/// `ss -H -tanpe` lines of sockets held by process `pid` for which `pick` holds,
-/// given the line's local and peer address columns.
+/// `ss -H -tanpe` lines of sockets held by rsshd (process `pid`, or its network
+/// process when it runs split) for which `pick` holds, given the line's local
+/// and peer address columns.
 fn sockets_of(pid: u32, pick: impl Fn(&str, &str) -> bool) -> Vec<String> {
     let out = Command::new("ss")
         .args(["-H", "-tanpe"])
         .output()
         .expect("ss");
+    let mut pids = vec![pid];
+    pids.extend(network_processes(pid));
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains(&format!("pid={pid},")))
+        .filter(|l| pids.iter().any(|p| l.contains(&format!("pid={p},"))))
         .filter(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() > 4 && pick(f[3], f[4])
         })
         .map(str::to_string)
+        .collect()
+}
+
+/// The children of `pid` that are a split daemon's network process.
+fn network_processes(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            parent == Some(pid) && String::from_utf8_lossy(&cmd).contains("__net")
+        })
         .collect()
 }
 

@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use serde::{Deserialize, Serialize};
 
 use super::pty::PtyParams;
-use super::service::Host;
+use super::service::Service;
 use super::spawn::ExitOutcome;
 use super::{HostError, KeyOptions, UserInfo};
 
@@ -314,7 +314,7 @@ impl From<Response> for Reply {
 
 /// The one dispatch table. `fds`: the descriptors attached to the request.
 pub(super) async fn dispatch(
-    host: &Host,
+    host: &Service,
     request: Request,
     fds: Vec<OwnedFd>,
 ) -> Result<Reply, HostError> {

@@ -33,7 +33,7 @@ fn key() -> PrivateKey {
 /// A host whose config lets the account running the tests in with the first
 /// of two fresh keys (the second is listed too where `both`), plus `extra`.
 pub(super) fn setup(tag: &str, extra: &str, both: bool) -> Setup {
-    let dir = std::env::temp_dir().join(format!("rsshd-host-api-{tag}-{}", std::process::id()));
+    let dir = test_dir(tag);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let keys = vec![key(), key()];
@@ -49,14 +49,40 @@ pub(super) fn setup(tag: &str, extra: &str, both: bool) -> Setup {
         file.display()
     );
     let (config, _) = Config::parse_str("t.conf", &text, &[]).expect("config");
-    let host = Host::new(Privilege::current(), Arc::new(config));
-    give_host_key(&host);
     Setup {
-        host,
+        host: host(Arc::new(config)),
         me: super::current_user().expect("current user"),
         keys,
         dir,
     }
+}
+
+thread_local! {
+    /// Set by the `over_the_wire` runs: the same scenarios against a monitor
+    /// serving the host on its own thread and runtime, through the protocol.
+    static OVER_THE_WIRE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A test's directory (its own for the run over the wire: both runs go at once).
+fn test_dir(tag: &str) -> PathBuf {
+    let wire = if OVER_THE_WIRE.with(|w| w.get()) {
+        "-wire"
+    } else {
+        ""
+    };
+    std::env::temp_dir().join(format!("rsshd-host-api-{tag}{wire}-{}", std::process::id()))
+}
+
+/// The host under test: in-process, or (over the wire) a remote one.
+fn host(config: Arc<Config>) -> Host {
+    let service = super::service::Service::new(Privilege::current(), config);
+    give_host_key(&service);
+    if !OVER_THE_WIRE.with(|w| w.get()) {
+        return Host::from(service);
+    }
+    let link = super::wire::tests::monitor_thread(service);
+    let (host, _notices) = Host::remote(Privilege::current(), link).expect("remote host");
+    host
 }
 
 pub(super) async fn conn(host: &Host) -> ConnId {
@@ -224,7 +250,7 @@ async fn signals_reach_only_the_connections_own_sessions() {
     let s = setup("signals", "", false);
     let (a, token_a) = login(&s, 0).await;
     let (b, token_b) = login(&s, 0).await;
-    let (spawned, _fds) = s
+    let (spawned, _pipes) = s
         .host
         .spawn_session(a, token_a, sleeper())
         .await
@@ -244,6 +270,8 @@ async fn signals_reach_only_the_connections_own_sessions() {
     // The owner may.
     let sent = s.host.signal(a, token_a, spawned.process, term).await;
     assert!(sent.expect("signalled"));
+    // Another connection may not wait for it either.
+    refused(s.host.wait(b, token_b, spawned.process).await);
     let outcome = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         s.host.wait(a, token_a, spawned.process),
@@ -313,7 +341,7 @@ fn user_cert(ca: &PrivateKey, key: &PublicKey, principal: &str) -> russh::keys::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_completes_only_after_the_host_allowed_it_here() {
-    let dir = std::env::temp_dir().join(format!("rsshd-host-api-cert-{}", std::process::id()));
+    let dir = test_dir("cert");
     let extra = format!("TrustedUserCAKeys {}\n", dir.join("ca.pub").display());
     let s = setup("cert", &extra, false);
     let ca = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("ca");
@@ -364,5 +392,28 @@ async fn a_certificate_completes_only_after_the_host_allowed_it_here() {
     assert!(
         matches!(done, Ok(MethodResult::Complete { .. })),
         "{done:?}"
+    );
+}
+
+/// The scenarios above again, each against a monitor over a real socketpair
+/// (the test body runs on this thread, so the flag reaches its `setup`). The
+/// refusals must hold over the wire exactly as in-process.
+mod over_the_wire {
+    macro_rules! again {
+        ($($name:ident),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                super::OVER_THE_WIRE.with(|w| w.set(true));
+                super::$name();
+            }
+        )*};
+    }
+    again!(
+        spawn_without_a_token_the_host_issued_is_refused,
+        a_token_works_only_on_its_own_connection_and_until_it_closes,
+        a_proved_key_the_host_does_not_allow_gets_no_login,
+        no_token_until_the_hosts_own_authentication_methods_are_satisfied,
+        a_certificate_completes_only_after_the_host_allowed_it_here,
+        signals_reach_only_the_connections_own_sessions,
     );
 }

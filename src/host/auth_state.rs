@@ -15,7 +15,7 @@ use super::api::{ConnId, LoginFacts, MethodResult, UserVerdict};
 use super::auth_info::LoginKey;
 use super::methods;
 use super::pam::{self, KbdAuth};
-use super::service::Host;
+use super::service::Service;
 use super::{KeyOptions, Privilege, UserInfo};
 use crate::config::{Config, ConnSpec, FingerprintHash, Settings};
 use crate::log::peer;
@@ -264,7 +264,7 @@ impl ConnState {
     /// `key`: the key it used.
     pub(super) fn method_succeeded(
         &mut self,
-        host: &Host,
+        host: &Service,
         user: &str,
         method: &str,
         options: Option<KeyOptions>,

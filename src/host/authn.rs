@@ -10,7 +10,7 @@ use super::access;
 use super::api::{KbdStep, KeyAnswer, MethodResult};
 use super::auth_state::{AllowedKey, ConnState, KbdState};
 use super::pam::{self, AuthOutcome, AuthParams, KbdAuth, KbdEvent, PasswordConversation};
-use super::service::Host;
+use super::service::Service;
 use super::{HostError, KeyLookup, KeyOptions};
 use crate::config::PermitRootLogin;
 use crate::log::peer;
@@ -107,7 +107,7 @@ impl ConnState {
     /// Called by `KeyVerify` once the host verified the signature itself.
     pub(super) async fn publickey_proved(
         &mut self,
-        host: &Host,
+        host: &Service,
         user: &str,
         key: &PublicKey,
         cert: Option<&Certificate>,
@@ -163,7 +163,7 @@ impl ConnState {
     /// `Password`, through PAM (with the account check).
     pub(super) async fn password(
         &mut self,
-        host: &Host,
+        host: &Service,
         user: &str,
         password: &str,
     ) -> MethodResult {
@@ -202,7 +202,7 @@ impl ConnState {
     }
 
     /// `KbdStart`: a PAM conversation for `user`, or a decoy one that fails.
-    pub(super) async fn kbd_start(&mut self, host: &Host, user: &str) -> KbdStep {
+    pub(super) async fn kbd_start(&mut self, host: &Service, user: &str) -> KbdStep {
         let pam = self
             .pam_params(user, "keyboard-interactive")
             .map(KbdAuth::start);
@@ -216,7 +216,7 @@ impl ConnState {
     }
 
     /// `KbdAnswer`.
-    pub(super) async fn kbd_answer(&mut self, host: &Host, answers: Vec<String>) -> KbdStep {
+    pub(super) async fn kbd_answer(&mut self, host: &Service, answers: Vec<String>) -> KbdStep {
         match self.kbd.as_ref() {
             Some(KbdState { pam: Some(k), .. }) => k.answer(answers),
             Some(KbdState {
@@ -238,7 +238,7 @@ impl ConnState {
         self.kbd_next(host).await
     }
 
-    async fn kbd_next(&mut self, host: &Host) -> KbdStep {
+    async fn kbd_next(&mut self, host: &Service) -> KbdStep {
         let event = match self.kbd.as_mut() {
             Some(KbdState { pam: Some(k), .. }) => k.next().await,
             Some(KbdState { pam: None, .. }) => KbdEvent::Prompts {
@@ -250,7 +250,7 @@ impl ConnState {
         self.kbd_step(host, event)
     }
 
-    fn kbd_step(&mut self, host: &Host, event: KbdEvent) -> KbdStep {
+    fn kbd_step(&mut self, host: &Service, event: KbdEvent) -> KbdStep {
         let Some(state) = self.kbd.as_ref() else {
             return KbdStep::Done(failed(false));
         };

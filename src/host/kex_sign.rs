@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::HostError;
 use super::api::ConnId;
 use super::host_keys::HostKeySet;
-use super::service::Host;
+use super::service::Service;
 
 /// The lengths of the hashes a key exchange signs: SHA-1 (the `-sha1` groups),
 /// SHA-256 (curve25519, nistp256, group14/16-sha256), SHA-384 (nistp384) and
@@ -219,7 +219,7 @@ fn algorithm_allowed(listed: &[&str], algorithm: &Algorithm) -> bool {
     listed.iter().any(|n| *n == plain || *n == cert)
 }
 
-impl Host {
+impl Service {
     /// `HostKeys` as the host has loaded them: their public keys and the host
     /// certificates, in OpenSSH's text form.
     pub(super) fn host_key_texts(&self) -> Result<(Vec<String>, Vec<String>), HostError> {

@@ -14,7 +14,7 @@ use russh::keys::{Algorithm, PublicKey};
 use super::HostError;
 use super::api::MethodResult;
 use super::auth_state::ConnState;
-use super::service::Host;
+use super::service::Service;
 use super::sk::SkDetails;
 
 /// `SSH_MSG_USERAUTH_REQUEST`.
@@ -115,7 +115,7 @@ impl ConnState {
     /// signature), an `Ok` the method's result as `publickey_proved` gives it.
     pub(super) async fn key_verify(
         &mut self,
-        host: &Host,
+        host: &Service,
         proof: KeyProof,
     ) -> Result<MethodResult, HostError> {
         let conn = self.id;

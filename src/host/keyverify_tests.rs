@@ -14,7 +14,7 @@ use super::host_keys::HostKeySet;
 use super::service::Host;
 
 /// Give `host` a fresh ed25519 host key.
-pub(super) fn give_host_key(host: &Host) {
+pub(super) fn give_host_key(host: &super::service::Service) {
     let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("host key");
     host.set_host_keys(HostKeySet {
         keys: vec![key],

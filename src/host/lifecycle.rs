@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 use super::api::{ConnId, HangUpHow, LoginToken, Reply, Request, Response};
 use super::as_user::Creds;
 use super::process::{HANGUP_GRACE, LOST_SETTLE, ProcessKiller};
-use super::service::Host;
+use super::service::Service;
 use super::spawn::{ExitOutcome, SessionProcess};
 use super::{HostError, LoginRecord};
 use crate::config::SessionCleanup;
@@ -97,7 +97,7 @@ impl Tracked {
 /// Start tracking `process`: its utmp/wtmp login now, its logout when it ends,
 /// and its reap once its session's end was decided.
 pub(super) fn track(
-    host: Host,
+    host: Service,
     id: u64,
     process: SessionProcess,
     policy: SessionCleanup,
@@ -115,7 +115,7 @@ pub(super) fn track(
 }
 
 async fn run(
-    host: Host,
+    host: Service,
     id: u64,
     mut process: SessionProcess,
     tracked: Arc<Tracked>,
@@ -191,7 +191,7 @@ fn is_tcp_listener(fd: &OwnedFd) -> bool {
 /// `Wait`: a long poll, answered when the program has ended. Kept small: the
 /// caller's session task holds it for the program's whole life.
 pub(super) async fn wait(
-    host: &Host,
+    host: &Service,
     conn: ConnId,
     token: LoginToken,
     process: u64,
@@ -211,7 +211,7 @@ pub(super) async fn wait(
 
 /// Serve this module's requests.
 pub(super) async fn serve(
-    host: &Host,
+    host: &Service,
     request: Request,
     mut fds: Vec<OwnedFd>,
 ) -> Result<Reply, HostError> {

@@ -34,6 +34,7 @@ mod lifecycle_tests;
 mod listen_fds;
 pub mod memory;
 mod methods;
+pub(crate) mod netproc;
 pub mod pam;
 mod privilege;
 mod process;
@@ -53,6 +54,8 @@ pub mod user_rc;
 mod user_socket;
 mod users;
 mod utmp;
+#[doc(hidden)]
+pub mod wire;
 
 pub use auth_info::{LoginCert, LoginKey};
 pub(crate) use authn::key_type_name;
@@ -114,4 +117,8 @@ pub enum HostError {
     /// `ChrootDirectory`, for instance. The session does not start.
     #[error("{0}")]
     SessionFatal(String),
+    /// The link to the monitor process is gone (it closed it, or spoke out of
+    /// protocol): no call through it can be answered any more.
+    #[error("monitor link: {0}")]
+    Link(String),
 }

@@ -1,7 +1,10 @@
 //! [`Host`]: the one handle through which the network side reaches the privileged
-//! boundary. It holds the privilege level (decided once), the config the host
-//! resolves `Match` with, each connection's authentication state and the login
-//! tokens it issued. Cheap to clone; every clone is the same host.
+//! boundary, either in this process ([`Service`]) or in the root monitor over the
+//! monitor link ([`Client`]); the typed calls (client.rs) are the same for both.
+//!
+//! [`Service`] is the host itself: the privilege level (decided once), the config
+//! it resolves `Match` with, each connection's authentication state and the login
+//! tokens it issued. Both are cheap to clone; every clone is the same host.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,12 +18,107 @@ use super::host_keys::HostKeySet;
 use super::kex_sign::KexSigner;
 use super::lifecycle::{self, AgentDir, Tracked};
 use super::spawn::SessionProcess;
+use super::wire::Client;
 use super::{HostError, LoginRecord, Privilege};
 use crate::config::{Config, SessionCleanup};
 
 /// The handle; see the module docs.
 #[derive(Clone)]
-pub struct Host(Arc<Inner>);
+pub struct Host(Via);
+
+// The network process (the process split) makes the remote kind; until it
+// lands only the tests do.
+#[allow(dead_code)]
+#[derive(Clone)]
+enum Via {
+    Local(Service),
+    Remote(Privilege, Client),
+}
+
+impl Host {
+    /// The host for a daemon running with `privilege` under `config`, served in
+    /// this process.
+    pub fn new(privilege: Privilege, config: Arc<Config>) -> Host {
+        Host(Via::Local(Service::new(privilege, config)))
+    }
+
+    /// The host in the monitor, which runs with `privilege`, over `link` (the
+    /// network process's end of the monitor socketpair); its notices come out of
+    /// the second value. Needs a tokio runtime (the link's reader task runs on it).
+    #[allow(dead_code)]
+    pub(crate) fn remote(
+        privilege: Privilege,
+        link: OwnedFd,
+    ) -> std::io::Result<(Host, super::wire::Notices)> {
+        let (client, notices) = Client::new(link)?;
+        Ok((Host(Via::Remote(privilege, client)), notices))
+    }
+
+    /// The privilege level the host runs with.
+    pub fn privilege(&self) -> Privilege {
+        match &self.0 {
+            Via::Local(s) => s.0.privilege,
+            Via::Remote(p, _) => *p,
+        }
+    }
+
+    /// A reloaded config: connections opened from now on are judged by it. A
+    /// remote host reloads its own (the monitor reads the files).
+    pub fn set_config(&self, config: Arc<Config>) {
+        if let Via::Local(s) = &self.0 {
+            s.set_config(config);
+        }
+    }
+
+    /// The host keys to sign with from now on (at start and on reload), for a
+    /// host in this process; the monitor gives its own service the keys.
+    pub fn set_host_keys(&self, keys: HostKeySet) {
+        if let Via::Local(s) = &self.0 {
+            s.set_host_keys(keys);
+        }
+    }
+
+    /// Serve one request with the descriptors attached to it, here or in the
+    /// monitor.
+    pub(crate) async fn call(
+        &self,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, HostError> {
+        match &self.0 {
+            Via::Local(s) => s.call(request, fds).await,
+            Via::Remote(_, c) => c.call(request, fds).await,
+        }
+    }
+
+    /// The network side is gone: every connection closed as by `conn_closed`
+    /// (in-process only; across the link, the monitor calls its service's).
+    #[cfg(test)]
+    pub(crate) async fn network_lost(&self) {
+        if let Via::Local(s) = &self.0 {
+            s.network_lost().await;
+        }
+    }
+
+    /// The round trips to the monitor so far (`None` in-process).
+    #[allow(dead_code)]
+    pub(crate) fn round_trips(&self) -> Option<u64> {
+        match &self.0 {
+            Via::Local(_) => None,
+            Via::Remote(_, c) => Some(c.round_trips()),
+        }
+    }
+}
+
+impl From<Service> for Host {
+    fn from(s: Service) -> Host {
+        Host(Via::Local(s))
+    }
+}
+
+/// The host's own state and the request table's server; see the module docs.
+#[derive(Clone)]
+pub(crate) struct Service(Arc<Inner>);
 
 struct Inner {
     privilege: Privilege,
@@ -43,10 +141,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Host {
-    /// The host for a daemon running with `privilege` under `config`.
-    pub fn new(privilege: Privilege, config: Arc<Config>) -> Host {
-        Host(Arc::new(Inner {
+impl Service {
+    pub(crate) fn new(privilege: Privilege, config: Arc<Config>) -> Service {
+        Service(Arc::new(Inner {
             privilege,
             config: RwLock::new(config),
             next: AtomicU64::new(1),
@@ -58,12 +155,8 @@ impl Host {
         }))
     }
 
-    pub fn privilege(&self) -> Privilege {
-        self.0.privilege
-    }
-
     /// A reloaded config: connections opened from now on are judged by it.
-    pub fn set_config(&self, config: Arc<Config>) {
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
         if let Ok(mut c) = self.0.config.write() {
             *c = config;
         }
@@ -285,7 +378,7 @@ impl Host {
     }
 }
 
-impl Host {
+impl Service {
     /// Keep an agent socket made for `dir.conn` under a number of the host's;
     /// if that connection has closed meanwhile, it is removed at once instead.
     pub(super) fn add_agent_dir(&self, dir: AgentDir) -> Result<u64, HostError> {

@@ -91,6 +91,15 @@ const ALLOWED: &[(i64, &str)] = &[
     (libc::SYS_exit_group, "exit_group"),
     // A panic's backtrace asks for it (the answer is "/").
     (libc::SYS_getcwd, "getcwd"),
+    // A remote forward's listener: the monitor makes the socket with the user's
+    // identity and hands it over; the network process binds and listens on it
+    // (it cannot make a socket, and without capabilities it cannot bind a port
+    // below 1024).
+    (libc::SYS_bind, "bind"),
+    (libc::SYS_listen, "listen"),
+    // std's available_parallelism (the network process sizes its pre-auth gate
+    // by it): reads this process's own CPU mask.
+    (libc::SYS_sched_getaffinity, "sched_getaffinity"),
     // Answered by the errno filters below, not by this one.
     (libc::SYS_openat, "openat"),
     (libc::SYS_openat2, "openat2"),
@@ -178,6 +187,30 @@ fn allowlist(pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> 
     rules.insert(
         libc::SYS_tgkill,
         vec![rule(vec![cond(0, Len::Dword, Op::Eq, own)?])?],
+    );
+    // The kind of a descriptor it holds: tokio checks that a session's pipe
+    // descriptor (from the monitor) is a FIFO. fstat on a descriptor, and
+    // newfstatat/statx only with AT_EMPTY_PATH (on the descriptor itself; any
+    // path would be looked up in the empty root anyway).
+    let empty_path = libc::AT_EMPTY_PATH as u64;
+    rules.insert(libc::SYS_fstat, Vec::new());
+    rules.insert(
+        libc::SYS_newfstatat,
+        vec![rule(vec![cond(
+            3,
+            Len::Dword,
+            Op::MaskedEq(empty_path),
+            empty_path,
+        )?])?],
+    );
+    rules.insert(
+        libc::SYS_statx,
+        vec![rule(vec![cond(
+            2,
+            Len::Dword,
+            Op::MaskedEq(empty_path),
+            empty_path,
+        )?])?],
     );
     rules.insert(libc::SYS_fcntl, one_of(1, FCNTL_CMDS)?);
     rules.insert(libc::SYS_ioctl, one_of(1, IOCTL_CMDS)?);
