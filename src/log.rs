@@ -54,8 +54,17 @@ pub fn init(sink: Sink, level: LogLevel, facility: &str) {
             Sink::File(f) => Output::File(Mutex::new(f)),
             Sink::Syslog => {
                 let ident = c"rsshd";
+                // Connected now (LOG_NDELAY), not at the first line: the network
+                // process logs from a chroot with no /dev/log and may not call
+                // socket(2) once confined.
                 // SAFETY: `ident` is a 'static C string, as openlog requires.
-                unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, facility_code(facility)) };
+                unsafe {
+                    libc::openlog(
+                        ident.as_ptr(),
+                        libc::LOG_PID | libc::LOG_NDELAY,
+                        facility_code(facility),
+                    )
+                };
                 Output::Syslog
             }
         };

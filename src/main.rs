@@ -38,5 +38,12 @@ fn main() -> ExitCode {
     {
         std::process::exit(rsshd::host::sandbox::check::check_main());
     }
+    // The network process of a split daemon, started by the monitor.
+    if helper
+        .as_ref()
+        .is_some_and(|a| a == rsshd::daemon::split::NET_ARG)
+    {
+        std::process::exit(rsshd::daemon::split::net::net_main());
+    }
     cli::main()
 }

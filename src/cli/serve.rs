@@ -70,6 +70,23 @@ fn run_daemon(
     facility: &str,
 ) -> ExitCode {
     let to_stderr = matches!(sink, Sink::Stderr);
+    // A root daemon runs as a monitor and a network process (daemon::split),
+    // which logs where the monitor does.
+    let split = if daemon::split::wanted() {
+        match &sink {
+            Sink::Stderr => Some(daemon::split::LogHandover::Stderr),
+            Sink::Syslog => Some(daemon::split::LogHandover::Syslog),
+            Sink::File(f) => match f.try_clone() {
+                Ok(f) => Some(daemon::split::LogHandover::File(f)),
+                Err(e) => {
+                    eprintln!("rsshd: log file: {e}");
+                    return ExitCode::from(255);
+                }
+            },
+        }
+    } else {
+        None
+    };
     log::init(sink, level, facility);
     tracing::debug!("rsshd version {}", super::version_line());
     let embedded = matches!(source, ConfigSource::Embedded);
@@ -118,7 +135,15 @@ fn run_daemon(
         Ok(r) => r,
         Err(e) => return fail("tokio runtime", e.into()),
     };
-    let result = runtime.block_on(daemon::run(prepared));
+    let result = match split {
+        Some(log) => runtime.block_on(daemon::split::monitor::run(
+            prepared,
+            log,
+            level,
+            facility.to_string(),
+        )),
+        None => runtime.block_on(daemon::run(prepared)),
+    };
     pidfile::finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,9 @@
 //! SHA-1 (`ssh-rsa` signatures, `hmac-sha1*`, `diffie-hellman-*-sha1`) and CBC, which
 //! an admin may still add with `+` where the library has them.
 
+use russh::keys::{HashAlg, PublicKey};
+
+use crate::config::{FingerprintHash, Settings};
 use crate::pattern::{ListMatch, match_pattern, match_pattern_list};
 
 /// Which list a keyword holds; each has its own names, defaults and error wording.
@@ -333,6 +336,56 @@ pub(crate) fn assemble(list: List, value: &str) -> Result<Vec<&'static str>, Str
         return Err("no algorithm left".into());
     }
     Ok(out)
+}
+
+// User and host key facts the privileged boundary (`host`) and the network side
+// both need; here, beside the algorithm lists, so that neither imports the other
+// for them (`host` once imported them from `daemon`, which imports `host`).
+
+/// The exact size of an RSA key's modulus in bits (OpenSSH's `BN_num_bits`), `None`
+/// for other keys.
+pub(crate) fn rsa_bits(key: &PublicKey) -> Option<u32> {
+    let n = key.key_data().rsa()?.n().as_positive_bytes()?;
+    let first = n.iter().position(|b| *b != 0)?;
+    let len = u32::try_from(n.len() - first).ok()?;
+    Some((len - 1) * 8 + (8 - n[first].leading_zeros()))
+}
+
+/// A key's fingerprint as sshd logs it under `FingerprintHash`: `SHA256:` and
+/// unpadded base64, or `MD5:` and colon-separated hex of the MD5 of the key blob
+/// (what `ssh-keygen -l -E md5` prints).
+pub(crate) fn fingerprint(key: &PublicKey, hash: FingerprintHash) -> String {
+    let blob = match hash {
+        FingerprintHash::Sha256 => None,
+        FingerprintHash::Md5 => key.to_bytes().ok(),
+    };
+    let Some(blob) = blob else {
+        return key.fingerprint(HashAlg::Sha256).to_string();
+    };
+    let hex: Vec<String> = md5::compute(blob)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("MD5:{}", hex.join(":"))
+}
+
+/// Whether a user key may authenticate with the signature algorithm the client
+/// named (for a certificate, its certificate type: `ssh-ed25519-cert-v01@openssh.com`);
+/// `Err` is the line sshd logs on refusing it (auth2-pubkey.c).
+pub(crate) fn check_user_key_named(
+    s: &Settings,
+    key: &PublicKey,
+    name: &str,
+) -> Result<(), String> {
+    if !s.pubkey_accepted_algorithms.contains(&name) {
+        return Err(format!(
+            "userauth_pubkey: signature algorithm {name} not in PubkeyAcceptedAlgorithms [preauth]"
+        ));
+    }
+    if rsa_bits(key).is_some_and(|bits| bits < s.required_rsa_size) {
+        return Err("refusing RSA key: Invalid key length [preauth]".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

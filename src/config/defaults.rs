@@ -25,7 +25,11 @@ pub(crate) fn generated_key_path() -> PathBuf {
 /// sshd's three default keys that exist (sshd skips missing ones too), so a machine
 /// moving from sshd keeps its host identity; on the embedded defaults, the generated
 /// key, whose path is returned.
-pub(super) fn fill(s: &mut Settings, embedded: bool) -> Option<PathBuf> {
+pub(super) fn fill(
+    s: &mut Settings,
+    embedded: bool,
+    fs: &mut super::replay::Fs,
+) -> Option<PathBuf> {
     if s.control_socket.is_none() {
         s.control_socket = Some(crate::admin::server::default_socket_path());
     }
@@ -40,7 +44,7 @@ pub(super) fn fill(s: &mut Settings, embedded: bool) -> Option<PathBuf> {
     s.host_key = SSHD_HOST_KEYS
         .iter()
         .map(PathBuf::from)
-        .filter(|p| p.exists())
+        .filter(|p| fs.exists(p))
         .collect();
     None
 }

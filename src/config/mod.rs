@@ -14,6 +14,7 @@ mod lexer;
 pub(crate) use lexer::split_args;
 mod matching;
 mod persource;
+mod replay;
 mod settings;
 mod time;
 
@@ -22,6 +23,7 @@ pub use matching::system_groups;
 pub use persource::Penalties;
 #[cfg(test)]
 pub(crate) use persource::apply_penalties;
+pub use replay::Recorded;
 pub use settings::*;
 pub use time::{format_time, parse_time};
 
@@ -39,6 +41,9 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// The file name messages use for `-o` options, as sshd.
 const CMDLINE: &str = "command-line";
+
+/// The file name messages use for the embedded defaults.
+const EMBEDDED_NAME: &str = "[embedded]";
 
 /// rsshd's built-in configuration when no file exists: safe to start
 /// anywhere, loopback only, on an unprivileged port; `sftp` (and so modern `scp`)
@@ -218,6 +223,8 @@ struct Loader {
     /// Keywords the command line already set, whose file lines are skipped: `Port` (as
     /// sshd's `-p`) and, for the embedded defaults, everything.
     skip: HashSet<&'static str>,
+    /// The file system, or a recording of it (see `replay`).
+    fs: replay::Fs,
 }
 
 fn invalid(file: &Path, line: usize, keyword: &str, what: impl Into<String>) -> ConfigError {
@@ -230,12 +237,13 @@ fn invalid(file: &Path, line: usize, keyword: &str, what: impl Into<String>) -> 
 }
 
 impl Loader {
-    fn new(base_dir: PathBuf) -> Self {
+    fn new(base_dir: PathBuf, fs: replay::Fs) -> Self {
         Loader {
             base_dir,
             directives: Vec::new(),
             warnings: Vec::new(),
             skip: HashSet::new(),
+            fs,
         }
     }
 
@@ -384,21 +392,24 @@ impl Loader {
             self.base_dir.join(pat)
         };
         let full_s = full.to_string_lossy().into_owned();
-        let paths = glob::glob(&full_s).map_err(|e| err(format!("bad pattern \"{pat}\": {e}")))?;
-        let mut files: Vec<PathBuf> = paths
-            .filter_map(Result::ok)
-            .filter(|p| !p.is_dir())
-            .collect();
-        files.sort();
+        let files = self
+            .fs
+            .glob(&full_s)
+            .map_err(|e| err(format!("bad pattern \"{pat}\": {e}")))?;
         for f in files {
-            let text = std::fs::read_to_string(&f)
+            let text = self
+                .fs
+                .read(&f)
                 .map_err(|e| err(format!("cannot read {}: {e}", f.display())))?;
             self.text(&f, &text, cond, depth + 1)?;
         }
         Ok(())
     }
 
-    fn finish(self, embedded: bool) -> Result<(Config, Vec<Warning>), ConfigError> {
+    fn finish(
+        mut self,
+        embedded: bool,
+    ) -> Result<(Config, Vec<Warning>, replay::Recording), ConfigError> {
         let mut global = Settings::default();
         let mut st = PassState::default();
         let (unconditional, conditional): (Vec<Directive>, Vec<Directive>) =
@@ -407,7 +418,7 @@ impl Loader {
             // Already validated; an error here would be a bug in the table.
             let _ = st.apply(&mut global, d);
         }
-        let generated_host_key = defaults::fill(&mut global, embedded);
+        let generated_host_key = defaults::fill(&mut global, embedded, &mut self.fs);
         let mut warnings = self.warnings;
         warnings.extend(defaults::idle_conflicts(
             &global,
@@ -422,6 +433,7 @@ impl Loader {
                 generated_host_key,
             },
             warnings,
+            self.fs.into_recording(),
         ))
     }
 }
@@ -433,11 +445,56 @@ impl Config {
         path: &Path,
         overrides: &[String],
     ) -> Result<(Config, Vec<Warning>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse_with_base(path, &text, overrides, false)
+        Self::load_recorded(Some(path), overrides).map(|(c, w, _)| (c, w))
+    }
+
+    /// As [`Config::load_file`] (`None`: the embedded defaults, as
+    /// [`Config::embedded`]), also returning what the load read, so that another
+    /// process can repeat it with [`Config::replay`].
+    pub fn load_recorded(
+        path: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<(Config, Vec<Warning>, Recorded), ConfigError> {
+        let mut fs = replay::Fs::Record(Default::default());
+        let (c, w, rec) = match path {
+            Some(path) => {
+                let text = fs.read(path).map_err(|source| ConfigError::Io {
+                    file: path.to_path_buf(),
+                    source,
+                })?;
+                Self::parse_with_base(path, &text, overrides, false, fs)?
+            }
+            None => Self::parse_with_base(Path::new(EMBEDDED_NAME), EMBEDDED, overrides, true, fs)?,
+        };
+        let recorded = Recorded {
+            file: path.map(Path::to_path_buf),
+            overrides: overrides.to_vec(),
+            fs: rec,
+        };
+        Ok((c, w, recorded))
+    }
+
+    /// The load `recorded` describes, again, without touching the file system:
+    /// the same text through the same parser gives the same configuration.
+    pub fn replay(recorded: &Recorded) -> Result<(Config, Vec<Warning>), ConfigError> {
+        let mut fs = replay::Fs::Replay(recorded.fs.clone());
+        let (c, w, _) = match &recorded.file {
+            Some(path) => {
+                let text = fs.read(path).map_err(|source| ConfigError::Io {
+                    file: path.to_path_buf(),
+                    source,
+                })?;
+                Self::parse_with_base(path, &text, &recorded.overrides, false, fs)?
+            }
+            None => Self::parse_with_base(
+                Path::new(EMBEDDED_NAME),
+                EMBEDDED,
+                &recorded.overrides,
+                true,
+                fs,
+            )?,
+        };
+        Ok((c, w))
     }
 
     /// Same from a string; `name` is used in messages, and its directory (if any) is
@@ -447,13 +504,14 @@ impl Config {
         text: &str,
         overrides: &[String],
     ) -> Result<(Config, Vec<Warning>), ConfigError> {
-        Self::parse_with_base(Path::new(name), text, overrides, false)
+        let fs = replay::Fs::Record(Default::default());
+        Self::parse_with_base(Path::new(name), text, overrides, false, fs).map(|(c, w, _)| (c, w))
     }
 
     /// rsshd's embedded defaults, used when no config file exists.
     /// An override of any keyword replaces the embedded value instead of adding to it.
     pub fn embedded(overrides: &[String]) -> Result<(Config, Vec<Warning>), ConfigError> {
-        Self::parse_with_base(Path::new("[embedded]"), EMBEDDED, overrides, true)
+        Self::load_recorded(None, overrides).map(|(c, w, _)| (c, w))
     }
 
     fn parse_with_base(
@@ -461,12 +519,13 @@ impl Config {
         text: &str,
         overrides: &[String],
         defaults_only: bool,
-    ) -> Result<(Config, Vec<Warning>), ConfigError> {
+        fs: replay::Fs,
+    ) -> Result<(Config, Vec<Warning>, replay::Recording), ConfigError> {
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let mut loader = Loader::new(base);
+        let mut loader = Loader::new(base, fs);
         loader.overrides(overrides)?;
         if !defaults_only {
             // Like sshd's -p, ports from the command line replace the file's.

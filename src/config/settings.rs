@@ -71,7 +71,9 @@ pub struct ListenAddress {
 }
 
 /// The log verbosity names sshd uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum LogLevel {
     Quiet,
     Fatal,

@@ -62,7 +62,17 @@ pub(crate) struct SessionEnd {
     /// Becomes true when the channel is closed or the session lost before the
     /// program exited.
     ended: watch::Sender<bool>,
+    /// Becomes true once the host was told how the session ended and has dealt
+    /// with it (or there was nothing to tell): the connection's end waits for
+    /// it, so that the host closes the connection after, not before, the
+    /// session's own end.
+    told: watch::Sender<bool>,
 }
+
+/// The longest a connection's end waits for a session's end to be told to the
+/// host (the session task tells it after the program's last output, within
+/// `PTY_DRAIN`, and the hang-up under `kill` takes up to `HANGUP_GRACE`).
+const TOLD_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SessionEnd {
     pub(crate) fn new(channel: u32) -> Arc<Self> {
@@ -70,6 +80,7 @@ impl SessionEnd {
             channel,
             state: Mutex::default(),
             ended: watch::channel(false).0,
+            told: watch::channel(false).0,
         })
     }
 
@@ -144,20 +155,20 @@ impl SessionEnd {
     }
 
     /// Tell the host how the session ended; returns once it has dealt with it.
-    async fn hang_up(program: Option<(Grant, u64)>, how: HangUpHow) {
-        let Some((grant, process)) = program else {
-            return;
-        };
-        if let Err(e) = grant.hang_up(process, how).await {
+    async fn hang_up(&self, program: Option<(Grant, u64)>, how: HangUpHow) {
+        if let Some((grant, process)) = program
+            && let Err(e) = grant.hang_up(process, how).await
+        {
             tracing::debug!("session program {process}: hang-up: {e}");
         }
+        self.told.send_replace(true);
     }
 
     /// The program exited and its output went out: its terminal is closed and,
     /// under `kill`, what is left of its session hung up.
     pub(crate) async fn after_exit(&self) {
         let program = Self::stop_io(&mut self.state());
-        Self::hang_up(program, HangUpHow::Ended).await;
+        self.hang_up(program, HangUpHow::Ended).await;
     }
 
     /// The channel is gone (the client closed it, or the connection went) while
@@ -174,14 +185,18 @@ impl SessionEnd {
             Self::stop_io(&mut st)
         };
         self.ended.send_replace(true);
-        Self::hang_up(taken, HangUpHow::Ended).await;
+        self.hang_up(taken, HangUpHow::Ended).await;
     }
 
     /// The connection is lost or a lifetime limit ended the session (see the
-    /// module comment). Returns once the hang-up is done.
+    /// module comment). Returns once the hang-up is done, or, for a session that
+    /// had already ended, once the host was told of that end.
     pub(crate) async fn lost(&self) {
         if self.mark_lost() {
             self.apply_lost().await;
+        } else {
+            let mut told = self.told.subscribe();
+            let _ = tokio::time::timeout(TOLD_MAX, told.wait_for(|t| *t)).await;
         }
     }
 
@@ -204,7 +219,7 @@ impl SessionEnd {
 
     pub(crate) async fn apply_lost(&self) {
         let program = Self::stop_io(&mut self.state());
-        Self::hang_up(program, HangUpHow::Lost).await;
+        self.hang_up(program, HangUpHow::Lost).await;
     }
 }
 

@@ -341,14 +341,15 @@ async fn serve_conn(
         _ => PreauthEnd::NoAuth,
     };
     drop(run);
-    // Whatever still runs lost its connection (see `cleanup`); then the PAM
-    // session closes, as sshd's does at the connection's end.
+    // Whatever still runs lost its connection (see `cleanup`); once the host
+    // was told of every session's end, it closes the connection: the PAM
+    // session, as sshd's at the connection's end, and anything left over.
     let mut hangups = tokio::task::JoinSet::new();
     for end in shared.sessions.live(None) {
         hangups.spawn(async move { end.lost().await });
     }
-    ctx.host.close_conn(conn).await;
     while hangups.join_next().await.is_some() {}
+    ctx.host.close_conn(conn).await;
     end
 }
 

@@ -10,10 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
+use russh::keys::{Algorithm, PrivateKey};
 use russh::{Limits, Preferred, SshId, cipher, compression, kex, mac};
 
-use crate::config::{FingerprintHash, Settings};
+#[cfg(test)]
+use crate::config::FingerprintHash;
+use crate::config::Settings;
+use crate::config::algorithms::rsa_bits;
+#[cfg(test)]
+use crate::config::algorithms::{check_user_key_named, fingerprint};
 
 /// A host key configuration the daemon cannot run with.
 #[derive(Debug, thiserror::Error)]
@@ -136,15 +141,6 @@ fn with_limits(c: &russh::server::Config, limits: Limits) -> russh::server::Conf
     }
 }
 
-/// The exact size of an RSA key's modulus in bits (OpenSSH's `BN_num_bits`), `None`
-/// for other keys.
-pub(crate) fn rsa_bits(key: &PublicKey) -> Option<u32> {
-    let n = key.key_data().rsa()?.n().as_positive_bytes()?;
-    let first = n.iter().position(|b| *b != 0)?;
-    let len = u32::try_from(n.len() - first).ok()?;
-    Some((len - 1) * 8 + (8 - n[first].leading_zeros()))
-}
-
 /// Refuse to start, as sshd 9.x does for each such key, on an RSA host key shorter
 /// than `RequiredRSASize` (rsshd refuses any host key it cannot use rather than
 /// skipping it); and when `HostKeyAlgorithms` leaves no host key usable.
@@ -176,43 +172,6 @@ pub fn check_host_keys(
         return Err(AlgorithmError::NoUsableHostKey(
             s.host_key_algorithms.join(","),
         ));
-    }
-    Ok(())
-}
-
-/// A key's fingerprint as sshd logs it under `FingerprintHash`: `SHA256:` and
-/// unpadded base64, or `MD5:` and colon-separated hex of the MD5 of the key blob
-/// (what `ssh-keygen -l -E md5` prints).
-pub(crate) fn fingerprint(key: &PublicKey, hash: FingerprintHash) -> String {
-    let blob = match hash {
-        FingerprintHash::Sha256 => None,
-        FingerprintHash::Md5 => key.to_bytes().ok(),
-    };
-    let Some(blob) = blob else {
-        return key.fingerprint(HashAlg::Sha256).to_string();
-    };
-    let hex: Vec<String> = md5::compute(blob)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("MD5:{}", hex.join(":"))
-}
-
-/// Whether a user key may authenticate with the signature algorithm the client
-/// named (for a certificate, its certificate type: `ssh-ed25519-cert-v01@openssh.com`);
-/// `Err` is the line sshd logs on refusing it (auth2-pubkey.c).
-pub(crate) fn check_user_key_named(
-    s: &Settings,
-    key: &PublicKey,
-    name: &str,
-) -> Result<(), String> {
-    if !s.pubkey_accepted_algorithms.contains(&name) {
-        return Err(format!(
-            "userauth_pubkey: signature algorithm {name} not in PubkeyAcceptedAlgorithms [preauth]"
-        ));
-    }
-    if rsa_bits(key).is_some_and(|bits| bits < s.required_rsa_size) {
-        return Err("refusing RSA key: Invalid key length [preauth]".into());
     }
     Ok(())
 }
@@ -289,7 +248,7 @@ mod tests {
     #[test]
     fn md5_fingerprints_read_as_ssh_keygen_prints_them() {
         // `ssh-keygen -l -E md5` on this key prints the MD5 line below.
-        let key = PublicKey::from_openssh(
+        let key = russh::keys::PublicKey::from_openssh(
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
         )
         .unwrap();

@@ -8,6 +8,7 @@ pub mod hostkeys;
 pub mod inetd;
 pub mod listener;
 pub mod pidfile;
+pub mod split;
 mod srclimit;
 
 use std::path::PathBuf;
@@ -49,6 +50,17 @@ impl ConfigSource {
             ConfigSource::Embedded => Config::embedded(overrides),
         }
     }
+
+    /// As [`ConfigSource::load`], with what the load read (for the network process).
+    pub fn load_recorded(
+        &self,
+        overrides: &[String],
+    ) -> Result<(Config, Vec<Warning>, crate::config::Recorded), ConfigError> {
+        match self {
+            ConfigSource::File(p) => Config::load_recorded(Some(p), overrides),
+            ConfigSource::Embedded => Config::load_recorded(None, overrides),
+        }
+    }
 }
 
 /// Errors that stop the daemon from starting.
@@ -87,10 +99,21 @@ pub fn host_key_paths(
 /// The russh configuration: our keys, the configured algorithms, and every timer of
 /// russh's own turned off because session lifetime is rsshd's job.
 pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Config {
+    let certificates = hostkeys::load_certificates(&s.host_certificate, &keys);
+    protocol_config_with(keys, certificates, s)
+}
+
+/// [`protocol_config`] with the `HostCertificate`s already loaded (the network
+/// process gets them from the monitor, as data).
+pub(crate) fn protocol_config_with(
+    keys: Vec<PrivateKey>,
+    certificates: Vec<russh::keys::Certificate>,
+    s: &Settings,
+) -> russh::server::Config {
     // Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, Compression.
     let preferred = algorithms::preferred(s);
     // HostCertificate: offered under the certificate names HostKeyAlgorithms lists.
-    let certificates = hostkeys::load_certificates(&s.host_certificate, &keys)
+    let certificates = certificates
         .into_iter()
         .filter(|c| {
             let name = c.algorithm().to_certificate_type();
@@ -132,10 +155,10 @@ pub fn protocol_config(keys: Vec<PrivateKey>, s: &Settings) -> russh::server::Co
 
 /// How long SIGTERM waits for sessions to take their leave (each needs at most 2 s
 /// to flush its DISCONNECT, plus the hang-up of its processes).
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Tell systemd (when started by it) what state we are in; a no-op otherwise.
-fn notify(states: &[sd_notify::NotifyState]) {
+pub(crate) fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!("sd_notify: {e}");
     }
@@ -167,7 +190,7 @@ fn auth_methods(s: &Settings) -> MethodSet {
 
 /// What a signal asks the daemon to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     Reload,
     Stop,
 }
@@ -179,6 +202,8 @@ pub struct Prepared {
     pub overrides: Vec<String>,
     pub extra_host_keys: Vec<PathBuf>,
     pub config: Config,
+    /// What loading `config` read, so the network process can repeat it.
+    pub recorded: crate::config::Recorded,
     pub listeners: Vec<std::net::TcpListener>,
     pub keys: Vec<PrivateKey>,
     /// The control socket, bound once here; `None` if it could not be set up for a
@@ -192,7 +217,7 @@ pub fn prepare(
     overrides: Vec<String>,
     extra_host_keys: Vec<PathBuf>,
 ) -> Result<Prepared, StartError> {
-    let (config, warnings) = source.load(&overrides)?;
+    let (config, warnings, recorded) = source.load_recorded(&overrides)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -246,6 +271,7 @@ pub fn prepare(
         overrides,
         extra_host_keys,
         config,
+        recorded,
         listeners,
         keys,
         control,
@@ -258,12 +284,48 @@ struct Live {
     protocol: Arc<russh::server::Config>,
 }
 
-/// Run until SIGTERM/SIGINT. SIGHUP re-reads the config; a broken one is logged and
-/// the old one kept.
-pub async fn run(p: Prepared) -> Result<(), StartError> {
-    // Signals first: a SIGTERM that arrives while we start must still go through
-    // the orderly stop (and remove the control socket), not the default action.
-    let (action_tx, mut action_rx) = tokio::sync::mpsc::unbounded_channel();
+/// What the serving loop is told to do (by signals in a single process, by the
+/// monitor in the network process).
+pub(crate) enum Event {
+    /// A configuration that loaded, with the protocol settings built from it.
+    Reload(Arc<Config>, Arc<russh::server::Config>),
+    Stop,
+}
+
+/// The sockets the serving loop works on.
+pub(crate) struct Sockets {
+    pub listeners: Vec<std::net::TcpListener>,
+    /// The control socket's listener (its file stays with whoever bound it).
+    pub control: Option<std::os::unix::net::UnixListener>,
+}
+
+/// The config and host keys `source` names now, loaded as at start; a failure is
+/// the reason the old ones stay.
+pub(crate) fn reload_from(
+    p: &ReloadSource,
+) -> Result<(Config, crate::config::Recorded, Vec<PrivateKey>), StartError> {
+    let (config, warnings, recorded) = p.source.load_recorded(&p.overrides)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let paths = host_key_paths(&config, &p.extra_host_keys, true)?;
+    let keys = hostkeys::load(&paths)?;
+    algorithms::check_host_keys(&paths, &keys, config.global())?;
+    Ok((config, recorded, keys))
+}
+
+/// Where a reload reads from.
+pub(crate) struct ReloadSource {
+    pub source: ConfigSource,
+    pub overrides: Vec<String>,
+    pub extra_host_keys: Vec<PathBuf>,
+}
+
+/// SIGHUP, SIGTERM and SIGINT as actions, from now on (a SIGTERM that arrives
+/// while we start must still go through the orderly stop).
+pub(crate) fn signal_actions()
+-> Result<tokio::sync::mpsc::UnboundedReceiver<Action>, std::io::Error> {
+    let (action_tx, action_rx) = tokio::sync::mpsc::unbounded_channel();
     for (kind, action) in [
         (SignalKind::hangup(), Action::Reload),
         (SignalKind::terminate(), Action::Stop),
@@ -279,88 +341,64 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
             }
         });
     }
-    let registry = Registry::new();
-    // The guard removes the socket file when run() ends, however it ends, if the
-    // file is still the one we created.
-    let (control, _socket_file) = match p.control {
-        Some(c) => (
-            Some(tokio::spawn(crate::admin::server::serve(
-                c.listener,
-                Arc::clone(&registry),
-            ))),
-            Some(c.guard),
-        ),
-        None => (None, None),
-    };
+    Ok(action_rx)
+}
+
+/// Tell systemd a reload has begun.
+pub(crate) fn notify_reloading() {
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+        states.push(t);
+    }
+    notify(&states);
+}
+
+/// Run until SIGTERM/SIGINT. SIGHUP re-reads the config; a broken one is logged and
+/// the old one kept. One process: the host is in-process.
+pub async fn run(p: Prepared) -> Result<(), StartError> {
+    let mut actions = signal_actions()?;
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
     let protocol = Arc::new(protocol_config(p.keys, p.config.global()));
-    let limits = srclimit::SourceLimits::new(srclimit::Limits::from_settings(p.config.global()));
     let config = Arc::new(p.config);
     // The privileged boundary: every connection reaches it through this handle.
     let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
-    let live = Arc::new(std::sync::RwLock::new(Live { config, protocol }));
-    let shared = accept::Shared::new(
-        Arc::clone(&live),
-        Arc::clone(&registry),
-        Arc::clone(&limits),
+    // The guard removes the socket file when run() ends, however it ends, if the
+    // file is still the one we created.
+    let (control, _socket_file) = match p.control {
+        Some(c) => (Some(c.listener), Some(c.guard)),
+        None => (None, None),
+    };
+    let sockets = Sockets {
+        listeners: p.listeners,
+        control,
+    };
+    let source = ReloadSource {
+        source: p.source,
+        overrides: p.overrides,
+        extra_host_keys: p.extra_host_keys,
+    };
+    let serving = tokio::spawn(serve_network(
+        sockets,
+        config,
+        protocol,
         host.clone(),
-    );
-    let mut accepts = tokio::task::JoinSet::new();
-    for l in p.listeners {
-        let l = TcpListener::from_std(l)?;
-        accepts.spawn(accept::accept_loop(l, Arc::clone(&shared)));
-    }
-
+        events,
+    ));
     notify(&[sd_notify::NotifyState::Ready]);
-    while let Some(action) = action_rx.recv().await {
+    while let Some(action) = actions.recv().await {
         match action {
             Action::Reload => {
                 tracing::info!("Received SIGHUP; reloading configuration.");
-                let mut states = vec![sd_notify::NotifyState::Reloading];
-                if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
-                    states.push(t);
-                }
-                notify(&states);
-                match p.source.load(&p.overrides) {
-                    Ok((config, warnings)) => {
-                        for w in &warnings {
-                            tracing::warn!("{w}");
-                        }
-                        let keys = host_key_paths(&config, &p.extra_host_keys, true)
-                            .map_err(StartError::from)
-                            .and_then(|paths| {
-                                let keys = hostkeys::load(&paths)?;
-                                algorithms::check_host_keys(&paths, &keys, config.global())?;
-                                Ok(keys)
-                            });
-                        match keys {
-                            Ok(keys) => {
-                                let protocol = Arc::new(protocol_config(keys, config.global()));
-                                limits
-                                    .reconfigure(srclimit::Limits::from_settings(config.global()));
-                                let config = Arc::new(config);
-                                if let Ok(mut l) = live.write() {
-                                    // Under the same lock, so the host judges new
-                                    // connections by the config they were accepted under.
-                                    host.set_config(Arc::clone(&config));
-                                    *l = Live {
-                                        config: Arc::clone(&config),
-                                        protocol,
-                                    };
-                                }
-                                pidfile::reloaded(config.global().pid_file.as_deref());
-                                // Unlike sshd, live sessions follow the new lifetime rules.
-                                registry.broadcast(|| Control::Reload(Arc::clone(&config)));
-                                tracing::info!(
-                                    "Configuration reloaded; {} live connection(s) re-evaluated.",
-                                    registry.len()
-                                );
-                            }
-                            Err(e) => {
-                                tracing::error!("reload failed, keeping the old configuration: {e}")
-                            }
-                        }
+                notify_reloading();
+                match reload_from(&source) {
+                    Ok((config, _, keys)) => {
+                        let protocol = Arc::new(protocol_config(keys, config.global()));
+                        pidfile::reloaded(config.global().pid_file.as_deref());
+                        let _ = events_tx.send(Event::Reload(Arc::new(config), protocol));
                     }
-                    Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
+                    Err(e) => {
+                        tracing::error!("reload failed, keeping the old configuration: {e}")
+                    }
                 }
             }
             Action::Stop => {
@@ -371,6 +409,63 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
         notify(&[sd_notify::NotifyState::Ready]);
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = events_tx.send(Event::Stop);
+    match serving.await {
+        Ok(r) => r,
+        Err(e) => Err(StartError::Io(std::io::Error::other(e))),
+    }
+}
+
+/// The network side of the daemon: accept loops under `MaxStartups`, every
+/// connection, the registry and the control socket, with `host` as the
+/// privileged boundary; until [`Event::Stop`] (or the sender is gone).
+pub(crate) async fn serve_network(
+    sockets: Sockets,
+    config: Arc<Config>,
+    protocol: Arc<russh::server::Config>,
+    host: crate::host::Host,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Result<(), StartError> {
+    let registry = Registry::new();
+    let control = sockets
+        .control
+        .map(|l| tokio::spawn(crate::admin::server::serve(l, Arc::clone(&registry))));
+    let limits = srclimit::SourceLimits::new(srclimit::Limits::from_settings(config.global()));
+    let live = Arc::new(std::sync::RwLock::new(Live { config, protocol }));
+    let shared = accept::Shared::new(
+        Arc::clone(&live),
+        Arc::clone(&registry),
+        Arc::clone(&limits),
+        host.clone(),
+    );
+    let mut accepts = tokio::task::JoinSet::new();
+    for l in sockets.listeners {
+        let l = TcpListener::from_std(l)?;
+        accepts.spawn(accept::accept_loop(l, Arc::clone(&shared)));
+    }
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Reload(config, protocol) => {
+                limits.reconfigure(srclimit::Limits::from_settings(config.global()));
+                if let Ok(mut l) = live.write() {
+                    // Under the same lock, so the host judges new
+                    // connections by the config they were accepted under.
+                    host.set_config(Arc::clone(&config));
+                    *l = Live {
+                        config: Arc::clone(&config),
+                        protocol,
+                    };
+                }
+                // Unlike sshd, live sessions follow the new lifetime rules.
+                registry.broadcast(|| Control::Reload(Arc::clone(&config)));
+                tracing::info!(
+                    "Configuration reloaded; {} live connection(s) re-evaluated.",
+                    registry.len()
+                );
+            }
+            Event::Stop => break,
+        }
+    }
     // Stop listening first, then end every session with the reason.
     accepts.abort_all();
     registry.broadcast(|| Control::End(Ending::Shutdown));

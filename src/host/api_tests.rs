@@ -12,9 +12,9 @@ use super::service::Host;
 use super::{HostError, Privilege, UserInfo};
 use crate::config::Config;
 
-struct Setup {
-    host: Host,
-    me: UserInfo,
+pub(super) struct Setup {
+    pub(super) host: Host,
+    pub(super) me: UserInfo,
     keys: Vec<PublicKey>,
     dir: PathBuf,
 }
@@ -34,7 +34,7 @@ fn key() -> PublicKey {
 
 /// A host whose config lets the account running the tests in with the first
 /// of two fresh keys (the second is listed too where `both`), plus `extra`.
-fn setup(tag: &str, extra: &str, both: bool) -> Setup {
+pub(super) fn setup(tag: &str, extra: &str, both: bool) -> Setup {
     let dir = test_dir(tag);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -86,14 +86,14 @@ fn host(config: Arc<Config>) -> Host {
     host
 }
 
-async fn conn(host: &Host) -> ConnId {
+pub(super) async fn conn(host: &Host) -> ConnId {
     let peer = "127.0.0.1:40000".parse().expect("addr");
     let local = "127.0.0.1:22".parse().expect("addr");
     host.open_conn(peer, local, None).await.expect("opened")
 }
 
 /// Log in with key `n` over a new connection: its id and token.
-async fn login(s: &Setup, n: usize) -> (ConnId, LoginToken) {
+pub(super) async fn login(s: &Setup, n: usize) -> (ConnId, LoginToken) {
     let c = conn(&s.host).await;
     let name = &s.me.name;
     let verdict = s.host.begin_user(c, name).await.expect("verdict");
@@ -114,14 +114,14 @@ async fn login(s: &Setup, n: usize) -> (ConnId, LoginToken) {
     }
 }
 
-fn refused<T: std::fmt::Debug>(r: Result<T, HostError>) {
+pub(super) fn refused<T: std::fmt::Debug>(r: Result<T, HostError>) {
     match r {
         Err(HostError::NotPermitted(_)) => {}
         other => panic!("not refused: {other:?}"),
     }
 }
 
-fn sleeper() -> SpawnAsk {
+pub(super) fn sleeper() -> SpawnAsk {
     SpawnAsk {
         requested: Some("sleep 30".into()),
         is_subsystem: false,
@@ -290,6 +290,11 @@ async fn signals_reach_only_the_connections_own_sessions() {
             core_dumped: false
         }
     );
+    // Ended and told so: the host reaps it, and forgets its number.
+    s.host
+        .hang_up(a, token_a, spawned.process, super::api::HangUpHow::Ended)
+        .await
+        .expect("hung up");
 }
 
 #[test]

@@ -143,7 +143,7 @@ impl ConnState {
                 None => format!(
                     "{} {}",
                     key_type_name(key),
-                    crate::daemon::algorithms::fingerprint(key, hash)
+                    crate::config::algorithms::fingerprint(key, hash)
                 ),
             }
         );
@@ -409,7 +409,7 @@ impl ConnState {
                 Some(_) => alg.to_certificate_type(),
                 None => alg.as_str().to_string(),
             };
-            if let Err(line) = crate::daemon::algorithms::check_user_key_named(settings, key, &name)
+            if let Err(line) = crate::config::algorithms::check_user_key_named(settings, key, &name)
             {
                 tracing::info!("{line}");
                 return None;
@@ -452,7 +452,7 @@ impl ConnState {
         if let (Some(file), None) = (&settings.revoked_keys, cert) {
             let (kind, fp) = (
                 key_type_name(key),
-                crate::daemon::algorithms::fingerprint(key, hash),
+                crate::config::algorithms::fingerprint(key, hash),
             );
             let file_text = file.display();
             match super::revoked(file, super::Revocable::Key(key.key_data().clone())).await {

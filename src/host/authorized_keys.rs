@@ -184,7 +184,7 @@ pub async fn find_authorized_key(mut q: KeyQuery) -> Result<KeyLookup, HostError
         let mut tokens = c.base_tokens(&q.user);
         tokens.push((
             'f',
-            crate::daemon::algorithms::fingerprint(&q.key, c.fingerprint_hash),
+            crate::config::algorithms::fingerprint(&q.key, c.fingerprint_hash),
         ));
         tokens.push(('k', k));
         tokens.push(('t', t));

@@ -82,7 +82,7 @@ pub fn type_name(alg: &Algorithm, cert: bool) -> String {
 }
 
 fn fp(key: &KeyData, hash: FingerprintHash) -> String {
-    crate::daemon::algorithms::fingerprint(&PublicKey::new(key.clone(), ""), hash)
+    crate::config::algorithms::fingerprint(&PublicKey::new(key.clone(), ""), hash)
 }
 
 /// What sshd writes after `ssh2: ` when a certificate logs in:

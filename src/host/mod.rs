@@ -23,9 +23,12 @@ mod key_options;
 mod lastlog;
 mod launch;
 mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 mod listen_fds;
 pub mod memory;
 mod methods;
+pub(crate) mod netproc;
 pub mod pam;
 mod privilege;
 mod process;
@@ -56,8 +59,8 @@ pub use authorized_keys::{
 };
 pub use certs::{CertPolicy, describe as describe_cert};
 pub(crate) use client::Grant;
-pub use dns::remote_hostname;
-pub use hushlogin::hush_login;
+pub(crate) use dns::remote_hostname;
+pub(crate) use hushlogin::hush_login;
 pub use key_command::KeyCommand;
 pub use key_options::KeyOptions;
 #[doc(hidden)]
@@ -75,7 +78,7 @@ pub(crate) use session_start::plan;
 pub use sftp::InternalSftp;
 pub(crate) use spawn::spawn;
 pub use spawn::{ExecPlan, ExitOutcome, PamSession, SessionEnv, SpawnRequest};
-pub use user_env::{UserEnvError, user_environment};
+pub(crate) use user_env::user_environment;
 pub(crate) use user_socket::WatchedListener;
 pub use users::{UserInfo, current_user, lookup_user};
 pub use utmp::{

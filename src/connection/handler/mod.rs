@@ -24,7 +24,7 @@ use super::login::Login;
 use super::session::SessionChannel;
 use super::shared::{ConnContext, ConnShared};
 use crate::config::Settings;
-use crate::daemon::algorithms::fingerprint;
+use crate::config::algorithms::fingerprint;
 use crate::host::api::ConnId;
 use crate::host::{self, PtyParams, key_type_name};
 use crate::lifetime::Event;

@@ -91,6 +91,9 @@ const ALLOWED: &[(i64, &str)] = &[
     (libc::SYS_exit_group, "exit_group"),
     // A panic's backtrace asks for it (the answer is "/").
     (libc::SYS_getcwd, "getcwd"),
+    // std's available_parallelism (the network process sizes its pre-auth gate
+    // by it): reads this process's own CPU mask.
+    (libc::SYS_sched_getaffinity, "sched_getaffinity"),
     // Answered by the errno filters below, not by this one.
     (libc::SYS_openat, "openat"),
     (libc::SYS_openat2, "openat2"),

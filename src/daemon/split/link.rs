@@ -1,0 +1,66 @@
+//! The monitor <-> network process socket before the host protocol
+//! (`host::wire`) takes it over: a SOCK_SEQPACKET pair (one message per
+//! datagram), close-on-exec and blocking, on which the monitor's first datagram
+//! is the [`super::Hello`] (JSON). After it, only the wire protocol's frames
+//! travel on it, so the hello needs no frame kind of its own and is not bound by
+//! the frame cap.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The largest hello (a datagram must fit the socket's send buffer, about
+/// 208 KiB by default).
+pub(crate) const MAX_HELLO: usize = 192 * 1024;
+
+/// A connected pair: the monitor's end and the network process's; blocking
+/// (the wire protocol makes its ends non-blocking when it takes them).
+pub(crate) fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Send one message (the monitor, once, right after the start).
+pub(crate) fn send_blocking<T: Serialize>(fd: &OwnedFd, msg: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if bytes.len() > MAX_HELLO {
+        return Err(io::Error::other(format!(
+            "the configuration is {} bytes, over the limit of {MAX_HELLO} for the network process",
+            bytes.len()
+        )));
+    }
+    loop {
+        match send(fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receive one message (the network process, before it has a runtime); `None`
+/// when the other end is closed.
+pub(crate) fn recv_blocking<T: DeserializeOwned>(fd: &OwnedFd) -> io::Result<Option<T>> {
+    let mut buf = vec![0u8; MAX_HELLO + 1];
+    loop {
+        match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
+            Ok(0) => return Ok(None),
+            Ok(n) if n > MAX_HELLO => return Err(io::Error::other("hello over the limit")),
+            Ok(n) => {
+                return serde_json::from_slice(&buf[..n])
+                    .map(Some)
+                    .map_err(|e| io::Error::other(format!("bad hello: {e}")));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

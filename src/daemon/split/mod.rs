@@ -1,0 +1,113 @@
+//! Privilege separation, the process half: a root daemon runs as two processes.
+//!
+//! - The **monitor** (`monitor`): the process the admin or systemd started, root.
+//!   It loads the config, binds the listeners and the control socket, writes the
+//!   PID file, talks to systemd, holds the host keys, serves the host's request
+//!   table to the network process, and owns session programs, PAM helpers and
+//!   utmp. It never parses SSH.
+//! - The **network process** (`net`): a fresh exec of this binary as
+//!   `rsshd __net`, given the link (a SOCK_SEQPACKET socketpair), the listeners,
+//!   the control socket's listener and the log; it gets the config from the
+//!   monitor as data (a recorded load it replays: `config::Recorded`), confines
+//!   itself (`host::sandbox`) and runs the accept loop, russh, the lifetime engine,
+//!   the registry and the control socket's service.
+//!
+//! Used when rsshd runs as root as a daemon (`-D`, `-d`, `-e` too). Without root,
+//! and for `-i`, `-t`, `-T` and `-G`, rsshd stays one process (the host in-process):
+//! an unprivileged rsshd has nothing to separate, and inetd mode serves one
+//! connection in a process of its own already.
+
+mod link;
+pub mod monitor;
+pub mod net;
+
+use std::os::fd::RawFd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LogLevel, Recorded};
+
+/// The hidden first argument that makes this binary the network process.
+pub const NET_ARG: &str = "__net";
+
+/// Test-only (contract 7 of the split): the program the monitor starts as the
+/// network process instead of this binary, given the same arguments and
+/// descriptors, so that a test can play a compromised network process against a
+/// real monitor. Not documented for users. It gives nothing away: only root can
+/// start a monitor (an unprivileged rsshd never splits), and root can run any
+/// program anyway; the program gets only what the real network process gets.
+pub(crate) const TEST_NET_PROGRAM_ENV: &str = "RSSHD_TEST_NET_PROGRAM";
+
+/// `RSSHD_PRIVSEP=off` keeps a root daemon in one process (for comparing the
+/// two, and as the way back while the split is new); `split` asks for it.
+pub(crate) const PRIVSEP_ENV: &str = "RSSHD_PRIVSEP";
+
+/// Whether this daemon splits: root, and not turned off. (Until the host's
+/// requests cross the link, the split must be asked for; see SECURITY.md.)
+pub fn wanted() -> bool {
+    if !crate::host::Privilege::current().is_root() {
+        return false;
+    }
+    match std::env::var(PRIVSEP_ENV).as_deref() {
+        Ok("split") => true,
+        Ok(_) => false,
+        Err(_) => DEFAULT_ON,
+    }
+}
+
+/// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set.
+const DEFAULT_ON: bool = false;
+
+/// Where the log goes, for the network process (it cannot open anything).
+#[derive(Debug)]
+pub enum LogHandover {
+    Stderr,
+    /// `-E`: a second descriptor of the monitor's file.
+    File(std::fs::File),
+    Syslog,
+}
+
+/// What the monitor hands the network process at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub setup: Setup,
+    pub level: LogLevel,
+    pub facility: String,
+    pub sink: SinkKind,
+    pub layout: Layout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SinkKind {
+    Stderr,
+    /// The log file at this descriptor.
+    File(RawFd),
+    Syslog,
+}
+
+/// Where the handed-over descriptors are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Layout {
+    pub control: Option<RawFd>,
+    pub listeners: Vec<RawFd>,
+}
+
+/// A configuration as the network process needs it: the recorded load, and the
+/// host keys and certificates (OpenSSH text) until the monitor signs key
+/// exchanges itself (SECURITY.md says what that leaves open).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Setup {
+    pub config: Recorded,
+    pub host_keys: Vec<String>,
+    pub certificates: Vec<String>,
+}
+
+impl std::fmt::Debug for Setup {
+    /// Host keys never go into a log or a panic message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("config", &self.config)
+            .field("host_keys", &self.host_keys.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,165 @@
+//! The network process: `rsshd __net`, started by the monitor (see the module
+//! above). Takes the descriptors and the config the monitor hands over, confines
+//! itself, then serves every connection until the monitor says stop or goes away.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use russh::keys::{Certificate, PrivateKey};
+
+use super::{Hello, Setup, SinkKind, link};
+use crate::config::Config;
+use crate::daemon::{Event, Sockets, protocol_config_with, serve_network};
+use crate::host::netproc;
+use crate::host::wire::Notice;
+use crate::host::sandbox;
+
+/// Entry point of `rsshd __net`; returns the exit status.
+pub fn net_main() -> i32 {
+    // Decided now, as root, as in the monitor: the same defaults (state
+    // directory, control socket path) follow from it.
+    crate::host::Privilege::current();
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            // Both: the log may not be set up yet.
+            tracing::error!("network process: {e}");
+            eprintln!("rsshd: network process: {e}");
+            255
+        }
+    }
+}
+
+/// The config and protocol settings a [`Setup`] describes, built without
+/// touching the file system.
+fn build(setup: &Setup) -> Result<(Config, russh::server::Config), String> {
+    let (config, _warnings) = Config::replay(&setup.config).map_err(|e| e.to_string())?;
+    let keys = setup
+        .host_keys
+        .iter()
+        .map(|k| PrivateKey::from_openssh(k).map_err(|e| format!("host key: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let certificates = setup
+        .certificates
+        .iter()
+        .map(|c| Certificate::from_openssh(c).map_err(|e| format!("host certificate: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let protocol = protocol_config_with(keys, certificates, config.global());
+    Ok((config, protocol))
+}
+
+fn claim(fd: i32) -> Result<OwnedFd, String> {
+    netproc::claim(fd).map_err(|e| e.to_string())
+}
+
+fn run() -> Result<(), String> {
+    let link_fd = claim(netproc::FIRST_FD)?;
+    let hello: Hello = match link::recv_blocking(&link_fd).map_err(|e| e.to_string())? {
+        Some(h) => h,
+        None => return Err("the monitor closed the link before its hello".into()),
+    };
+    // While files can still be opened: the zone for syslog's time stamps, and
+    // syslog's socket (log::init connects at once).
+    netproc::load_time_zone();
+    let sink = match hello.sink {
+        SinkKind::Stderr => crate::log::Sink::Stderr,
+        SinkKind::File(fd) => crate::log::Sink::File(std::fs::File::from(claim(fd)?)),
+        SinkKind::Syslog => crate::log::Sink::Syslog,
+    };
+    crate::log::init(sink, hello.level, &hello.facility);
+    let (config, protocol) = build(&hello.setup)?;
+    let control = match hello.layout.control {
+        Some(fd) => {
+            let l = std::os::unix::net::UnixListener::from(claim(fd)?);
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Some(l)
+        }
+        None => None,
+    };
+    let mut listeners = Vec::new();
+    for fd in &hello.layout.listeners {
+        let l = std::net::TcpListener::from(claim(*fd)?);
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        listeners.push(l);
+    }
+
+    let entered = sandbox::enter(&sandbox::SandboxOptions::default()).map_err(|e| e.to_string())?;
+    for w in &entered.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::debug!(
+        "network process: confined as {} (uid {})",
+        entered.user.name,
+        entered.user.uid
+    );
+    let runtime = sandbox::runtime(sandbox::WARM_BLOCKING_THREADS).map_err(|e| e.to_string())?;
+    // Before the lock: tokio's signal driver makes a socketpair on first use.
+    // SIGTERM, SIGINT and SIGHUP are the monitor's to act on (a terminal's ^C
+    // or systemd's stop reaches the whole group); caught here and ignored, so the
+    // monitor's orderly stop ends the sessions.
+    let ignored = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+        ]
+        .into_iter()
+        .map(signal)
+        .collect::<Result<Vec<_>, _>>()
+    });
+    let _ignored = ignored.map_err(|e| format!("signals: {e}"))?;
+    // The host is the monitor's, across the link; its reader task starts now.
+    let (host, notices) = runtime
+        .block_on(async {
+            crate::host::Host::remote(crate::host::Privilege::current(), link_fd)
+        })
+        .map_err(|e| e.to_string())?;
+    entered.lock().map_err(|e| e.to_string())?;
+    runtime.block_on(serve(host, notices, config, protocol, listeners, control))
+}
+
+async fn serve(
+    host: crate::host::Host,
+    mut notices: crate::host::wire::Notices,
+    config: Config,
+    protocol: russh::server::Config,
+    listeners: Vec<std::net::TcpListener>,
+    control: Option<std::os::unix::net::UnixListener>,
+) -> Result<(), String> {
+    let config = Arc::new(config);
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let serving = tokio::spawn(serve_network(
+        Sockets { listeners, control },
+        config,
+        Arc::new(protocol),
+        host,
+        events,
+    ));
+    loop {
+        match notices.recv().await {
+            Some(Notice::Reload(value)) => {
+                match serde_json::from_value::<Setup>(value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| build(&s))
+                {
+                    Ok((config, protocol)) => {
+                        let _ = events_tx.send(Event::Reload(Arc::new(config), Arc::new(protocol)));
+                    }
+                    // The monitor loaded it; this would be a bug. The old one stays.
+                    Err(e) => tracing::error!("network process: reload: {e}"),
+                }
+            }
+            Some(Notice::Shutdown) => break,
+            None => {
+                tracing::error!("network process: the link to the monitor is gone; stopping");
+                break;
+            }
+        }
+    }
+    let _ = events_tx.send(Event::Stop);
+    match serving.await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
