@@ -18,9 +18,9 @@ use crate::daemon::{
     Action, Prepared, ReloadSource, SHUTDOWN_GRACE, StartError, hostkeys, notify, notify_reloading,
     reload_from, signal_actions,
 };
+use crate::host::Privilege;
 use crate::host::netproc::{self, Monitor};
 use crate::host::wire::{Notice, Notifier};
-use crate::host::Privilege;
 
 /// What the monitor keeps to start a network process again.
 struct Start {

@@ -11,8 +11,8 @@ use super::{Hello, Setup, SinkKind, link};
 use crate::config::Config;
 use crate::daemon::{Event, Sockets, protocol_config_with, serve_network};
 use crate::host::netproc;
-use crate::host::wire::Notice;
 use crate::host::sandbox;
+use crate::host::wire::Notice;
 
 /// Entry point of `rsshd __net`; returns the exit status.
 pub fn net_main() -> i32 {
@@ -111,9 +111,7 @@ fn run() -> Result<(), String> {
     let _ignored = ignored.map_err(|e| format!("signals: {e}"))?;
     // The host is the monitor's, across the link; its reader task starts now.
     let (host, notices) = runtime
-        .block_on(async {
-            crate::host::Host::remote(crate::host::Privilege::current(), link_fd)
-        })
+        .block_on(async { crate::host::Host::remote(crate::host::Privilege::current(), link_fd) })
         .map_err(|e| e.to_string())?;
     entered.lock().map_err(|e| e.to_string())?;
     runtime.block_on(serve(host, notices, config, protocol, listeners, control))

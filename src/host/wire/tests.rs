@@ -375,7 +375,8 @@ async fn the_monitor_drops_a_peer_that_speaks_out_of_protocol() {
         ),
     ] {
         let (net, monitor) = pair().expect("pair");
-        let (serving, _) = serve(test_service(), monitor, ServeOptions::default()).expect("serve");
+        let (serving, notifier) =
+            serve(test_service(), monitor, ServeOptions::default()).expect("serve");
         let serving = tokio::spawn(serving);
         raw_send(&net, bytes, &[]);
         let end = tokio::time::timeout(Duration::from_secs(10), serving)
@@ -384,6 +385,11 @@ async fn the_monitor_drops_a_peer_that_speaks_out_of_protocol() {
             .expect("task");
         assert!(matches!(end, ServeEnd::Protocol(_)), "{end}");
         assert!(end.to_string().contains(want), "{end}");
+        // Dropped although the notifier still holds the link: the peer reads
+        // end of stream, and the monitor can send it nothing more.
+        let net = Link::new(net).expect("link");
+        assert!(net.recv(&mut Vec::new()).await.expect("recv").is_none());
+        assert!(notifier.send(Notice::Shutdown).await.is_err());
     }
 }
 
