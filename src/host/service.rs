@@ -81,6 +81,15 @@ impl Host {
         }
     }
 
+    /// The in-process service, if this host is one (tests).
+    #[cfg(test)]
+    pub(crate) fn local(&self) -> Option<&Service> {
+        match &self.0 {
+            Via::Local(s) => Some(s),
+            Via::Remote(..) => None,
+        }
+    }
+
     /// The round trips to the monitor so far (`None` in-process).
     #[allow(dead_code)]
     pub(crate) fn round_trips(&self) -> Option<u64> {
