@@ -39,7 +39,7 @@ mod handler;
 mod inflow;
 #[cfg(test)]
 mod layering;
-mod limits;
+pub(crate) mod limits;
 mod login;
 mod pump;
 mod remote;

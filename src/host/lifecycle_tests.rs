@@ -203,8 +203,7 @@ async fn a_lost_network_side_ends_every_connections_sessions() {
     let (_, path, _l) = s.host.agent_socket(b, token_b).await.expect("agent");
     // Under kill, even a program that ignores SIGHUP is ended (SIGKILL after
     // the grace).
-    let service = s.host.local().expect("an in-process host");
-    service.network_lost().await;
+    s.host.network_lost().await;
     for pid in pids {
         assert!(gone(pid).await, "{pid} outlived the network side");
     }

@@ -108,6 +108,7 @@ pub(crate) fn load_time_zone() {
 
 /// The monitor's side of the host: the in-process service, served to the
 /// network process over the link (`wire`).
+#[derive(Clone)]
 pub(crate) struct Monitor {
     service: super::service::Service,
 }
@@ -141,8 +142,7 @@ impl Monitor {
 
     /// The network process is gone, and with it every connection: end what the
     /// host keeps for them (session programs, PAM sessions, utmp entries).
-    pub(crate) fn network_lost(&self) {
-        // Placeholder until the host offers it (contract 4, `lifecycle`).
-        let _ = &self.service;
+    pub(crate) async fn network_lost(&self) {
+        self.service.network_lost().await;
     }
 }

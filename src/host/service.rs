@@ -81,12 +81,12 @@ impl Host {
         }
     }
 
-    /// The in-process service, if this host is one (tests).
+    /// The network side is gone: every connection closed as by `conn_closed`
+    /// (in-process only; across the link, the monitor calls its service's).
     #[cfg(test)]
-    pub(crate) fn local(&self) -> Option<&Service> {
-        match &self.0 {
-            Via::Local(s) => Some(s),
-            Via::Remote(..) => None,
+    pub(crate) async fn network_lost(&self) {
+        if let Via::Local(s) = &self.0 {
+            s.network_lost().await;
         }
     }
 

@@ -1,14 +1,15 @@
 //! The monitor <-> network process socket before the host protocol
 //! (`host::wire`) takes it over: a SOCK_SEQPACKET pair (one message per
-//! datagram), close-on-exec and blocking, on which the monitor's first datagram
+//! datagram), close-on-exec, on which the monitor's first datagram
 //! is the [`super::Hello`] (JSON). After it, only the wire protocol's frames
 //! travel on it, so the hello needs no frame kind of its own and is not bound by
 //! the frame cap.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, recv, send};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -16,16 +17,10 @@ use serde::de::DeserializeOwned;
 /// 208 KiB by default).
 pub(crate) const MAX_HELLO: usize = 192 * 1024;
 
-/// A connected pair: the monitor's end and the network process's; blocking
-/// (the wire protocol makes its ends non-blocking when it takes them).
+/// A connected pair: the monitor's end and the network process's (the wire
+/// protocol's, non-blocking; the hello is waited for with poll).
 pub(crate) fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)
+    crate::host::wire::pair()
 }
 
 /// Send one message (the monitor, once, right after the start).
@@ -41,6 +36,13 @@ pub(crate) fn send_blocking<T: Serialize>(fd: &OwnedFd, msg: &T) -> io::Result<(
         match send(fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -60,6 +62,13 @@ pub(crate) fn recv_blocking<T: DeserializeOwned>(fd: &OwnedFd) -> io::Result<Opt
                     .map_err(|e| io::Error::other(format!("bad hello: {e}")));
             }
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

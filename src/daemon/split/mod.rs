@@ -42,8 +42,7 @@ pub(crate) const TEST_NET_PROGRAM_ENV: &str = "RSSHD_TEST_NET_PROGRAM";
 /// two, and as the way back while the split is new); `split` asks for it.
 pub(crate) const PRIVSEP_ENV: &str = "RSSHD_PRIVSEP";
 
-/// Whether this daemon splits: root, and not turned off. (Until the host's
-/// requests cross the link, the split must be asked for; see SECURITY.md.)
+/// Whether this daemon splits: root, and not turned off.
 pub fn wanted() -> bool {
     if !crate::host::Privilege::current().is_root() {
         return false;
@@ -56,7 +55,7 @@ pub fn wanted() -> bool {
 }
 
 /// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set.
-const DEFAULT_ON: bool = false;
+const DEFAULT_ON: bool = true;
 
 /// Where the log goes, for the network process (it cannot open anything).
 #[derive(Debug)]

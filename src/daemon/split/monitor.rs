@@ -187,6 +187,7 @@ pub async fn run(
     let mut backoff = Backoff::new();
     let mut net = Some(start.spawn(&current, &host)?);
     let mut restart_at: Option<Instant> = None;
+    let mut lost = tokio::task::JoinSet::new();
     notify(&[sd_notify::NotifyState::Ready]);
     loop {
         let restart = async {
@@ -205,7 +206,10 @@ pub async fn run(
             status = exited => {
                 tracing::error!("{}", ended(status));
                 net = None;
-                lost(&host);
+                // On its own task: the hang-ups wait out SessionCleanup's grace,
+                // and the restart need not wait for them.
+                let host = host.clone();
+                lost.spawn(async move { host.network_lost().await });
                 let wait = backoff.after_death();
                 if !wait.is_zero() {
                     tracing::info!(
@@ -264,7 +268,8 @@ pub async fn run(
             let _ = n.child.kill().await;
         }
     }
-    lost(&host);
+    host.network_lost().await;
+    while lost.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -281,10 +286,4 @@ async fn reload(net: &Net, setup: &Setup) {
     if let Err(e) = sent {
         tracing::error!("network process: sending the new configuration: {e}");
     }
-}
-
-/// Every connection the network process had is gone: end what the host keeps
-/// for them (session programs, PAM sessions, utmp entries).
-fn lost(host: &Monitor) {
-    host.network_lost();
 }

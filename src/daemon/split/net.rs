@@ -113,6 +113,8 @@ fn run() -> Result<(), String> {
     let (host, notices) = runtime
         .block_on(async { crate::host::Host::remote(crate::host::Privilege::current(), link_fd) })
         .map_err(|e| e.to_string())?;
+    // Read once and kept: getrlimit is not allowed once confined.
+    crate::connection::limits::user_fd_cap();
     entered.lock().map_err(|e| e.to_string())?;
     runtime.block_on(serve(host, notices, config, protocol, listeners, control))
 }

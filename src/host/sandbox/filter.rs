@@ -182,6 +182,30 @@ fn allowlist(pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> 
         libc::SYS_tgkill,
         vec![rule(vec![cond(0, Len::Dword, Op::Eq, own)?])?],
     );
+    // The kind of a descriptor it holds: tokio checks that a session's pipe
+    // descriptor (from the monitor) is a FIFO. fstat on a descriptor, and
+    // newfstatat/statx only with AT_EMPTY_PATH (on the descriptor itself; any
+    // path would be looked up in the empty root anyway).
+    let empty_path = libc::AT_EMPTY_PATH as u64;
+    rules.insert(libc::SYS_fstat, Vec::new());
+    rules.insert(
+        libc::SYS_newfstatat,
+        vec![rule(vec![cond(
+            3,
+            Len::Dword,
+            Op::MaskedEq(empty_path),
+            empty_path,
+        )?])?],
+    );
+    rules.insert(
+        libc::SYS_statx,
+        vec![rule(vec![cond(
+            2,
+            Len::Dword,
+            Op::MaskedEq(empty_path),
+            empty_path,
+        )?])?],
+    );
     rules.insert(libc::SYS_fcntl, one_of(1, FCNTL_CMDS)?);
     rules.insert(libc::SYS_ioctl, one_of(1, IOCTL_CMDS)?);
     Ok(rules)

@@ -1,5 +1,5 @@
-//! Confinement of the future network process (issue 15): the one process that
-//! will run tokio and russh for every connection, without root.
+//! Confinement of the network process (issue 15): the one process that
+//! runs tokio and russh for every connection, without root.
 //!
 //! Two calls, because some steps need one thread and others need the runtime:
 //!
@@ -15,10 +15,10 @@
 //!    seccomp filters, on every thread at once (see `filter`).
 //!
 //! Every step is checked and any failure is an error: the caller must exit, so no
-//! half-confined process ever serves a connection. Nothing here is applied to the
-//! daemon yet; `rsshd __sandbox-check` (see `check`) is the only user until the
-//! process split lands. What it does and does not cover: SECURITY.md, "Network
-//! process confinement".
+//! half-confined process ever serves a connection. The network process of a
+//! split daemon (`daemon::split::net`) applies it, and `rsshd __sandbox-check`
+//! (see `check`) on its own for the tests. What it does and does not cover:
+//! SECURITY.md, "Network process confinement".
 
 mod caps;
 pub mod check;
