@@ -20,6 +20,7 @@ KEY = os.environ["EVIL_KEY"]
 STATE = os.environ["EVIL_STATE"]
 
 link = socket.socket(fileno=3)
+link.setblocking(True)
 # The monitor's hello (the configuration) comes first.
 link.recv(1 << 20)
 next_id = 0
