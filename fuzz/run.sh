@@ -7,14 +7,14 @@
 # once fixed: the test suite (tests/fuzz_smoke.rs) replays that directory.
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     # default 60 s, every target
-#   targets: config authorized_keys pattern control krl
+#   targets: config authorized_keys pattern control krl monitor_request
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(config authorized_keys pattern control krl)
+    targets=(config authorized_keys pattern control krl monitor_request)
 fi
 # Building for an explicit target triple keeps these flags off build scripts and
 # proc macros, which must not be instrumented.

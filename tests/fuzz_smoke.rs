@@ -83,3 +83,8 @@ fn fuzz_control() {
 fn fuzz_krl() {
     fuzz("krl");
 }
+
+#[test]
+fn fuzz_monitor_request() {
+    fuzz("monitor_request");
+}

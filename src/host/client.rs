@@ -58,6 +58,14 @@ impl Host {
 
     pub(crate) async fn close_conn(&self, conn: ConnId) {
         let _ = self.call(Request::ConnClosed { conn }, Vec::new()).await;
+        // For benchmarks and tests: the IPC a login costs (one connection at a
+        // time gives its count as the difference between two of these lines).
+        if let Some(n) = self.round_trips() {
+            tracing::debug!(
+                "host: connection {} closed; {n} monitor round trips so far",
+                conn.0
+            );
+        }
     }
 
     pub(crate) async fn begin_user(

@@ -8,12 +8,14 @@ mod authorized_keys;
 mod config;
 mod control;
 mod krl;
+mod monitor_request;
 mod pattern;
 
 pub use authorized_keys::authorized_keys;
 pub use config::config;
 pub use control::control;
 pub use krl::krl;
+pub use monitor_request::monitor_request;
 pub use pattern::pattern;
 
 /// A target: arbitrary bytes in, a panic when an oracle fails.
@@ -26,4 +28,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pattern", pattern),
     ("control", control),
     ("krl", krl),
+    ("monitor_request", monitor_request),
 ];

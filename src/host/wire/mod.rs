@@ -43,6 +43,7 @@ pub use fuzz::monitor_request as fuzz_monitor_request;
 // The monitor's side is for the process split (the monitor's main loop).
 #[allow(unused_imports)]
 pub(crate) use server::{Notifier, ServeEnd, ServeOptions, serve};
+#[allow(unused_imports)]
 pub(crate) use socket::pair;
 
 /// The most bytes one frame may have. Every request is bounded far below it

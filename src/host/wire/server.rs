@@ -107,6 +107,9 @@ async fn run(service: Service, link: Arc<Link>, options: ServeOptions) -> ServeE
             drop(slot);
         });
     };
+    // The peer is dropped even while a notifier or a call being served still
+    // holds the link: it reads end of stream and can send nothing more.
+    link.shut_down();
     match &end {
         ServeEnd::Closed => tracing::info!("monitor: the network process closed its link"),
         ServeEnd::Protocol(p) => {

@@ -98,6 +98,16 @@ impl Link {
         }
     }
 
+    /// End the link both ways now, whoever else still holds it (a notifier, a
+    /// call still being served): the peer reads end of stream, later sends here
+    /// fail.
+    pub(crate) fn shut_down(&self) {
+        let _ = nix::sys::socket::shutdown(
+            self.fd.get_ref().as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+    }
+
     /// The next frame and its descriptors; `None` once the peer has closed its
     /// end. `buf` is the reader's (reused) buffer.
     pub(crate) async fn recv(

@@ -375,7 +375,8 @@ async fn the_monitor_drops_a_peer_that_speaks_out_of_protocol() {
         ),
     ] {
         let (net, monitor) = pair().expect("pair");
-        let (serving, _) = serve(test_service(), monitor, ServeOptions::default()).expect("serve");
+        let (serving, notifier) =
+            serve(test_service(), monitor, ServeOptions::default()).expect("serve");
         let serving = tokio::spawn(serving);
         raw_send(&net, bytes, &[]);
         let end = tokio::time::timeout(Duration::from_secs(10), serving)
@@ -384,5 +385,94 @@ async fn the_monitor_drops_a_peer_that_speaks_out_of_protocol() {
             .expect("task");
         assert!(matches!(end, ServeEnd::Protocol(_)), "{end}");
         assert!(end.to_string().contains(want), "{end}");
+        // Dropped although the notifier still holds the link: the peer reads
+        // end of stream, and the monitor can send it nothing more.
+        let net = Link::new(net).expect("link");
+        assert!(net.recv(&mut Vec::new()).await.expect("recv").is_none());
+        assert!(notifier.send(Notice::Shutdown).await.is_err());
     }
+}
+
+/// What a login costs in round trips, call for call as the connection handler
+/// makes them (handler/mod.rs banner, auth.rs, start.rs, session.rs,
+/// cleanup.rs, connection/mod.rs): each typed call is exactly one datagram each
+/// way, with no retry or hidden call behind it. The figure with the real client
+/// is the debug line `close_conn` logs (tests/privsep_compromised.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publickey_login_and_one_session_cost_one_round_trip_per_step() {
+    use crate::host::api::{HangUpHow, KeyAnswer, MethodResult, SpawnAsk};
+    use russh::keys::{Algorithm, PrivateKey};
+    let dir = std::env::temp_dir().join(format!("rsshd-wire-trips-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("key");
+    let key = key.public_key().clone();
+    let file = dir.join("authorized_keys");
+    std::fs::write(&file, format!("{}\n", key.to_openssh().expect("openssh"))).expect("write");
+    let text = format!(
+        "UsePAM no\nStrictModes no\nPermitUserRC no\nPermitRootLogin yes\nAuthorizedKeysFile {}\n",
+        file.display()
+    );
+    let (config, _) = crate::config::Config::parse_str("t.conf", &text, &[]).expect("config");
+    let service = Service::new(Privilege::current(), Arc::new(config));
+    let (host, _notices) =
+        Host::remote(Privilege::current(), monitor_thread(service)).expect("client");
+    let me = crate::host::current_user().expect("me");
+    let peer = "127.0.0.1:40000".parse().expect("addr");
+    let local = "127.0.0.1:22".parse().expect("addr");
+    let algo = Algorithm::Ed25519;
+    let mut steps = Vec::new();
+    let mut step = |what: &str| steps.push((what.to_string(), host.round_trips().unwrap_or(0)));
+    let c = host.open_conn(peer, local, None).await.expect("conn");
+    host.banner(c).await.expect("banner");
+    host.begin_user(c, &me.name).await.expect("user");
+    step("before auth");
+    let asked = host.key_allowed(c, &me.name, &key, &algo, None).await;
+    assert_eq!(asked.expect("answer"), KeyAnswer::Allowed);
+    let token = match host
+        .pubkey_verified(c, &me.name, &key, Some(&algo), None)
+        .await
+    {
+        Ok(MethodResult::Complete { token, .. }) => token,
+        other => panic!("{other:?}"),
+    };
+    step("logged in");
+    let ask = SpawnAsk {
+        requested: Some("true".into()),
+        is_subsystem: false,
+        pty: None,
+        client_env: Vec::new(),
+        auth_sock: None,
+    };
+    let (spawned, _pipes) = host.spawn_session(c, token, ask).await.expect("spawn");
+    host.wait(c, token, spawned.process).await.expect("exit");
+    host.hang_up(c, token, spawned.process, HangUpHow::Ended)
+        .await
+        .expect("hang up");
+    host.close_conn(c).await;
+    step("closed");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("round trips: {steps:?}");
+    assert_eq!(
+        steps.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        vec![3, 5, 9],
+        "{steps:?}"
+    );
+}
+
+/// The fuzz target's seeds are frames the decoder takes (else the fuzzer would
+/// start from garbage and rarely reach the service).
+#[test]
+fn the_fuzz_seeds_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/monitor_request");
+    let mut frames = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("seed");
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            decode(line, 0).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            frames += 1;
+        }
+    }
+    assert!(frames >= 20, "{frames}");
 }
