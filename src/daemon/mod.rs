@@ -407,9 +407,9 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
                                 pidfile::reloaded(config.global().pid_file.as_deref());
                                 let _ = events_tx.send(Event::Reload(Arc::new(config), protocol));
                             }
-                            Err(e) => tracing::error!(
-                                "reload failed, keeping the old configuration: {e}"
-                            ),
+                            Err(e) => {
+                                tracing::error!("reload failed, keeping the old configuration: {e}")
+                            }
                         }
                     }
                     Err(e) => {

@@ -22,11 +22,24 @@ pub(super) fn give_host_key(host: &super::service::Service) {
     });
 }
 
+/// The public host keys, as the network side asks for them (`HostKeys`).
+pub(super) async fn host_keys(host: &Host) -> Vec<String> {
+    match host
+        .call(Request::HostKeys, Vec::new())
+        .await
+        .expect("host keys")
+        .response
+    {
+        super::api::Response::HostKeys { keys, .. } => keys,
+        r => panic!("HostKeys answered {r:?}"),
+    }
+}
+
 /// A key exchange as the network side runs it: a fresh hash the host signs.
 /// Returns the hash (the session identifier of the connection it is for).
 pub(super) async fn kex(host: &Host) -> Vec<u8> {
     let hash: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-    let (keys, _) = host.host_key_texts().expect("host keys");
+    let keys = host_keys(host).await;
     let request = Request::SignKex {
         key_openssh: keys[0].clone(),
         algo: "ssh-ed25519".into(),
@@ -252,7 +265,7 @@ async fn session_ids_the_host_never_signed_or_of_another_connection_are_refused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_kex_signs_only_exchange_hashes_with_the_hosts_keys() {
     let s = setup("kv-sign", "", false);
-    let (keys, _) = s.host.host_key_texts().expect("keys");
+    let keys = host_keys(&s.host).await;
     let ask = |key: String, algo: &str, data: Vec<u8>| {
         let host = s.host.clone();
         let algo = algo.to_string();

@@ -25,7 +25,7 @@ mod key_command;
 mod key_options;
 mod keyverify;
 #[cfg(test)]
-mod keyverify_tests;
+pub(crate) mod keyverify_tests;
 mod lastlog;
 mod launch;
 mod lifecycle;

@@ -5,7 +5,6 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-
 use super::{Hello, Setup, SinkKind, link};
 use crate::config::Config;
 use crate::daemon::{Event, Sockets, protocol_config, serve_network};

@@ -405,8 +405,8 @@ async fn a_publickey_login_and_one_session_cost_one_round_trip_per_step() {
     let dir = std::env::temp_dir().join(format!("rsshd-wire-trips-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("key");
-    let key = key.public_key().clone();
+    let private = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("key");
+    let key = private.public_key().clone();
     let file = dir.join("authorized_keys");
     std::fs::write(&file, format!("{}\n", key.to_openssh().expect("openssh"))).expect("write");
     let text = format!(
@@ -415,24 +415,29 @@ async fn a_publickey_login_and_one_session_cost_one_round_trip_per_step() {
     );
     let (config, _) = crate::config::Config::parse_str("t.conf", &text, &[]).expect("config");
     let service = Service::new(Privilege::current(), Arc::new(config));
+    crate::host::keyverify_tests::give_host_key(&service);
     let (host, _notices) =
         Host::remote(Privilege::current(), monitor_thread(service)).expect("client");
+    // The key exchange: HostKeys (once per start of the network process, not
+    // counted) and SignKex (once per connection, counted).
+    let session_id = crate::host::keyverify_tests::kex(&host).await;
+    let start = host.round_trips().unwrap_or(0) - 1;
     let me = crate::host::current_user().expect("me");
     let peer = "127.0.0.1:40000".parse().expect("addr");
     let local = "127.0.0.1:22".parse().expect("addr");
     let algo = Algorithm::Ed25519;
     let mut steps = Vec::new();
-    let mut step = |what: &str| steps.push((what.to_string(), host.round_trips().unwrap_or(0)));
+    let mut step =
+        |what: &str| steps.push((what.to_string(), host.round_trips().unwrap_or(0) - start));
     let c = host.open_conn(peer, local, None).await.expect("conn");
     host.banner(c).await.expect("banner");
     host.begin_user(c, &me.name).await.expect("user");
     step("before auth");
     let asked = host.key_allowed(c, &me.name, &key, &algo, None).await;
     assert_eq!(asked.expect("answer"), KeyAnswer::Allowed);
-    let token = match host
-        .pubkey_verified(c, &me.name, &key, Some(&algo), None)
-        .await
-    {
+    let verified =
+        crate::host::keyverify_tests::verify(&host, c, &me.name, &private, None, &session_id);
+    let token = match verified.await {
         Ok(MethodResult::Complete { token, .. }) => token,
         other => panic!("{other:?}"),
     };
@@ -455,7 +460,7 @@ async fn a_publickey_login_and_one_session_cost_one_round_trip_per_step() {
     eprintln!("round trips: {steps:?}");
     assert_eq!(
         steps.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
-        vec![3, 5, 9],
+        vec![4, 6, 10],
         "{steps:?}"
     );
 }
