@@ -32,6 +32,9 @@ const REFUSED: &[&str] = &[
     "signal with another connection's token",
     "wait for another connection's program",
     "hang up another connection's program",
+    "signature replayed on another connection",
+    "signature over a session id the monitor never signed",
+    "forged signature",
 ];
 
 fn ready() -> bool {
@@ -90,6 +93,7 @@ fn a_compromised_network_process_gets_nothing_and_the_monitor_survives() {
         .env("EVIL_USER2", TEST_USER2)
         .env("EVIL_USER2_PW", USER2_PW)
         .env("EVIL_KEY", public.trim())
+        .env("EVIL_KEY_FILE", &client_key)
         .env("EVIL_STATE", dir.join("evil-ran"));
     let srv = Server::spawn_command(cmd, dir, config, client_key);
     let again = "evil: second run: the monitor answers";
@@ -109,6 +113,17 @@ fn a_compromised_network_process_gets_nothing_and_the_monitor_survives() {
         log.contains("evil: session of the logged-in user: granted"),
         "{log}"
     );
+    // A signature the monitor can check, over an exchange hash it signed, logs
+    // in once; the script's refusal cases below include its replay.
+    for case in [
+        "key exchange hash signed",
+        "publickey login with the user's signature",
+    ] {
+        assert!(
+            log.contains(&format!("evil: {case}: granted")),
+            "{case}; log:\n{log}"
+        );
+    }
     for case in REFUSED {
         let line = format!("evil: {case}: refused NotPermitted");
         assert!(log.contains(&line), "not refused: {case}; log:\n{log}");
@@ -132,6 +147,10 @@ fn a_compromised_network_process_gets_nothing_and_the_monitor_survives() {
             "no refusal of {what} logged; log:\n{log}"
         );
     }
+    assert!(
+        log.contains("host: refused KeyVerify"),
+        "no refusal of KeyVerify logged; log:\n{log}"
+    );
     // Out of protocol: dropped, logged, and replaced.
     assert!(
         log.contains("monitor: refused frame from network process"),

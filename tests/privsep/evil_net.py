@@ -7,16 +7,23 @@
 # on stderr (the monitor's log) as "evil: CASE: granted" or "evil: CASE:
 # refused KIND"; tokens and passwords are never printed.
 import array
+import base64
 import json
 import os
 import socket
+import struct
 import sys
+
+from cryptography.hazmat.primitives import serialization
 
 USER = os.environ["EVIL_USER"]
 USER_PW = os.environ["EVIL_USER_PW"]
 USER2 = os.environ["EVIL_USER2"]
 USER2_PW = os.environ["EVIL_USER2_PW"]
 KEY = os.environ["EVIL_KEY"]
+# The user's private key, standing for a signature the attacker captured: the
+# network process sees every client's userauth signature go by.
+KEY_FILE = os.environ["EVIL_KEY_FILE"]
 STATE = os.environ["EVIL_STATE"]
 
 link = socket.socket(fileno=3)
@@ -122,6 +129,54 @@ verdict("wait for another connection's program",
         call({"Wait": {"conn": d, "token": token_d, "process": process}}))
 verdict("hang up another connection's program",
         call({"HangUp": {"conn": d, "token": token_d, "process": process, "how": "Lost"}}))
+
+# Signatures. The network process may get key exchange hashes signed (that is
+# its job), but a login by signature needs the user's signature over a session
+# identifier the monitor signed, bound to the first connection that uses it.
+def sshstr(b):
+    return struct.pack(">I", len(b)) + b
+
+
+def userauth_data(session_id, user):
+    blob = base64.b64decode(KEY.split()[1])
+    return (sshstr(session_id) + bytes([50]) + sshstr(user.encode()) + sshstr(b"ssh-connection")
+            + sshstr(b"publickey") + bytes([1]) + sshstr(b"ssh-ed25519") + sshstr(blob))
+
+
+def user_signature(data):
+    with open(KEY_FILE, "rb") as f:
+        key = serialization.load_ssh_private_key(f.read(), password=None)
+    return sshstr(b"ssh-ed25519") + sshstr(key.sign(data))
+
+
+def key_verify(conn, data, signature):
+    return call({"KeyVerify": {"conn": conn, "user": USER, "key_openssh": KEY, "cert_openssh": None,
+                               "algo": "ssh-ed25519", "signed_data": list(data),
+                               "signature": list(signature)}})
+
+
+def key_conn():
+    c = opened()
+    call({"BeginUser": {"conn": c, "name": USER}})
+    call({"KeyAllowed": {"conn": c, "user": USER, "key_openssh": KEY, "algo": "ssh-ed25519",
+                         "cert_openssh": None}})
+    return c
+
+
+host_key = call("HostKeys")["Ok"]["HostKeys"]["keys"][0]
+session_id = os.urandom(32)
+verdict("key exchange hash signed", call({"SignKex": {
+    "key_openssh": host_key, "algo": host_key.split()[0], "data": list(session_id)}}))
+data = userauth_data(session_id, USER)
+signature = user_signature(data)
+verdict("publickey login with the user's signature", key_verify(key_conn(), data, signature))
+verdict("signature replayed on another connection", key_verify(key_conn(), data, signature))
+never = os.urandom(32)
+verdict("signature over a session id the monitor never signed",
+        key_verify(key_conn(), userauth_data(never, USER), user_signature(userauth_data(never, USER))))
+other_id = os.urandom(32)
+call({"SignKex": {"key_openssh": host_key, "algo": host_key.split()[0], "data": list(other_id)}})
+verdict("forged signature", key_verify(key_conn(), userauth_data(other_id, USER), signature))
 
 # Out of protocol: the monitor drops the link (and this process with it).
 say("sending garbage")
