@@ -336,7 +336,7 @@ fn w_who_and_last_show_pty_sessions() {
     if std::path::Path::new("/var/log/wtmp").exists() && have("last") {
         let last = String::from_utf8_lossy(
             &Command::new("last")
-                .args(["-w", "-n", "50"])
+                .args(["-w", "-n", "2000"])
                 .output()
                 .unwrap()
                 .stdout,

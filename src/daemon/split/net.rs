@@ -83,6 +83,12 @@ fn run() -> Result<(), String> {
         listeners.push(l);
     }
 
+    // Which password methods to offer depends on whether libpam loads (the
+    // answer is kept): asked now, since dlopen cannot work once confined. PAM
+    // itself only ever runs in the monitor's helpers.
+    if config.global().use_pam {
+        let _ = crate::host::pam::available();
+    }
     let entered = sandbox::enter(&sandbox::SandboxOptions::default()).map_err(|e| e.to_string())?;
     for w in &entered.warnings {
         tracing::warn!("{w}");
