@@ -4,8 +4,9 @@
 //! go through [`super::pump`].
 //!
 //! Sockets are the user's: created with the user's identity by the privileged
-//! boundary (`TcpSocket`, through the login's [`Grant`]), as sshd creates them in the user's own
-//! process, so owner-matching firewall rules apply to tunnels. Each holds a share
+//! boundary through the login's [`Grant`] (`TcpSocket` to connect; `TcpListen`
+//! for `-R`, bound and listening as the user), as sshd creates them in the
+//! user's own process, so owner-matching firewall rules apply to tunnels. Each holds a share
 //! of the user's descriptors and a place among the connection's channels
 //! ([`super::limits`]); a request past either is refused and logged.
 //!

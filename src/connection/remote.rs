@@ -1,4 +1,4 @@
-//! The `-R` side of port forwarding: listening sockets created as the user, and
+//! The `-R` side of port forwarding: listening sockets made and bound as the user, and
 //! connections accepted on them as the user, each through its own
 //! `forwarded-tcpip` channel. The policy (may this login listen here?) is in
 //! [`super::forward`].
@@ -13,21 +13,14 @@ use super::pump::serve_opened;
 use super::tunnels::{Tunnels, hold};
 use crate::host::{Grant, UserInfo, WatchedListener};
 
-/// One listening socket, created as the user, with SO_REUSEADDR like sshd's, and
-/// IPv6 kept to IPv6 so both families can share a port. Non-blocking.
+/// One listening socket, made, bound and listening as the user by the host
+/// (`TcpListen`): the network side neither binds nor listens itself.
 async fn listen_on(grant: &Grant, addr: SocketAddr) -> std::io::Result<StdListener> {
-    let fd = grant
-        .tcp_socket(addr.is_ipv6())
-        .await
-        .map_err(std::io::Error::other)?;
-    let socket = socket2::Socket::from(fd);
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    Ok(socket.into())
+    let fd = grant.tcp_listen(addr).await.map_err(|e| match e {
+        crate::host::HostError::Io(e) => e,
+        e => std::io::Error::other(e),
+    })?;
+    Ok(StdListener::from(fd))
 }
 
 /// Bind every address on one port (the first bind picks it when `port` is 0); the

@@ -104,7 +104,8 @@ pub(crate) enum Request {
         process: u64,
         signal: i32,
     },
-    /// A TCP socket created with the logged-in user's identity (tunnels).
+    /// A TCP socket created with the logged-in user's identity, for `-L`, `-D`
+    /// and `-W` connections (`-R` listeners come bound: `TcpListen`).
     TcpSocket {
         conn: ConnId,
         token: LoginToken,
@@ -132,6 +133,15 @@ pub(crate) enum Request {
         conn: ConnId,
         token: LoginToken,
         max: u32,
+    },
+    /// A `-R` listener: a TCP socket made, bound to `addr` and listening, all
+    /// as the logged-in user (so a privileged port only for root); answered
+    /// with `Socket`, the listener attached (its port, when `addr`'s is 0, by
+    /// getsockname on the copy).
+    TcpListen {
+        conn: ConnId,
+        token: LoginToken,
+        addr: SocketAddr,
     },
     /// The forwarded agent's socket: a private directory of the user's and a
     /// listener in it, made as the user.
@@ -427,6 +437,7 @@ pub(super) async fn dispatch(
         r @ (Request::Wait { .. }
         | Request::HangUp { .. }
         | Request::Accept { .. }
+        | Request::TcpListen { .. }
         | Request::AgentSocket { .. }
         | Request::RemoveAgentSocket { .. }
         | Request::Banner { .. }) => return super::lifecycle::serve(host, r, fds).await,

@@ -301,6 +301,20 @@ impl Host {
         }
     }
 
+    pub(crate) async fn tcp_listen(
+        &self,
+        conn: ConnId,
+        token: LoginToken,
+        addr: SocketAddr,
+    ) -> Result<OwnedFd, HostError> {
+        let request = Request::TcpListen { conn, token, addr };
+        let mut reply = self.call(request, Vec::new()).await?;
+        match (reply.response, reply.fds.pop()) {
+            (Response::Socket, Some(fd)) => Ok(fd),
+            (r, _) => Err(unexpected("TcpListen", &r)),
+        }
+    }
+
     pub(crate) async fn agent_socket(
         &self,
         conn: ConnId,
@@ -422,6 +436,12 @@ impl Grant {
         max: u32,
     ) -> Result<Vec<(OwnedFd, SocketAddr)>, HostError> {
         self.host.accept(self.conn, self.token, listener, max).await
+    }
+
+    /// A `-R` listener of the user's on `addr`: bound and listening (as the
+    /// user), non-blocking, close-on-exec.
+    pub(crate) async fn tcp_listen(&self, addr: SocketAddr) -> Result<OwnedFd, HostError> {
+        self.host.tcp_listen(self.conn, self.token, addr).await
     }
 
     /// The forwarded agent's socket: its number, path and listener.

@@ -1,11 +1,12 @@
 //! What the host keeps of a connection after its login, and how each of it ends:
 //! the session programs it started (their exit, utmp/wtmp logout, hang-ups under
 //! `SessionCleanup`, the reap), the agent sockets it made, and the requests that
-//! reach them (`Wait`, `HangUp`, `Accept`, `AgentSocket`, `RemoveAgentSocket`,
-//! `Banner`). The network side only ever names these by the host's numbers and
+//! reach them (`Wait`, `HangUp`, `TcpListen`, `Accept`, `AgentSocket`,
+//! `RemoveAgentSocket`, `Banner`). The network side only ever names these by the host's numbers and
 //! holds only descriptors: a compromised network side can wait on, hang up or
 //! accept for its own connection's login and nothing else.
 
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -188,6 +189,25 @@ fn is_tcp_listener(fd: &OwnedFd) -> bool {
     stream && listening && inet
 }
 
+/// Why the host refuses to listen on `addr` for the user `uid`, by what it can
+/// tell without the config: no TCP listener on a multicast or broadcast
+/// address, and a privileged port only for root (the network side refuses the
+/// latter first, logging it as sshd does; binding as the user would refuse it
+/// again, unless the system lowered `ip_unprivileged_port_start`, which sshd
+/// does not follow either).
+fn listen_refusal(addr: SocketAddr, uid: u32) -> Result<(), String> {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_multicast() || broadcast {
+        return Err(format!("no listening on {ip}"));
+    }
+    let port = addr.port();
+    if port != 0 && port < 1024 && uid != 0 {
+        return Err(format!("privileged port {port} for uid {uid}"));
+    }
+    Ok(())
+}
+
 /// `Wait`: a long poll, answered when the program has ended. Kept small: the
 /// caller's session task holds it for the program's whole life.
 pub(super) async fn wait(
@@ -245,6 +265,18 @@ pub(super) async fn serve(
             Reply {
                 response: Response::Accepted(peers),
                 fds,
+            }
+        }
+        Request::TcpListen { conn, token, addr } => {
+            let (_, login) = host.login(conn, &token, "TcpListen")?;
+            if let Err(why) = listen_refusal(addr, login.user.uid) {
+                return Err(refuse("TcpListen", conn, &why));
+            }
+            let creds = Creds::from(&login.user);
+            let fd = super::user_socket::user_tcp_listener(&creds, addr).await?;
+            Reply {
+                response: Response::Socket,
+                fds: vec![fd],
             }
         }
         Request::AgentSocket { conn, token } => {
@@ -321,4 +353,20 @@ fn read_banner(path: &std::path::Path) -> Option<String> {
         }
     }
     String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_refusal;
+
+    #[test]
+    fn privileged_ports_are_root_s_and_port_zero_anyone_s() {
+        let at = |s: &str| s.parse().expect("addr");
+        assert!(listen_refusal(at("127.0.0.1:22"), 1000).is_err());
+        assert!(listen_refusal(at("[::1]:1023"), 1000).is_err());
+        assert!(listen_refusal(at("127.0.0.1:22"), 0).is_ok());
+        assert!(listen_refusal(at("127.0.0.1:1024"), 1000).is_ok());
+        assert!(listen_refusal(at("0.0.0.0:0"), 1000).is_ok());
+        assert!(listen_refusal(at("[::]:0"), 1000).is_ok());
+    }
 }

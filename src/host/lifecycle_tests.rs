@@ -1,5 +1,5 @@
 //! The session lifecycle across the boundary: what `Spawn` attaches, `Wait`,
-//! `HangUp`, `Accept`, `AgentSocket`, `Banner`, and what a closed connection (or
+//! `HangUp`, `TcpListen`, `Accept`, `AgentSocket`, `Banner`, and what a closed connection (or
 //! a lost network side) leaves behind: nothing. And the refusals of each request
 //! to a connection that does not own what it names.
 
@@ -271,6 +271,48 @@ async fn lifecycle_requests_are_refused_for_what_another_connection_owns() {
     let mut got = Vec::new();
     for _ in 0..50 {
         got = s.host.accept(a, token_a, fd(), 4).await.expect("accept");
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, client.local_addr().expect("addr"));
+    // TcpListen: no token; another connection's token; an address no TCP
+    // listener has. The owner's: bound, listening, with the port the kernel
+    // chose, and what Accept takes.
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    refused(s.host.tcp_listen(a, forged, any).await);
+    refused(s.host.tcp_listen(b, token_a, any).await);
+    refused(
+        s.host
+            .tcp_listen(a, token_a, "224.0.0.1:0".parse().expect("addr"))
+            .await,
+    );
+    refused(
+        s.host
+            .tcp_listen(a, token_a, "255.255.255.255:0".parse().expect("addr"))
+            .await,
+    );
+    refused(
+        s.host
+            .tcp_listen(a, token_a, "[ff02::1]:0".parse().expect("addr"))
+            .await,
+    );
+    let listener = s.host.tcp_listen(a, token_a, any).await.expect("listen");
+    let fl = nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_GETFL).expect("fl");
+    assert!(fl & libc::O_NONBLOCK != 0, "non-blocking");
+    let fd_flags = nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_GETFD).expect("fd");
+    assert!(fd_flags & libc::FD_CLOEXEC != 0, "close-on-exec");
+    let sock = socket2::SockRef::from(&listener);
+    assert!(sock.reuse_address().expect("SO_REUSEADDR"));
+    let bound = sock.local_addr().expect("local").as_socket().expect("inet");
+    assert!(bound.ip().is_loopback() && bound.port() != 0, "{bound}");
+    let client = std::net::TcpStream::connect(bound).expect("connect");
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let dup = listener.try_clone().expect("dup");
+        got = s.host.accept(a, token_a, dup, 4).await.expect("accept");
         if !got.is_empty() {
             break;
         }

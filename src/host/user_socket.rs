@@ -7,9 +7,13 @@
 //!   records a socket's owner from the creating thread's filesystem uid when it
 //!   is created (what `ss -e` shows as `uid:`, what `iptables -m owner
 //!   --uid-owner` and nft `skuid` match), so egress rules and accounting written
-//!   for the user apply to their tunnels. The daemon then connects, binds and
-//!   listens on the descriptor as usual; only accept must itself run as the
-//!   user, since an accepted socket is its accepting thread's.
+//!   for the user apply to their tunnels. The daemon connects `-L`/`-D`/`-W`
+//!   sockets itself; a `-R` listener is bound and listening before it leaves
+//!   here, bound as the user so that a privileged port is bindable only when
+//!   the user could bind it (root), whatever the caller's own capabilities
+//!   (the sandboxed network side has none and no `bind`/`listen` at all).
+//!   Accept must run as the user too, since an accepted socket is its
+//!   accepting thread's.
 //! - The agent-forwarding socket, in a fresh private directory: mkdtemp and bind
 //!   as the user make both the user's from birth, with no chown afterwards and no
 //!   moment at which root owns a path in /tmp that the user will use.
@@ -76,6 +80,42 @@ pub(crate) async fn user_tcp_socket(creds: &Creds, ipv6: bool) -> Result<OwnedFd
         what: "socket".into(),
         source: e,
     })
+}
+
+/// Backlog of a `-R` listener: sshd's `SSH_LISTEN_BACKLOG`.
+const LISTEN_BACKLOG: i32 = 128;
+
+/// A TCP listener owned by the user `creds` names, bound to `addr` and
+/// listening, with the user's identity throughout (socket, bind, listen): the
+/// kernel then decides a privileged port by the user's capabilities. Like
+/// sshd's: SO_REUSEADDR, and an IPv6 socket kept to IPv6 so both families can
+/// share a port. Non-blocking and close-on-exec from birth.
+pub(crate) async fn user_tcp_listener(
+    creds: &Creds,
+    addr: SocketAddr,
+) -> Result<OwnedFd, HostError> {
+    as_user_waiting(creds, move || listen_on(addr))
+        .await?
+        .map_err(HostError::Io)
+}
+
+/// Runs as the user.
+fn listen_on(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let socket = socket2::Socket::from(socket(family, SockType::Stream, flags, None)?);
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(OwnedFd::from(socket))
 }
 
 /// Accept up to `max` of the connections waiting on `listener` with the user's
@@ -275,6 +315,37 @@ mod tests {
             s.listen(1).unwrap();
             let fd = OwnedFd::from(s);
             assert_eq!(kernel_uid(&fd), Some(creds.uid));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listeners_are_bound_as_the_user() {
+        if !nix::unistd::geteuid().is_root() {
+            crate::testing::skip("binding as another user needs root");
+            return;
+        }
+        let nobody = Creds {
+            uid: 65534,
+            gid: 65534,
+            gids: vec![65534],
+        };
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let fd = user_tcp_listener(&nobody, any).await.unwrap();
+        assert_eq!(kernel_uid(&fd), Some(nobody.uid));
+        // A privileged port: the kernel asks the binding thread, the user's.
+        let unprivileged: u32 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(1024);
+        if unprivileged > 1 {
+            let low: SocketAddr = format!("127.0.0.1:{}", unprivileged - 1).parse().unwrap();
+            match user_tcp_listener(&nobody, low).await {
+                Err(HostError::Io(e)) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}")
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 
