@@ -91,12 +91,6 @@ const ALLOWED: &[(i64, &str)] = &[
     (libc::SYS_exit_group, "exit_group"),
     // A panic's backtrace asks for it (the answer is "/").
     (libc::SYS_getcwd, "getcwd"),
-    // A remote forward's listener: the monitor makes the socket with the user's
-    // identity and hands it over; the network process binds and listens on it
-    // (it cannot make a socket, and without capabilities it cannot bind a port
-    // below 1024).
-    (libc::SYS_bind, "bind"),
-    (libc::SYS_listen, "listen"),
     // std's available_parallelism (the network process sizes its pre-auth gate
     // by it): reads this process's own CPU mask.
     (libc::SYS_sched_getaffinity, "sched_getaffinity"),
