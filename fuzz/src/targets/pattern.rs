@@ -87,6 +87,13 @@ pub fn pattern(data: &[u8]) {
             let _ = match_user(&subject, "client.example.com", ip, list);
             continue;
         };
+        // The unknown peer (an unspecified address, e.g. inetd on a pipe) matches
+        // no address pattern, IPv4 or IPv6: only its name can match.
+        let by_ip = if ip.is_unspecified() {
+            ListMatch::None
+        } else {
+            by_ip
+        };
         let expected = if by_ip == ListMatch::Negated || by_host == ListMatch::Negated {
             ListMatch::Negated
         } else if by_ip == ListMatch::Positive || by_host == ListMatch::Positive {

@@ -54,9 +54,8 @@ pub fn wanted() -> bool {
     }
 }
 
-/// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set. Off until
-/// remote forwards work split: the network process cannot bind a privileged
-/// port for a root login's `-R` (the monitor must), see SECURITY.md.
+/// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set. Off until the
+/// whole test suite has passed with the split on (SECURITY.md).
 const DEFAULT_ON: bool = false;
 
 /// Where the log goes, for the network process (it cannot open anything).
