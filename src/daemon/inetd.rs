@@ -17,7 +17,7 @@ use std::sync::Arc;
 use russh::keys::PrivateKey;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{ConfigSource, StartError, host_key_paths, hostkeys, protocol_config};
+use super::{ConfigSource, StartError, host_key_paths, hostkeys};
 use crate::admin::{Control, Registry};
 use crate::config::{Config, ConnSpec};
 use crate::connection::stream::{FdPair, Transport};
@@ -104,16 +104,8 @@ pub async fn serve(p: Inetd, stdio: Stdio) -> Result<PreauthEnd, StartError> {
         display_ip(&local),
         local.port()
     );
-    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
-    // The host keys go to the host; russh gets signers that ask it.
-    host.set_host_keys(hostkeys::HostKeySet::new(
-        p.keys,
-        &config.global().host_certificate,
-    ));
-    let protocol = Arc::new(protocol_config(
-        host.host_key_offer().await?,
-        config.global(),
-    ));
+    let (host, protocol) = super::local_host(&config, p.keys).await?;
+    let protocol = Arc::new(protocol);
     let protocol = super::algorithms::for_connection(&protocol, config.global(), &pre_auth);
     let registry = Registry::new();
     for kind in [

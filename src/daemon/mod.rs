@@ -274,6 +274,21 @@ pub fn prepare(
     })
 }
 
+/// The in-process host for `config`, holding the host keys `keys`, and russh's
+/// settings with signers that ask it (the private halves stay with the host).
+pub(crate) async fn local_host(
+    config: &Arc<Config>,
+    keys: Vec<PrivateKey>,
+) -> Result<(crate::host::Host, russh::server::Config), StartError> {
+    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(config));
+    host.set_host_keys(hostkeys::HostKeySet::new(
+        keys,
+        &config.global().host_certificate,
+    ));
+    let protocol = protocol_config(host.host_key_offer().await?, config.global());
+    Ok((host, protocol))
+}
+
 /// Current configuration, replaced as a whole on a successful reload.
 struct Live {
     config: Arc<Config>,
@@ -356,16 +371,8 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
     let config = Arc::new(p.config);
     // The privileged boundary: every connection reaches it through this handle.
-    let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(&config));
-    // The host keys go to the host; russh gets signers that ask it.
-    host.set_host_keys(hostkeys::HostKeySet::new(
-        p.keys,
-        &config.global().host_certificate,
-    ));
-    let protocol = Arc::new(protocol_config(
-        host.host_key_offer().await?,
-        config.global(),
-    ));
+    let (host, protocol) = local_host(&config, p.keys).await?;
+    let protocol = Arc::new(protocol);
     // The guard removes the socket file when run() ends, however it ends, if the
     // file is still the one we created.
     let (control, _socket_file) = match p.control {
