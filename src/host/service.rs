@@ -26,9 +26,6 @@ use crate::config::{Config, SessionCleanup};
 #[derive(Clone)]
 pub struct Host(Via);
 
-// The network process (the process split) makes the remote kind; until it
-// lands only the tests do.
-#[allow(dead_code)]
 #[derive(Clone)]
 enum Via {
     Local(Service),
@@ -45,7 +42,6 @@ impl Host {
     /// The host in the monitor, which runs with `privilege`, over `link` (the
     /// network process's end of the monitor socketpair); its notices come out of
     /// the second value. Needs a tokio runtime (the link's reader task runs on it).
-    #[allow(dead_code)]
     pub(crate) fn remote(
         privilege: Privilege,
         link: OwnedFd,
@@ -101,7 +97,6 @@ impl Host {
     }
 
     /// The round trips to the monitor so far (`None` in-process).
-    #[allow(dead_code)]
     pub(crate) fn round_trips(&self) -> Option<u64> {
         match &self.0 {
             Via::Local(_) => None,
@@ -255,7 +250,6 @@ impl Service {
 
     /// The network side is gone (its process died): every connection is closed
     /// as by [`Host::conn_closed`]. The monitor calls it (step 2).
-    #[allow(dead_code)]
     pub(crate) async fn network_lost(&self) {
         let conns: Vec<ConnId> = lock(&self.0.conns).keys().copied().collect();
         let mut work = tokio::task::JoinSet::new();
