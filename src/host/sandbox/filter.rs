@@ -107,8 +107,12 @@ const ALLOWED: &[(i64, &str)] = &[
     (libc::SYS_readlink, "readlink"),
 ];
 
-/// fcntl commands: descriptor and status flags only (no F_SETOWN, no leases).
+/// fcntl commands: descriptor and status flags only (no F_SETOWN, no leases),
+/// and a close-on-exec duplicate (a `-R` listener is duplicated for each
+/// `Accept` so a late answer never lands on a reused descriptor number; the
+/// split's forwarding tests died of SIGSYS on it).
 const FCNTL_CMDS: &[u64] = &[
+    libc::F_DUPFD_CLOEXEC as u64,
     libc::F_GETFD as u64,
     libc::F_SETFD as u64,
     libc::F_GETFL as u64,
