@@ -218,6 +218,18 @@ fn the_network_process_is_confined_and_owns_no_process() {
     let root = std::fs::read_link(format!("/proc/{net}/root")).expect("root");
     assert_eq!(root, std::path::Path::new(EMPTY_DIR));
     assert_eq!(std::fs::read_dir(EMPTY_DIR).expect("empty dir").count(), 0);
+    // Its memory trimmer runs there too (it reads statm through a descriptor
+    // opened before the chroot, and ends at once if it cannot).
+    std::thread::sleep(Duration::from_millis(300));
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{net}/task"))
+        .expect("tasks")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .collect();
+    assert!(
+        threads.iter().any(|c| c.trim() == "rsshd-trim"),
+        "{threads:?}"
+    );
     // The monitor is root and is the one that started the network process.
     assert!(field(&status(monitor), "Uid:").starts_with("0\t"));
 
@@ -236,6 +248,18 @@ fn the_network_process_is_confined_and_owns_no_process() {
     );
     let tree: Vec<String> = children(monitor).into_iter().map(cmdline).collect();
     assert!(tree.iter().any(|c| c.contains("__net")), "{tree:?}");
+    // `rsshd sessions` still shows what the session runs: the network process
+    // has no /proc, so the monitor reads it.
+    let listed = Command::new(env!("CARGO_BIN_EXE_rsshd"))
+        .args(["sessions", "--json", "--socket"])
+        .arg(server.dir.join("control.sock"))
+        .output()
+        .expect("rsshd sessions");
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let whats: Vec<&str> = (rows.as_array().into_iter().flatten())
+        .filter_map(|r| r["what"].as_str())
+        .collect();
+    assert!(whats.iter().any(|w| w.contains("sleep 611")), "{rows}");
     let _ = ssh.kill();
     let _ = ssh.wait();
 }

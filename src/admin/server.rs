@@ -163,7 +163,11 @@ pub fn bind(path: &Path) -> Result<ControlSocket, BindError> {
 }
 
 /// Serve requests until the task is dropped.
-pub async fn serve(listener: std::os::unix::net::UnixListener, registry: Arc<Registry>) {
+pub(crate) async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    registry: Arc<Registry>,
+    host: crate::host::Host,
+) {
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -178,10 +182,11 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, registry: Arc<Reg
             continue;
         };
         let registry = Arc::clone(&registry);
+        let host = host.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(
                 Duration::from_secs(10),
-                handle(stream, registry, daemon_uid),
+                handle(stream, registry, &host, daemon_uid),
             )
             .await;
         });
@@ -191,6 +196,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, registry: Arc<Reg
 async fn handle(
     stream: UnixStream,
     registry: Arc<Registry>,
+    host: &crate::host::Host,
     daemon_uid: u32,
 ) -> std::io::Result<()> {
     let caller = stream.peer_cred()?.uid();
@@ -210,7 +216,7 @@ async fn handle(
     }
     let response = match parse_request(&line) {
         Err(text) => Response::error(text),
-        Ok(Command::List) => Response::ok(list(&registry).await),
+        Ok(Command::List) => Response::ok(list(&registry, host).await),
         Ok(Command::Kill { id, reason }) => match registry.get(id) {
             None => Response::error(format!("no session {id}")),
             Some(entry) => {
@@ -252,7 +258,8 @@ use tokio::io::AsyncReadExt as _;
 
 /// Ask every connection at once, then wait for the answers together, so one busy
 /// connection delays the listing by at most the deadline, not once per session.
-async fn list(registry: &Registry) -> Vec<SessionInfo> {
+/// The WHAT column comes from the host, which reads `/proc`.
+async fn list(registry: &Registry, host: &crate::host::Host) -> Vec<SessionInfo> {
     let pending: Vec<_> = registry
         .entries()
         .into_iter()
@@ -264,16 +271,26 @@ async fn list(registry: &Registry) -> Vec<SessionInfo> {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut rows = Vec::with_capacity(pending.len());
+    let mut leaders = Vec::new();
     for (entry, rx) in pending {
         if let Ok(Ok(snap)) = tokio::time::timeout_at(deadline, rx).await {
-            rows.push(row(&entry, &snap));
+            let (row, leader) = row(&entry, &snap);
+            if let Some(pid) = leader {
+                leaders.push((rows.len(), pid));
+            }
+            rows.push(row);
         }
+    }
+    let pids: Vec<i32> = leaders.iter().map(|(_, pid)| *pid).collect();
+    for ((at, _), what) in leaders.iter().zip(host.commands(&pids).await) {
+        rows[*at].what = what;
     }
     rows.sort_by_key(|r| (r.login, r.id));
     rows
 }
 
-fn row(entry: &Entry, snap: &Snapshot) -> SessionInfo {
+/// The session's row (WHAT left empty) and its leader's pid.
+fn row(entry: &Entry, snap: &Snapshot) -> (SessionInfo, Option<i32>) {
     let facts = entry.facts.lock().map(|f| f.clone()).unwrap_or_default();
     let now = Instant::now();
     let secs_until = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now).as_secs_f64());
@@ -283,7 +300,7 @@ fn row(entry: &Entry, snap: &Snapshot) -> SessionInfo {
         d.map(|d| d.as_secs().to_string())
             .unwrap_or_else(|| "none".into())
     };
-    SessionInfo {
+    let info = SessionInfo {
         id: entry.id,
         user: facts.user.clone(),
         uid: facts.uid,
@@ -301,7 +318,7 @@ fn row(entry: &Entry, snap: &Snapshot) -> SessionInfo {
         probe_in_seconds: secs_until(snap.next_probe),
         unused_limit_seconds: secs_until(snap.unused_deadline),
         login_limit_seconds: secs_until(snap.login_deadline),
-        what: facts.leader.and_then(foreground_command),
+        what: None,
         keys: facts.keys.clone(),
         policy: vec![
             ("idletimeout".into(), opt(p.idle_timeout)),
@@ -319,24 +336,8 @@ fn row(entry: &Entry, snap: &Snapshot) -> SessionInfo {
             ("clientalivecountmax".into(), p.probe_max.to_string()),
             ("unusedconnectiontimeout".into(), opt(p.unused_timeout)),
         ],
-    }
-}
-
-/// The command line of the terminal's foreground process group, as `w` shows it;
-/// for a session without a terminal, the leader's own command.
-fn foreground_command(leader: i32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{leader}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    // state ppid pgrp session tty_nr tpgid
-    let tpgid: i32 = rest.split_whitespace().nth(5)?.parse().ok()?;
-    let pid = if tpgid > 0 { tpgid } else { leader };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let text: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    (!text.is_empty()).then(|| text.join(" "))
+    };
+    (info, facts.leader)
 }
 
 /// Seconds since the epoch, for tests and the client.

@@ -128,7 +128,8 @@ pub(crate) async fn serve(
         }
     };
     let end = serve_conn(stream, ctx, conn, server_config, registry, on_auth).await;
-    // Already closed at a normal end; this covers the early ones (no login then).
+    // Every ending, early or not, closes the host's connection once, here: after
+    // `serve_conn` told the host of each session's end.
     host.close_conn(conn).await;
     end
 }
@@ -342,14 +343,13 @@ async fn serve_conn(
     };
     drop(run);
     // Whatever still runs lost its connection (see `cleanup`); once the host
-    // was told of every session's end, it closes the connection: the PAM
+    // was told of every session's end, `serve` closes the connection: the PAM
     // session, as sshd's at the connection's end, and anything left over.
     let mut hangups = tokio::task::JoinSet::new();
     for end in shared.sessions.live(None) {
         hangups.spawn(async move { end.lost().await });
     }
     while hangups.join_next().await.is_some() {}
-    ctx.host.close_conn(conn).await;
     end
 }
 

@@ -450,9 +450,13 @@ pub(crate) async fn serve_network(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
 ) -> Result<(), StartError> {
     let registry = Registry::new();
-    let control = sockets
-        .control
-        .map(|l| tokio::spawn(crate::admin::server::serve(l, Arc::clone(&registry))));
+    let control = sockets.control.map(|l| {
+        tokio::spawn(crate::admin::server::serve(
+            l,
+            Arc::clone(&registry),
+            host.clone(),
+        ))
+    });
     let limits = srclimit::SourceLimits::new(srclimit::Limits::from_settings(config.global()));
     let live = Arc::new(std::sync::RwLock::new(Live { config, protocol }));
     let shared = accept::Shared::new(

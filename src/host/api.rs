@@ -155,6 +155,9 @@ pub(crate) enum Request {
     },
     /// The `Banner` file for this connection, read by the host.
     Banner { conn: ConnId },
+    /// What the sessions led by `pids` run, for `rsshd sessions` (at most
+    /// `COMMANDS_MAX`; only the host's own live session programs are answered).
+    Commands { pids: Vec<i32> },
 }
 
 /// How a session ended, for [`Request::HangUp`].
@@ -225,6 +228,8 @@ pub(crate) enum Response {
         keys: Vec<String>,
         certificates: Vec<String>,
     },
+    /// One command line (or none) per pid asked, in order.
+    Commands(Vec<Option<String>>),
 }
 
 /// What the host knows about a user name: enough for the network side to resolve
@@ -434,6 +439,7 @@ pub(super) async fn dispatch(
                 fds: vec![fd],
             }
         }
+        Request::Commands { pids } => Response::Commands(host.commands(pids).await?).into(),
         r @ (Request::Wait { .. }
         | Request::HangUp { .. }
         | Request::Accept { .. }

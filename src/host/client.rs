@@ -358,6 +358,23 @@ impl Host {
         }
     }
 
+    /// What the sessions led by `pids` run (`None` where the host has no such
+    /// live program, or nothing to show), asked in batches of `COMMANDS_MAX`.
+    pub(crate) async fn commands(&self, pids: &[i32]) -> Vec<Option<String>> {
+        let mut out = Vec::with_capacity(pids.len());
+        for batch in pids.chunks(super::commands::COMMANDS_MAX) {
+            let request = Request::Commands {
+                pids: batch.to_vec(),
+            };
+            match self.call(request, Vec::new()).await.map(|r| r.response) {
+                Ok(Response::Commands(c)) if c.len() == batch.len() => out.extend(c),
+                // The listing goes on without the column.
+                Ok(_) | Err(_) => out.extend(batch.iter().map(|_| None)),
+            }
+        }
+        out
+    }
+
     pub(crate) async fn signal(
         &self,
         conn: ConnId,

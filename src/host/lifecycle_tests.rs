@@ -358,3 +358,46 @@ async fn the_banner_is_read_by_the_host_from_its_own_settings() {
     assert_eq!(plain.host.banner(c).await.expect("banner"), None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_answer_only_for_the_hosts_live_session_programs() {
+    let s = setup("commands", "", false);
+    let (c, token) = login(&s, 0).await;
+    let (spawned, _fds) = s
+        .host
+        .spawn_session(c, token, sleeper())
+        .await
+        .expect("spawned");
+    let own = std::process::id() as i32;
+    let got = s.host.commands(&[spawned.pid, 1, own]).await;
+    assert!(
+        got[0].as_deref().is_some_and(|w| w.contains("sleep 30")),
+        "{got:?}"
+    );
+    // Not session programs of the host's: init, and this very process.
+    assert_eq!(got[1..], [None, None]);
+    // More than one request's worth is refused by the host; the client asks in
+    // batches, so a long listing still gets every answer.
+    refused(
+        s.host
+            .call(
+                super::api::Request::Commands {
+                    pids: vec![spawned.pid; super::commands::COMMANDS_MAX + 1],
+                },
+                Vec::new(),
+            )
+            .await
+            .map(|r| r.response),
+    );
+    let many = vec![spawned.pid; super::commands::COMMANDS_MAX * 2 + 1];
+    let got = s.host.commands(&many).await;
+    assert_eq!(got.len(), many.len());
+    assert!(
+        got.iter()
+            .all(|w| w.as_deref().is_some_and(|w| w.contains("sleep 30")))
+    );
+    // Once the connection is gone, its program is no longer answered for.
+    s.host.close_conn(c).await;
+    assert!(gone(spawned.pid).await, "not reaped");
+    assert_eq!(s.host.commands(&[spawned.pid]).await, [None]);
+}

@@ -18,26 +18,74 @@ const SLACK: usize = 16 << 20;
 
 /// Start the trimming thread (glibc only; other allocators have their own decay).
 pub fn start_trimmer() {
+    match Statm::open() {
+        Ok(statm) => start_trimmer_on(statm),
+        Err(e) => tracing::debug!("memory trimmer not started: /proc/self/statm: {e}"),
+    }
+}
+
+/// The process's `/proc/self/statm`, opened once: a confined process (the
+/// split's network process, chrooted to an empty directory) opens it before
+/// confinement and keeps reading it by offset.
+pub struct Statm(std::fs::File);
+
+impl Statm {
+    pub fn open() -> std::io::Result<Statm> {
+        std::fs::File::open("/proc/self/statm").map(Statm)
+    }
+
+    /// Whether it reads as statm should.
+    fn check(&self) -> std::io::Result<()> {
+        match self.resident_bytes() {
+            Some(_) => Ok(()),
+            None => Err(std::io::Error::other("no resident size in it")),
+        }
+    }
+
+    /// The resident size in bytes (statm counts pages).
+    fn resident_bytes(&self) -> Option<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        // procfs regenerates the text for a read at offset 0.
+        let n = self.0.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+        let pages: usize = text.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf only reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages.saturating_mul(usize::try_from(page).unwrap_or(4096)))
+    }
+}
+
+/// Start the trimming thread reading `statm`.
+pub fn start_trimmer_on(statm: Statm) {
     #[cfg(target_env = "gnu")]
     {
         let spawned = std::thread::Builder::new()
             .name("rsshd-trim".into())
-            .spawn(trim_loop);
+            .spawn(move || trim_loop(statm));
         if let Err(e) = spawned {
             tracing::debug!("memory trimmer not started: {e}");
         }
     }
+    #[cfg(not(target_env = "gnu"))]
+    drop(statm);
 }
 
 #[cfg(target_env = "gnu")]
-fn trim_loop() {
+fn trim_loop(statm: Statm) {
     // After a trim that gave back little (fragmentation that cannot be returned),
     // wait for the resident size to grow again before the next one, so a daemon whose
     // free memory cannot be returned does not trim every period for nothing.
     let mut floor = 0usize;
+    // A statm that cannot be read (a confined process that lost access) would
+    // make every round a no-op: the thread says so and ends instead.
+    if let Err(e) = statm.check() {
+        tracing::error!("memory trimmer stopped: /proc/self/statm: {e}");
+        return;
+    }
     loop {
         std::thread::sleep(PERIOD);
-        let Some(resident) = resident_bytes() else {
+        let Some(resident) = statm.resident_bytes() else {
             continue;
         };
         // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value;
@@ -50,7 +98,7 @@ fn trim_loop() {
         // SAFETY: malloc_trim takes a byte count and works under the arenas' own
         // locks; it only returns free pages, so no live allocation is touched.
         unsafe { libc::malloc_trim(0) };
-        let after = resident_bytes().unwrap_or(resident);
+        let after = statm.resident_bytes().unwrap_or(resident);
         tracing::debug!(
             "memory: resident {} MB -> {} MB after trim ({} MB allocated)",
             resident >> 20,
@@ -63,14 +111,4 @@ fn trim_loop() {
             0
         };
     }
-}
-
-/// The process's resident size, from /proc/self/statm (pages).
-#[cfg(target_env = "gnu")]
-fn resident_bytes() -> Option<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages.saturating_mul(usize::try_from(page).unwrap_or(4096)))
 }

@@ -16,6 +16,7 @@ mod certs;
 mod child;
 mod chroot;
 mod client;
+mod commands;
 mod dns;
 pub mod fds;
 pub mod host_keys;

@@ -222,6 +222,12 @@ impl ProcessKiller {
         Some(Busy(self.clone()))
     }
 
+    /// The leader's pid while it has not exited (so the number is still its).
+    pub(crate) fn live_leader(&self) -> Option<i32> {
+        let state = self.state();
+        (!state.exited && !state.reaped && self.0.leader > 0).then_some(self.0.leader)
+    }
+
     /// Send `sig` to the program's process group (a client's `signal` request),
     /// as sshd's killpg; false if the program has ended (sshd refuses then too).
     pub(crate) fn signal(&self, sig: Signal) -> bool {

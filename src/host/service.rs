@@ -344,6 +344,13 @@ impl Service {
         id
     }
 
+    /// The session leaders of the programs started and not yet reaped.
+    pub(super) fn live_leaders(&self) -> Vec<i32> {
+        (lock(&self.0.processes).values())
+            .filter_map(|(_, t)| t.killer().live_leader())
+            .collect()
+    }
+
     /// A program was reaped.
     pub(super) fn forget_process(&self, id: u64) {
         lock(&self.0.processes).remove(&id);

@@ -89,6 +89,9 @@ fn run() -> Result<(), String> {
     if config.global().use_pam {
         let _ = crate::host::pam::available();
     }
+    // The memory trimmer reads its resident size from here: /proc is out of
+    // reach once chrooted.
+    let statm = crate::host::memory::Statm::open();
     let entered = sandbox::enter(&sandbox::SandboxOptions::default()).map_err(|e| e.to_string())?;
     for w in &entered.warnings {
         tracing::warn!("{w}");
@@ -98,6 +101,12 @@ fn run() -> Result<(), String> {
         entered.user.name,
         entered.user.uid
     );
+    // A thread of its own, so started now: after confinement (which wants one
+    // thread) and before the lock (no new threads after it).
+    match statm {
+        Ok(statm) => crate::host::memory::start_trimmer_on(statm),
+        Err(e) => tracing::debug!("memory trimmer not started: /proc/self/statm: {e}"),
+    }
     let runtime = sandbox::runtime(sandbox::WARM_BLOCKING_THREADS).map_err(|e| e.to_string())?;
     // Before the lock: tokio's signal driver makes a socketpair on first use.
     // SIGTERM, SIGINT and SIGHUP are the monitor's to act on (a terminal's ^C
