@@ -14,6 +14,11 @@ use support::{Server, TEST_USER};
 /// A root rsshd that runs split (`RSSHD_PRIVSEP=split`), on the base config of
 /// `Server::start`.
 fn start_split() -> Server {
+    start_with(Some("split"))
+}
+
+/// A root rsshd on that config, with `RSSHD_PRIVSEP` set to `privsep` (or unset).
+fn start_with(privsep: Option<&str>) -> Server {
     let dir = support::temp_dir("privsep-split");
     let host_key = support::keygen(&dir, "host_key");
     let client_key = support::keygen(&dir, "client_key");
@@ -28,9 +33,11 @@ fn start_split() -> Server {
     );
     std::fs::write(&config, text).expect("write config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rsshd"));
-    cmd.args(["-D", "-e", "-f"])
-        .arg(&config)
-        .env("RSSHD_PRIVSEP", "split");
+    cmd.args(["-D", "-e", "-f"]).arg(&config);
+    match privsep {
+        Some(v) => cmd.env("RSSHD_PRIVSEP", v),
+        None => cmd.env_remove("RSSHD_PRIVSEP"),
+    };
     Server::spawn_command(cmd, dir, config, client_key)
 }
 
@@ -359,4 +366,32 @@ fn a_reload_with_a_broken_config_keeps_the_old_one_and_the_sessions() {
     login_works(&server);
     let _ = ssh.kill();
     let _ = ssh.wait();
+}
+
+/// The split is the default for a root daemon; `RSSHD_PRIVSEP=off` keeps one
+/// process, which serves logins the same way.
+#[test]
+fn split_by_default_and_one_process_when_turned_off() {
+    if unusable() {
+        return;
+    }
+    let server = start_with(None);
+    network_process(server.pid());
+    let out = server.ssh_run(TEST_USER, "echo split-ok", b"");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("split-ok"),
+        "{out:?}; log:\n{}",
+        server.log()
+    );
+    drop(server);
+
+    let server = start_with(Some("off"));
+    let out = server.ssh_run(TEST_USER, "echo one-ok", b"");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("one-ok"),
+        "{out:?}; log:\n{}",
+        server.log()
+    );
+    let kids: Vec<String> = children(server.pid()).into_iter().map(cmdline).collect();
+    assert!(!kids.iter().any(|c| c.contains("__net")), "{kids:?}");
 }

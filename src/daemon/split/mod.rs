@@ -30,7 +30,7 @@ use crate::config::{LogLevel, Recorded};
 /// The hidden first argument that makes this binary the network process.
 pub const NET_ARG: &str = "__net";
 
-/// Test-only (contract 7 of the split): the program the monitor starts as the
+/// Test-only: the program the monitor starts as the
 /// network process instead of this binary, given the same arguments and
 /// descriptors, so that a test can play a compromised network process against a
 /// real monitor. Not documented for users. It gives nothing away: only root can
@@ -54,9 +54,9 @@ pub fn wanted() -> bool {
     }
 }
 
-/// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set. Off until the
-/// whole test suite has passed with the split on (SECURITY.md).
-const DEFAULT_ON: bool = false;
+/// Whether a root daemon splits when `RSSHD_PRIVSEP` is not set: it does
+/// (`RSSHD_PRIVSEP=off` keeps one process, for diagnosis).
+const DEFAULT_ON: bool = true;
 
 /// Where the log goes, for the network process (it cannot open anything).
 #[derive(Debug)]
