@@ -353,8 +353,13 @@ fn a_reload_with_a_broken_config_keeps_the_old_one_and_the_sessions() {
     assert!(ssh.try_wait().expect("try_wait").is_none(), "client gone");
     login_works(&server);
 
-    // A good config again: the network process takes it, sessions stay.
-    std::fs::write(&server.config, format!("{good}IdleTimeout 1h\n")).expect("write");
+    // A good config again: the network process takes it, sessions stay. It is
+    // large (600 KiB of comments, kept in the recorded load): a configuration
+    // travels to the network process in a memfd, not bound by a datagram.
+    let filler: String = (0..6000)
+        .map(|i| format!("# {i:05} {}\n", "x".repeat(92)))
+        .collect();
+    std::fs::write(&server.config, format!("{filler}{good}IdleTimeout 1h\n")).expect("write");
     hup();
     assert!(
         server.wait_log("Configuration reloaded;", Duration::from_secs(10)),
@@ -363,9 +368,50 @@ fn a_reload_with_a_broken_config_keeps_the_old_one_and_the_sessions() {
     );
     assert!(!gone(program));
     assert_eq!(network_process(monitor), net);
+    // The live session's lifetime rules are the new ones: the network process
+    // applied the reload.
+    let end = Instant::now() + Duration::from_secs(10);
+    while idle_timeouts(&server) != ["3600"] {
+        assert!(
+            Instant::now() < end,
+            "{:?}; log:\n{}",
+            idle_timeouts(&server),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     login_works(&server);
     let _ = ssh.kill();
     let _ = ssh.wait();
+    // A new network process gets the large configuration at its start too.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(net as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    let end = Instant::now() + Duration::from_secs(20);
+    while network_process(monitor) == net {
+        assert!(Instant::now() < end, "no new network process");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    login_works(&server);
+}
+
+/// The IdleTimeout each listed session runs under, as `rsshd sessions` says.
+fn idle_timeouts(server: &Server) -> Vec<String> {
+    let listed = Command::new(env!("CARGO_BIN_EXE_rsshd"))
+        .args(["sessions", "--json", "--socket"])
+        .arg(server.dir.join("control.sock"))
+        .output()
+        .expect("rsshd sessions");
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+    (rows.as_array().into_iter().flatten())
+        .filter_map(|r| {
+            let policy = r["policy"].as_array()?;
+            let idle = policy.iter().find(|p| p[0] == "idletimeout")?;
+            Some(idle[1].as_str()?.to_string())
+        })
+        .collect()
 }
 
 /// The split is the default for a root daemon; `RSSHD_PRIVSEP=off` keeps one

@@ -115,6 +115,18 @@ pub(super) fn refused<T: std::fmt::Debug>(r: Result<T, HostError>) {
     }
 }
 
+/// A `sleep 30` session program started for login (`conn`, `token`).
+pub(super) async fn sleeping(
+    s: &Setup,
+    conn: ConnId,
+    token: LoginToken,
+) -> (super::api::Spawned, Vec<std::os::fd::OwnedFd>) {
+    s.host
+        .spawn_session(conn, token, sleeper())
+        .await
+        .expect("spawned")
+}
+
 pub(super) fn sleeper() -> SpawnAsk {
     SpawnAsk {
         requested: Some("sleep 30".into()),
@@ -250,11 +262,7 @@ async fn signals_reach_only_the_connections_own_sessions() {
     let s = setup("signals", "", false);
     let (a, token_a) = login(&s, 0).await;
     let (b, token_b) = login(&s, 0).await;
-    let (spawned, _pipes) = s
-        .host
-        .spawn_session(a, token_a, sleeper())
-        .await
-        .expect("spawned");
+    let (spawned, _pipes) = sleeping(&s, a, token_a).await;
     assert!(spawned.pid > 0 && !spawned.is_shell && !spawned.forced);
     let term = nix::sys::signal::Signal::SIGTERM as i32;
     // Connection b, with its own good token, names a's program.

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::api::{HangUpHow, LoginToken, SpawnAsk, SpawnedIo};
-use super::api_tests::{conn, login, refused, setup, sleeper};
+use super::api_tests::{conn, login, refused, setup, sleeping};
 use super::{ExitOutcome, PtyParams};
 
 fn ask(command: &str, pty: bool) -> SpawnAsk {
@@ -156,11 +156,7 @@ async fn a_terminal_session_gets_its_master_and_a_login_record() {
 async fn a_closed_connection_leaves_nothing_behind() {
     let s = setup("closed", "", false);
     let (c, token) = login(&s, 0).await;
-    let (spawned, _fds) = s
-        .host
-        .spawn_session(c, token, sleeper())
-        .await
-        .expect("spawned");
+    let (spawned, _fds) = sleeping(&s, c, token).await;
     let (socket, path, _listener) = s.host.agent_socket(c, token).await.expect("agent");
     let dir = std::path::Path::new(&path)
         .parent()
@@ -238,11 +234,7 @@ async fn lifecycle_requests_are_refused_for_what_another_connection_owns() {
     let s = setup("lifecycle-refusals", "", false);
     let (a, token_a) = login(&s, 0).await;
     let (b, token_b) = login(&s, 0).await;
-    let (spawned, _fds) = s
-        .host
-        .spawn_session(a, token_a, sleeper())
-        .await
-        .expect("spawned");
+    let (spawned, _fds) = sleeping(&s, a, token_a).await;
     let p = spawned.process;
     let forged = LoginToken([3; 16]);
     // Wait and HangUp: no token, another connection's token, another
@@ -363,11 +355,7 @@ async fn the_banner_is_read_by_the_host_from_its_own_settings() {
 async fn commands_answer_only_for_the_hosts_live_session_programs() {
     let s = setup("commands", "", false);
     let (c, token) = login(&s, 0).await;
-    let (spawned, _fds) = s
-        .host
-        .spawn_session(c, token, sleeper())
-        .await
-        .expect("spawned");
+    let (spawned, _fds) = sleeping(&s, c, token).await;
     let own = std::process::id() as i32;
     let got = s.host.commands(&[spawned.pid, 1, own]).await;
     assert!(

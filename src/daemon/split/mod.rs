@@ -70,7 +70,8 @@ pub enum LogHandover {
 /// What the monitor hands the network process at start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Hello {
-    pub setup: Setup,
+    /// The descriptor of a memfd holding the [`Setup`] (see `link::to_memfd`).
+    pub setup: RawFd,
     pub level: LogLevel,
     pub facility: String,
     pub sink: SinkKind,

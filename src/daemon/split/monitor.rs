@@ -72,9 +72,10 @@ impl Start {
                 .listeners
                 .push(place(l.try_clone()?.into(), &mut fds));
         }
+        let setup = place(link::to_memfd(setup)?, &mut fds);
         let child = netproc::spawn(&self.program, &[NET_ARG], fds)?;
         let hello = Hello {
-            setup: setup.clone(),
+            setup,
             level: self.level,
             facility: self.facility.clone(),
             sink,
@@ -242,7 +243,7 @@ pub async fn run(
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(mut n) = net {
-        let _ = n.notifier.send(Notice::Shutdown).await;
+        let _ = n.notifier.send(Notice::Shutdown, Vec::new()).await;
         let grace = SHUTDOWN_GRACE + Duration::from_secs(2);
         if tokio::time::timeout(grace, n.child.wait()).await.is_err() {
             tracing::error!("network process did not stop in time; killing it");
@@ -256,10 +257,10 @@ pub async fn run(
 
 /// Send the network process the new configuration.
 async fn reload(net: &Net, setup: &Setup) {
-    let sent = match serde_json::to_value(setup) {
-        Ok(v) => net
+    let sent = match link::to_memfd(setup) {
+        Ok(fd) => net
             .notifier
-            .send(Notice::Reload(v))
+            .send(Notice::Reload, vec![fd])
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

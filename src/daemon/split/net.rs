@@ -67,7 +67,9 @@ fn run() -> Result<(), String> {
         SinkKind::Syslog => crate::log::Sink::Syslog,
     };
     crate::log::init(sink, hello.level, &hello.facility);
-    let config = build(&hello.setup)?;
+    let setup: Setup =
+        link::from_memfd(&claim(hello.setup)?).map_err(|e| format!("configuration: {e}"))?;
+    let config = build(&setup)?;
     let control = match hello.layout.control {
         Some(fd) => {
             let l = std::os::unix::net::UnixListener::from(claim(fd)?);
@@ -153,11 +155,12 @@ async fn serve(
     ));
     loop {
         match notices.recv().await {
-            Some(Notice::Reload(value)) => {
-                let built = match serde_json::from_value::<Setup>(value)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| build(&s))
-                {
+            Some((Notice::Reload, fds)) => {
+                let setup = match fds.first() {
+                    Some(fd) => link::from_memfd::<Setup>(fd).map_err(|e| e.to_string()),
+                    None => Err("no configuration attached".into()),
+                };
+                let built = match setup.and_then(|s| build(&s)) {
                     Ok(config) => protocol_for(&host, &config).await.map(|p| (config, p)),
                     Err(e) => Err(e),
                 };
@@ -169,7 +172,7 @@ async fn serve(
                     Err(e) => tracing::error!("network process: reload: {e}"),
                 }
             }
-            Some(Notice::Shutdown) => break,
+            Some((Notice::Shutdown, _)) => break,
             None => {
                 tracing::error!("network process: the link to the monitor is gone; stopping");
                 break;

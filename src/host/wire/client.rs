@@ -19,7 +19,8 @@ use crate::host::api::{Reply, Request, Response};
 type Answer = Result<(Response, Vec<OwnedFd>), HostError>;
 
 /// The monitor's notices, in the order it sent them.
-pub(crate) type Notices = mpsc::UnboundedReceiver<Notice>;
+/// The monitor's notices, each with the descriptors it carries.
+pub(crate) type Notices = mpsc::UnboundedReceiver<(Notice, Vec<OwnedFd>)>;
 
 /// Calls waiting for their answers; `dead` once the link is gone, with why.
 #[derive(Default)]
@@ -127,7 +128,7 @@ fn fail_all(shared: &Shared, why: &str) {
 
 /// The reader task: answers to their callers, notices to `notices`, until the
 /// link ends or the monitor sends something that is not for this side.
-async fn read(shared: Arc<Shared>, notices: mpsc::UnboundedSender<Notice>) {
+async fn read(shared: Arc<Shared>, notices: mpsc::UnboundedSender<(Notice, Vec<OwnedFd>)>) {
     let mut buf = Vec::new();
     let why = loop {
         match shared.link.recv(&mut buf).await {
@@ -141,8 +142,8 @@ async fn read(shared: Arc<Shared>, notices: mpsc::UnboundedSender<Notice>) {
                     None => break format!("the monitor answered call {id}, which is not waiting"),
                 }
             }
-            Ok(Some((Frame::Notice(n), _))) => {
-                let _ = notices.send(n);
+            Ok(Some((Frame::Notice(n), fds))) => {
+                let _ = notices.send((n, fds));
             }
             Ok(Some((f, _))) => break format!("protocol error: a {} frame", f.kind()),
             Err(e) => break format!("protocol error: {e}"),

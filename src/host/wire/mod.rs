@@ -82,11 +82,22 @@ pub(crate) enum Frame {
 /// What the monitor tells the network process without being asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Notice {
-    /// The configuration was reloaded; the payload is the monitor's copy of it,
-    /// as data (its schema belongs to the process split).
-    Reload(serde_json::Value),
+    /// The configuration was reloaded; the monitor's copy of it, as data (its
+    /// schema belongs to the process split), is the attached descriptor, so
+    /// that no frame cap bounds a configuration's size.
+    Reload,
     /// Stop accepting, close the connections, exit.
     Shutdown,
+}
+
+impl Notice {
+    /// How many descriptors it carries.
+    fn fds(&self) -> usize {
+        match self {
+            Notice::Reload => 1,
+            Notice::Shutdown => 0,
+        }
+    }
 }
 
 /// A [`HostError`] as data.
@@ -195,7 +206,7 @@ impl Frame {
     fn fds(&self) -> usize {
         match self {
             Frame::Call { fds, .. } | Frame::Answer { fds, .. } => *fds,
-            Frame::Notice(_) => 0,
+            Frame::Notice(n) => n.fds(),
         }
     }
 
@@ -204,7 +215,7 @@ impl Frame {
         match self {
             Frame::Call { .. } => MAX_CALL_FDS,
             Frame::Answer { .. } => MAX_ANSWER_FDS,
-            Frame::Notice(_) => 0,
+            Frame::Notice(_) => 1,
         }
     }
 

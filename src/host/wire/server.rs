@@ -65,8 +65,8 @@ pub(crate) enum ServeEnd {
 pub(crate) struct Notifier(Arc<Link>);
 
 impl Notifier {
-    pub(crate) async fn send(&self, notice: Notice) -> Result<(), LinkError> {
-        self.0.send(&Frame::Notice(notice), &[]).await
+    pub(crate) async fn send(&self, notice: Notice, fds: Vec<OwnedFd>) -> Result<(), LinkError> {
+        self.0.send(&Frame::Notice(notice), &fds).await
     }
 }
 

@@ -291,14 +291,29 @@ async fn notices_reach_the_network_side_in_order() {
     let service = test_service();
     let (serving, notifier) = serve(service, b, ServeOptions::default()).expect("serve");
     let serving = tokio::spawn(serving);
-    let config = serde_json::json!({"PermitRootLogin": "no"});
+    // A reload's configuration is the attached descriptor (a pipe here).
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    std::fs::File::from(write)
+        .write_all(b"config")
+        .expect("write");
     notifier
-        .send(Notice::Reload(config.clone()))
+        .send(Notice::Reload, vec![read])
         .await
         .expect("send");
-    notifier.send(Notice::Shutdown).await.expect("send");
-    assert_eq!(notices.recv().await, Some(Notice::Reload(config)));
-    assert_eq!(notices.recv().await, Some(Notice::Shutdown));
+    notifier
+        .send(Notice::Shutdown, Vec::new())
+        .await
+        .expect("send");
+    let (notice, fds) = notices.recv().await.expect("reload");
+    assert_eq!(notice, Notice::Reload);
+    let [fd]: [OwnedFd; 1] = fds.try_into().expect("one descriptor");
+    let mut got = String::new();
+    std::fs::File::from(fd)
+        .read_to_string(&mut got)
+        .expect("read");
+    assert_eq!(got, "config");
+    let (notice, fds) = notices.recv().await.expect("shutdown");
+    assert_eq!((notice, fds.len()), (Notice::Shutdown, 0));
     serving.abort();
 }
 
@@ -389,7 +404,7 @@ async fn the_monitor_drops_a_peer_that_speaks_out_of_protocol() {
         // end of stream, and the monitor can send it nothing more.
         let net = Link::new(net).expect("link");
         assert!(net.recv(&mut Vec::new()).await.expect("recv").is_none());
-        assert!(notifier.send(Notice::Shutdown).await.is_err());
+        assert!(notifier.send(Notice::Shutdown, Vec::new()).await.is_err());
     }
 }
 
