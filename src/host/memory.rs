@@ -56,15 +56,26 @@ impl Statm {
     }
 }
 
-/// Start the trimming thread reading `statm`.
+/// Start the trimming thread reading `statm`; returns once the thread runs its
+/// own code, past its start-up in glibc and std (rseq, the signal stack, its
+/// name): calls a seccomp filter installed after this may refuse. The network
+/// process was killed on rseq when a loaded machine let the thread start only
+/// after confinement.
 pub fn start_trimmer_on(statm: Statm) {
     #[cfg(target_env = "gnu")]
     {
+        let (running, started) = std::sync::mpsc::sync_channel(1);
         let spawned = std::thread::Builder::new()
             .name("rsshd-trim".into())
-            .spawn(move || trim_loop(statm));
-        if let Err(e) = spawned {
-            tracing::debug!("memory trimmer not started: {e}");
+            .spawn(move || {
+                let _ = running.send(());
+                trim_loop(statm)
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = started.recv();
+            }
+            Err(e) => tracing::debug!("memory trimmer not started: {e}"),
         }
     }
     #[cfg(not(target_env = "gnu"))]
