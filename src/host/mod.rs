@@ -18,6 +18,7 @@ mod chroot;
 mod client;
 mod dns;
 pub mod fds;
+mod host_key_agent;
 pub mod host_keys;
 mod hushlogin;
 mod kex_sign;
