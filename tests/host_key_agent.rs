@@ -1,0 +1,689 @@
+//! `HostKeyAgent` (issue 16, item 4): host keys whose private halves only a real
+//! `ssh-agent` holds. The daemon gets the public key files and nothing else; the
+//! real OpenSSH `ssh` connects with `StrictHostKeyChecking yes`, for each key
+//! type and both RSA hashes, with a host certificate, in one process and split
+//! (where the root monitor signs: the network process is chrooted and could not
+//! reach the agent). Failures (the agent lacks the key, the agent died) fail
+//! that key exchange only, with the lines OpenSSH's sshd logs in the same
+//! situation (checked against `/usr/sbin/sshd` started on the same lines), and
+//! `-t` / `-T` answer as sshd's do.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Server, current_user, keygen, run_with_input, temp_dir};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn unusable() -> bool {
+    support::skip_without(&["ssh", "ssh-keygen", "ssh-agent", "ssh-add"])
+}
+
+/// A real `ssh-agent` in the foreground on `sock`, killed (and reaped) on drop.
+struct Agent {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Agent {
+    fn start(sock: &Path) -> Agent {
+        let _ = std::fs::remove_file(sock);
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(sock).is_err() {
+            assert!(Instant::now() < end, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            child,
+            sock: sock.to_path_buf(),
+        }
+    }
+
+    fn add(&self, private: &Path) {
+        let o = Command::new("ssh-add")
+            .arg("-q")
+            .arg(private)
+            .env("SSH_AUTH_SOCK", &self.sock)
+            .output()
+            .expect("ssh-add");
+        assert!(
+            o.status.success(),
+            "ssh-add: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Dies as a crashed agent does: the socket stays, nobody listens.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A host key made now: the private key stays in `dir/private/` (for ssh-add
+/// only), the daemon's `HostKey` names `dir/NAME.pub`. Returns (private, public).
+fn host_key(dir: &Path, name: &str, kind: &str) -> (PathBuf, PathBuf) {
+    let private_dir = dir.join("private");
+    std::fs::create_dir_all(&private_dir).expect("private dir");
+    let private = private_dir.join(name);
+    let mut c = Command::new("ssh-keygen");
+    c.args(["-q", "-N", "", "-C", name, "-t", kind, "-f"])
+        .arg(&private);
+    if kind == "rsa" {
+        c.args(["-b", "2048"]);
+    }
+    assert!(c.status().expect("ssh-keygen").success());
+    let public = dir.join(format!("{name}.pub"));
+    std::fs::copy(private.with_extension("pub"), &public).expect("copy pub");
+    (private, public)
+}
+
+/// `[127.0.0.1]:PORT` known_hosts lines for `publics`.
+fn known_hosts(dir: &Path, port: u16, publics: &[&Path]) -> PathBuf {
+    let mut text = String::new();
+    for p in publics {
+        let line = std::fs::read_to_string(p).expect("pub");
+        let mut fields = line.split_whitespace();
+        let (kind, blob) = (fields.next().expect("type"), fields.next().expect("blob"));
+        text.push_str(&format!("[127.0.0.1]:{port} {kind} {blob}\n"));
+    }
+    let file = dir.join(format!("known_hosts-{port}"));
+    std::fs::write(&file, text).expect("known_hosts");
+    file
+}
+
+/// Lines both daemons read: the host keys, the agent, the client key.
+fn common_lines(dir: &Path, publics: &[&Path], agent: &str) -> String {
+    let mut text = String::new();
+    for p in publics {
+        text.push_str(&format!("HostKey {}\n", p.display()));
+    }
+    text.push_str(&format!(
+        "HostKeyAgent {agent}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\n\
+         PidFile none\n",
+        dir.display()
+    ));
+    text
+}
+
+/// The client key, accepted for every user.
+fn client_key(dir: &Path) -> PathBuf {
+    let key = keygen(dir, "client_key");
+    std::fs::copy(key.with_extension("pub"), dir.join("authorized_keys")).expect("authorized");
+    key
+}
+
+/// rsshd on `lines`, one process or split (`RSSHD_PRIVSEP=split`), with `env`.
+fn rsshd(dir: &Path, lines: &str, split: bool, env: &[(&str, &Path)]) -> Server {
+    let config = dir.join(format!(
+        "rsshd_config-{}",
+        if split { "split" } else { "one" }
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "{lines}PerSourcePenalties no\nListenAddress 127.0.0.1\nPort 0\n\
+             ControlSocket {}/control-{split}.sock\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rsshd"));
+    cmd.args(["-D", "-e", "-f"]).arg(&config);
+    cmd.env_remove("SSH_AUTH_SOCK");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if split {
+        cmd.env("RSSHD_PRIVSEP", "split");
+    }
+    Server::spawn_command(cmd, dir.to_path_buf(), config, dir.join("client_key"))
+}
+
+/// OpenSSH's sshd on `lines` and a free port, logging to a file.
+struct RefSshd {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl RefSshd {
+    fn start(dir: &Path, lines: &str) -> RefSshd {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let cfg = dir.join("ref_sshd_config");
+        let log = dir.join("ref_sshd.log");
+        std::fs::write(&cfg, format!("{lines}ListenAddress 127.0.0.1\nUsePAM no\n")).expect("cfg");
+        let child = Command::new(SSHD)
+            .args(["-D", "-f"])
+            .arg(&cfg)
+            .args(["-p", &port.to_string(), "-E"])
+            .arg(&log)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let r = RefSshd { child, port, log };
+        assert!(
+            wait_for(|| r.log(), "Server listening on"),
+            "sshd: {}",
+            r.log()
+        );
+        r
+    }
+
+    fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for RefSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(log: impl Fn() -> String, needle: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The real `ssh`, strict about the host key, offering only `algorithm` (if
+/// given), `-v` so the negotiated host key algorithm shows.
+fn strict_ssh(port: u16, key: &Path, known: &Path, algorithm: Option<&str>) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(["-F", "/dev/null", "-v", "-i"])
+        .arg(key)
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .args(["-o", "ConnectTimeout=20"]);
+    if let Some(a) = algorithm {
+        c.arg("-o").arg(format!("HostKeyAlgorithms={a}"));
+    }
+    c.args(["-p", &port.to_string()])
+        .arg(format!("{}@127.0.0.1", current_user()));
+    c
+}
+
+fn run(port: u16, key: &Path, known: &Path, algorithm: Option<&str>) -> Output {
+    run_with_input(
+        strict_ssh(port, key, known, algorithm).args(["echo", "agent-ok"]),
+        b"",
+    )
+}
+
+fn assert_ok(o: &Output, algorithm: &str, log: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "agent-ok",
+        "{algorithm}: {err}\n--- daemon:\n{log}"
+    );
+    assert!(
+        err.contains(&format!("kex: host key algorithm: {algorithm}")),
+        "{algorithm} not negotiated: {err}"
+    );
+}
+
+/// The monitor's network process (`rsshd __net`), if it runs split.
+fn network_process(monitor: u32) -> Option<u32> {
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        let found = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let p = e.path();
+                let stat = std::fs::read_to_string(p.join("stat")).ok()?;
+                let parent: u32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                let cmdline = std::fs::read(p.join("cmdline")).ok()?;
+                (parent == monitor && String::from_utf8_lossy(&cmdline).contains("__net"))
+                    .then_some(pid)
+            });
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn has_network_process(monitor: u32) -> bool {
+    network_process(monitor).is_some()
+}
+
+/// Every key type through the agent, both RSA hashes, with only the public
+/// key files on disk for the daemon.
+fn every_key_type(split: bool) {
+    let dir = temp_dir(if split {
+        "hka-types-split"
+    } else {
+        "hka-types"
+    });
+    let sock = dir.join("agent.sock");
+    let agent = Agent::start(&sock);
+    let (ed, ed_pub) = host_key(&dir, "hk_ed25519", "ed25519");
+    let (ec, ec_pub) = host_key(&dir, "hk_ecdsa", "ecdsa");
+    let (rsa, rsa_pub) = host_key(&dir, "hk_rsa", "rsa");
+    for k in [&ed, &ec, &rsa] {
+        agent.add(k);
+    }
+    let key = client_key(&dir);
+    let publics = [ed_pub.as_path(), ec_pub.as_path(), rsa_pub.as_path()];
+    // One process names the socket; split reads it from SSH_AUTH_SOCK, in the
+    // monitor's environment.
+    let (value, env) = if split {
+        (
+            "SSH_AUTH_SOCK".to_string(),
+            vec![("SSH_AUTH_SOCK", sock.as_path())],
+        )
+    } else {
+        (sock.display().to_string(), Vec::new())
+    };
+    let srv = rsshd(&dir, &common_lines(&dir, &publics, &value), split, &env);
+    if split {
+        assert!(has_network_process(srv.pid()), "not split: {}", srv.log());
+    }
+    let known = known_hosts(&dir, srv.port, &publics);
+    for algorithm in [
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "rsa-sha2-512",
+        "rsa-sha2-256",
+    ] {
+        let o = run(srv.port, &key, &known, Some(algorithm));
+        assert_ok(&o, algorithm, &srv.log());
+    }
+    assert!(
+        !srv.log().contains("agent sign"),
+        "no signature failed: {}",
+        srv.log()
+    );
+}
+
+#[test]
+fn every_key_type_signs_through_the_agent() {
+    if unusable() {
+        return;
+    }
+    every_key_type(false);
+}
+
+/// The same with the split on: the root monitor asks the agent.
+#[test]
+fn every_key_type_signs_through_the_agent_split() {
+    if unusable() || support::skip_unless_root_with("rsshd") {
+        return;
+    }
+    every_key_type(true);
+}
+
+/// `HostCertificate` for a key only the agent holds: a client that knows only
+/// the host CA (`@cert-authority`) connects with `StrictHostKeyChecking yes`.
+fn certificate(split: bool) {
+    let dir = temp_dir(if split { "hka-cert-split" } else { "hka-cert" });
+    let sock = dir.join("agent.sock");
+    let agent = Agent::start(&sock);
+    let (ed, ed_pub) = host_key(&dir, "hk_ed25519", "ed25519");
+    agent.add(&ed);
+    let ca = keygen(&dir, "host_ca");
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-h", "-s"])
+        .arg(&ca)
+        .args(["-I", "agent-host", "-n", "127.0.0.1"])
+        .arg(&ed_pub)
+        .output()
+        .expect("ssh-keygen -s");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cert = dir.join("hk_ed25519-cert.pub");
+    let key = client_key(&dir);
+    let known = dir.join("known_hosts-ca");
+    let ca_pub = std::fs::read_to_string(ca.with_extension("pub")).expect("ca pub");
+    std::fs::write(&known, format!("@cert-authority * {ca_pub}")).expect("known");
+    let lines = format!(
+        "{}HostCertificate {}\n",
+        common_lines(&dir, &[&ed_pub], &sock.display().to_string()),
+        cert.display()
+    );
+    let srv = rsshd(&dir, &lines, split, &[]);
+    let algorithm = "ssh-ed25519-cert-v01@openssh.com";
+    let o = run(srv.port, &key, &known, Some(algorithm));
+    assert_ok(&o, algorithm, &srv.log());
+    // The plain key is not in known_hosts: without the certificate, refused.
+    let o = run(srv.port, &key, &known, Some("ssh-ed25519"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn host_certificate_for_an_agent_key() {
+    if unusable() {
+        return;
+    }
+    certificate(false);
+}
+
+#[test]
+fn host_certificate_for_an_agent_key_split() {
+    if unusable() || support::skip_unless_root_with("rsshd") {
+        return;
+    }
+    certificate(true);
+}
+
+/// An ssh session kept open across the agent's death.
+struct Held {
+    child: Child,
+    stdin: ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Held {
+    fn open(mut cmd: Command) -> Held {
+        let mut child = cmd
+            .arg("echo ready; read x; echo got-$x")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let held = Held {
+            child,
+            stdin,
+            lines,
+        };
+        assert_eq!(held.next(), "ready");
+        held
+    }
+
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| "(nothing)".into())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent lacks one key, then dies, then comes back: each failure fails
+/// only the key exchange that needed it, with sshd's line (sshd started on the
+/// same lines logs the same), an open session goes on, the daemon keeps
+/// serving, and the next exchange after the agent is back signs again (a
+/// connection per signature).
+#[test]
+fn agent_failures_fail_one_exchange_with_sshds_lines() {
+    if unusable() || support::skip_without(&[SSHD]) {
+        return;
+    }
+    let dir = temp_dir("hka-fail");
+    let sock = dir.join("agent.sock");
+    let agent = Agent::start(&sock);
+    let (ed, ed_pub) = host_key(&dir, "hk_ed25519", "ed25519");
+    let (_ec, ec_pub) = host_key(&dir, "hk_ecdsa", "ecdsa");
+    agent.add(&ed); // and not the ECDSA key
+    let key = client_key(&dir);
+    let publics = [ed_pub.as_path(), ec_pub.as_path()];
+    let lines = common_lines(&dir, &publics, &sock.display().to_string());
+    let srv = rsshd(&dir, &lines, false, &[]);
+    let reference = RefSshd::start(&dir, &lines);
+    let known = known_hosts(&dir, srv.port, &publics);
+    let known_ref = known_hosts(&dir, reference.port, &publics);
+
+    // The agent does not hold the ECDSA key.
+    let refused = "mm_answer_sign: agent sign: agent refused operation";
+    for (port, known) in [(srv.port, &known), (reference.port, &known_ref)] {
+        let o = run(port, &key, known, Some("ecdsa-sha2-nistp256"));
+        assert!(
+            !o.status.success(),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    assert!(
+        wait_for(|| reference.log(), refused),
+        "sshd: {}",
+        reference.log()
+    );
+    assert!(wait_for(|| srv.log(), refused), "rsshd: {}", srv.log());
+    // The other key still serves.
+    let o = run(srv.port, &key, &known, Some("ssh-ed25519"));
+    assert_ok(&o, "ssh-ed25519", &srv.log());
+
+    // A session opened now outlives the agent.
+    let mut held = Held::open(strict_ssh(srv.port, &key, &known, Some("ssh-ed25519")));
+    agent.kill();
+    let gone = format!(
+        "Could not connect to agent \"{}\": Connection refused",
+        sock.display()
+    );
+    for (port, known) in [(srv.port, &known), (reference.port, &known_ref)] {
+        let o = run(port, &key, known, Some("ssh-ed25519"));
+        assert!(
+            !o.status.success(),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    assert!(
+        wait_for(|| reference.log(), &gone),
+        "sshd: {}",
+        reference.log()
+    );
+    assert!(wait_for(|| srv.log(), &gone), "rsshd: {}", srv.log());
+    writeln!(held.stdin, "y").expect("write");
+    assert_eq!(held.next(), "got-y", "{}", srv.log());
+
+    // The agent is back on the same socket: the next exchange signs.
+    let agent = Agent::start(&sock);
+    agent.add(&ed);
+    let o = run(srv.port, &key, &known, Some("ssh-ed25519"));
+    assert_ok(&o, "ssh-ed25519", &srv.log());
+}
+
+fn check(program: &str, config: &Path, flag: &str, env: &[(&str, &Path)], cwd: &Path) -> Output {
+    let mut c = Command::new(program);
+    c.arg(flag).arg("-f").arg(config).current_dir(cwd);
+    c.env_remove("SSH_AUTH_SOCK");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run -t")
+}
+
+/// `-t` and `-T`, next to sshd's: a public-only HostKey needs an agent; the
+/// agent must accept a connection (whether it holds the keys is not asked,
+/// as sshd does not ask); `SSH_AUTH_SOCK` unset is "agent not present"; `-T`
+/// prints the socket as sshd does.
+#[test]
+fn test_mode_checks_what_sshd_checks() {
+    if unusable() || support::skip_without(&[SSHD]) {
+        return;
+    }
+    let dir = temp_dir("hka-check");
+    let sock = dir.join("agent.sock");
+    let (_ed, ed_pub) = host_key(&dir, "hk_ed25519", "ed25519");
+    let write = |name: &str, agent: Option<&str>| {
+        let p = dir.join(name);
+        let mut text = format!("HostKey {}\nPidFile none\n", ed_pub.display());
+        if let Some(a) = agent {
+            text.push_str(&format!("HostKeyAgent {a}\n"));
+        }
+        std::fs::write(&p, text).expect("config");
+        p
+    };
+    let rsshd = env!("CARGO_BIN_EXE_rsshd");
+    let both = |config: &Path, flag: &str, env: &[(&str, &Path)]| {
+        (
+            check(rsshd, config, flag, env, &dir),
+            check(SSHD, config, flag, env, &dir),
+        )
+    };
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // No agent configured: a public key is no host key.
+    let plain = write("plain.conf", None);
+    let (ours, theirs) = both(&plain, "-t", &[]);
+    assert!(!ours.status.success() && !theirs.status.success());
+    // (rsshd refuses the file before reading it: a world-readable "private" key.)
+    assert!(
+        text(&ours).contains(&ed_pub.display().to_string()),
+        "{}",
+        text(&ours)
+    );
+
+    // An agent named but not there (no socket).
+    let named = write("named.conf", Some(&sock.display().to_string()));
+    let (ours, theirs) = both(&named, "-t", &[]);
+    assert!(!ours.status.success() && !theirs.status.success());
+    for line in [
+        format!(
+            "Could not connect to agent \"{}\": No such file or directory",
+            sock.display()
+        ),
+        format!("Unable to load host key: {}", ed_pub.display()),
+    ] {
+        assert!(text(&theirs).contains(&line), "sshd: {}", text(&theirs));
+        assert!(text(&ours).contains(&line), "rsshd: {}", text(&ours));
+    }
+
+    // SSH_AUTH_SOCK named, the variable unset.
+    let env_conf = write("env.conf", Some("SSH_AUTH_SOCK"));
+    let (ours, theirs) = both(&env_conf, "-t", &[]);
+    assert!(!ours.status.success() && !theirs.status.success());
+    let line = "Could not connect to agent \"SSH_AUTH_SOCK\": agent not present";
+    assert!(text(&theirs).contains(line), "sshd: {}", text(&theirs));
+    assert!(text(&ours).contains(line), "rsshd: {}", text(&ours));
+
+    // A running agent without the key: both accept the configuration.
+    let _agent = Agent::start(&sock);
+    let relative = write("relative.conf", Some("agent.sock"));
+    for (config, env) in [
+        (&named, vec![]),
+        (&env_conf, vec![("SSH_AUTH_SOCK", sock.as_path())]),
+        (&relative, vec![]),
+    ] {
+        let (ours, theirs) = both(config, "-t", &env);
+        assert!(theirs.status.success(), "sshd: {}", text(&theirs));
+        assert!(ours.status.success(), "rsshd: {}", text(&ours));
+        // -T prints the same hostkeyagent line (a relative path made absolute).
+        let (ours, theirs) = both(config, "-T", &env);
+        let line = |o: &Output| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| l.starts_with("hostkeyagent "))
+                .map(str::to_string)
+        };
+        assert!(line(&theirs).is_some(), "sshd: {}", text(&theirs));
+        assert_eq!(line(&ours), line(&theirs), "{}", config.display());
+    }
+    let (ours, _) = both(&relative, "-T", &[]);
+    assert!(
+        String::from_utf8_lossy(&ours.stdout)
+            .contains(&format!("hostkeyagent {}\n", sock.display())),
+        "{}",
+        text(&ours)
+    );
+}
+
+/// Split: the monitor's refusal line, and the network process neither dies
+/// nor is replaced; the key the agent holds still serves.
+#[test]
+fn agent_refusal_in_the_monitor_leaves_the_network_process_serving() {
+    if unusable() || support::skip_unless_root_with("rsshd") {
+        return;
+    }
+    let dir = temp_dir("hka-fail-split");
+    let sock = dir.join("agent.sock");
+    let agent = Agent::start(&sock);
+    let (ed, ed_pub) = host_key(&dir, "hk_ed25519", "ed25519");
+    let (_ec, ec_pub) = host_key(&dir, "hk_ecdsa", "ecdsa");
+    agent.add(&ed);
+    let key = client_key(&dir);
+    let publics = [ed_pub.as_path(), ec_pub.as_path()];
+    let lines = common_lines(&dir, &publics, &sock.display().to_string());
+    let srv = rsshd(&dir, &lines, true, &[]);
+    let net = network_process(srv.pid()).expect("not split");
+    let known = known_hosts(&dir, srv.port, &publics);
+    let o = run(srv.port, &key, &known, Some("ecdsa-sha2-nistp256"));
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let refused = "mm_answer_sign: agent sign: agent refused operation";
+    assert!(wait_for(|| srv.log(), refused), "{}", srv.log());
+    let o = run(srv.port, &key, &known, Some("ssh-ed25519"));
+    assert_ok(&o, "ssh-ed25519", &srv.log());
+    assert_eq!(
+        network_process(srv.pid()),
+        Some(net),
+        "the network process was replaced: {}",
+        srv.log()
+    );
+}
