@@ -687,3 +687,44 @@ fn agent_refusal_in_the_monitor_leaves_the_network_process_serving() {
         srv.log()
     );
 }
+
+/// `HostKey` naming a private key the daemon cannot decrypt (a passphrase):
+/// as sshd, its public half is taken from the file and the agent signs, with
+/// sshd's line about the key (checked next to `sshd -t`).
+#[test]
+fn encrypted_private_key_is_signed_for_by_the_agent() {
+    if unusable() || support::skip_without(&[SSHD]) {
+        return;
+    }
+    let dir = temp_dir("hka-encrypted");
+    let sock = dir.join("agent.sock");
+    let agent = Agent::start(&sock);
+    let (ed, ed_pub) = host_key(&dir, "hk_ed25519", "ed25519");
+    agent.add(&ed);
+    // The daemon's copy of the private key, encrypted, with no .pub beside it.
+    let encrypted = dir.join("hk_encrypted");
+    std::fs::copy(&ed, &encrypted).expect("copy");
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", "not-for-the-daemon", "-f"])
+        .arg(&encrypted)
+        .output()
+        .expect("ssh-keygen -p");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key = client_key(&dir);
+    let lines = common_lines(&dir, &[&encrypted], &sock.display().to_string());
+    let line = format!(
+        "Unable to load host key \"{}\": incorrect passphrase supplied to decrypt private key",
+        encrypted.display()
+    );
+    let config = dir.join("sshd_t.conf");
+    std::fs::write(&config, &lines).expect("config");
+    let theirs = check(SSHD, &config, "-t", &[], &dir);
+    let theirs_text = String::from_utf8_lossy(&theirs.stderr);
+    assert!(theirs.status.success(), "sshd: {theirs_text}");
+    assert!(theirs_text.contains(&line), "sshd: {theirs_text}");
+    let srv = rsshd(&dir, &lines, false, &[]);
+    assert!(srv.wait_log(&line, Duration::from_secs(5)), "{}", srv.log());
+    let known = known_hosts(&dir, srv.port, &[&ed_pub]);
+    let o = run(srv.port, &key, &known, Some("ssh-ed25519"));
+    assert_ok(&o, "ssh-ed25519", &srv.log());
+}
