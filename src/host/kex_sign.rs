@@ -1,6 +1,7 @@
 //! The host keys, held by the host only: it signs each key exchange's hash for
-//! the network side (`SignKex`) and tells it the public keys and certificates to
-//! offer (`HostKeys`). It remembers the hashes it signed, because the first
+//! the network side (`SignKex`), or has the ssh-agent that holds the key sign it
+//! (`HostKeyAgent`, host_key_agent.rs), and tells it the public keys and
+//! certificates to offer (`HostKeys`). It remembers the hashes it signed, because the first
 //! hash of a connection is that connection's session identifier, which every
 //! `publickey` signature covers: `KeyVerify` accepts a session identifier only
 //! if the host signed it, and binds it to the first connection that uses it
