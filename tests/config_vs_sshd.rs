@@ -143,11 +143,11 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
         (
             // Certificates, key sources, security-key flags and ExposeAuthInfo; a
-            // Match may change each. (sshd 9.2 sets
+            // Match may change each (HostKeyAgent is global only). (sshd 9.2 sets
             // AuthorizedPrincipalsCommand only while AuthorizedKeysCommand is unset,
             // a slip in servconf.c's parse_command, hence this order.)
             "TrustedUserCAKeys /etc/ssh/user_ca.pub\nAuthorizedPrincipalsFile /etc/ssh/principals/%u\n\
-             CASignatureAlgorithms ssh-ed25519,rsa-sha2-512\n\
+             CASignatureAlgorithms ssh-ed25519,rsa-sha2-512\nHostKeyAgent /run/rsshd-test/hostkey-agent.sock\n\
              AuthorizedPrincipalsCommand /usr/local/bin/principals %u %i %s\n\
              AuthorizedPrincipalsCommandUser nobody\n\
              AuthorizedKeysCommand /usr/bin/sss_ssh_authorizedkeys %u\nAuthorizedKeysCommandUser nobody\n\

@@ -58,6 +58,7 @@ fn check_host_keys(config: &Config) -> Result<(), String> {
         // The quick-start key is created on first start; nothing to check yet.
         return Ok(());
     }
-    let keys = daemon::hostkeys::load(&paths).map_err(|e| e.to_string())?;
+    let keys = daemon::hostkeys::load(&paths, config.global().host_key_agent.as_deref())
+        .map_err(|e| e.to_string())?;
     daemon::algorithms::check_host_keys(&paths, &keys, config.global()).map_err(|e| e.to_string())
 }

@@ -121,6 +121,9 @@ pub struct Settings {
     pub host_key: Vec<PathBuf>,
     /// `HostCertificate` files, each for one of the host keys.
     pub host_certificate: Vec<PathBuf>,
+    /// `HostKeyAgent` as written (`SSH_AUTH_SOCK` or a path, resolved when the
+    /// keys are loaded, as sshd does); `None` for `none`.
+    pub host_key_agent: Option<String>,
     pub pid_file: Option<PathBuf>,
     pub login_grace_time: Duration,
     /// `MaxStartups start:rate:full`.
@@ -260,6 +263,7 @@ impl Default for Settings {
             address_family: "any".to_string(),
             host_key: Vec::new(),
             host_certificate: Vec::new(),
+            host_key_agent: None,
             pid_file: default_pid_file(),
             login_grace_time: Duration::from_secs(120),
             max_startups: (10, 30, 100),

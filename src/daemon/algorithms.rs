@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::{Algorithm, PrivateKey};
+use russh::keys::Algorithm;
 use russh::{Limits, Preferred, SshId, cipher, compression, kex, mac};
 
 #[cfg(test)]
@@ -146,7 +146,7 @@ fn with_limits(c: &russh::server::Config, limits: Limits) -> russh::server::Conf
 /// skipping it); and when `HostKeyAlgorithms` leaves no host key usable.
 pub fn check_host_keys(
     paths: &[PathBuf],
-    keys: &[PrivateKey],
+    keys: &[crate::host::host_keys::HostKey],
     s: &Settings,
 ) -> Result<(), AlgorithmError> {
     for (i, key) in keys.iter().enumerate() {
@@ -164,8 +164,8 @@ pub fn check_host_keys(
     let offered = preferred(s);
     let usable = keys.iter().any(|k| {
         offered.key.iter().any(|a| match a {
-            Algorithm::Rsa { .. } => k.algorithm().is_rsa(),
-            a => k.algorithm() == *a,
+            Algorithm::Rsa { .. } => k.public_key().algorithm().is_rsa(),
+            a => k.public_key().algorithm() == *a,
         })
     });
     if !usable {
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn user_keys_are_checked_with_sshd_words() {
-        let ed = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let ed = russh::keys::PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let s = Settings::default();
         assert!(check_user_key_named(&s, ed.public_key(), Algorithm::Ed25519.as_str()).is_ok());
         assert_eq!(

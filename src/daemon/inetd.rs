@@ -14,7 +14,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use russh::keys::PrivateKey;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{ConfigSource, StartError, host_key_paths, hostkeys};
@@ -56,7 +55,7 @@ pub fn take_stdio(keep_stderr: bool) -> io::Result<Stdio> {
 /// Configuration and host keys for one connection.
 pub struct Inetd {
     config: Config,
-    keys: Vec<PrivateKey>,
+    keys: Vec<hostkeys::HostKey>,
 }
 
 /// Load the config and host keys; errors are the same as the daemon's.
@@ -70,7 +69,7 @@ pub fn prepare(
         tracing::warn!("{w}");
     }
     let paths = host_key_paths(&config, extra_host_keys, true)?;
-    let keys = hostkeys::load(&paths)?;
+    let keys = hostkeys::load(&paths, config.global().host_key_agent.as_deref())?;
     super::algorithms::check_host_keys(&paths, &keys, config.global())?;
     Ok(Inetd { config, keys })
 }

@@ -16,7 +16,6 @@ pub use crate::host::host_keys as hostkeys;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use russh::keys::PrivateKey;
 use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -201,7 +200,7 @@ pub struct Prepared {
     /// What loading `config` read, so the network process can repeat it.
     pub recorded: crate::config::Recorded,
     pub listeners: Vec<std::net::TcpListener>,
-    pub keys: Vec<PrivateKey>,
+    pub keys: Vec<hostkeys::HostKey>,
     /// The control socket, bound once here; `None` if it could not be set up for a
     /// reason that does not stop the daemon (logged).
     pub control: Option<crate::admin::server::ControlSocket>,
@@ -233,7 +232,7 @@ pub fn prepare(
         Err(e) => return Err(e.into()),
     };
     let paths = host_key_paths(&config, &extra_host_keys, true)?;
-    let keys = hostkeys::load(&paths)?;
+    let keys = hostkeys::load(&paths, config.global().host_key_agent.as_deref())?;
     algorithms::check_host_keys(&paths, &keys, config.global())?;
     let mut listeners = Vec::new();
     // Sockets from the service manager (socket activation) replace binding.
@@ -278,7 +277,7 @@ pub fn prepare(
 /// settings with signers that ask it (the private halves stay with the host).
 pub(crate) async fn local_host(
     config: &Arc<Config>,
-    keys: Vec<PrivateKey>,
+    keys: Vec<hostkeys::HostKey>,
 ) -> Result<(crate::host::Host, russh::server::Config), StartError> {
     let host = crate::host::Host::new(crate::host::Privilege::current(), Arc::clone(config));
     host.set_host_keys(hostkeys::HostKeySet::new(
@@ -314,13 +313,13 @@ pub(crate) struct Sockets {
 /// the reason the old ones stay.
 pub(crate) fn reload_from(
     p: &ReloadSource,
-) -> Result<(Config, crate::config::Recorded, Vec<PrivateKey>), StartError> {
+) -> Result<(Config, crate::config::Recorded, Vec<hostkeys::HostKey>), StartError> {
     let (config, warnings, recorded) = p.source.load_recorded(&p.overrides)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
     let paths = host_key_paths(&config, &p.extra_host_keys, true)?;
-    let keys = hostkeys::load(&paths)?;
+    let keys = hostkeys::load(&paths, config.global().host_key_agent.as_deref())?;
     algorithms::check_host_keys(&paths, &keys, config.global())?;
     Ok((config, recorded, keys))
 }

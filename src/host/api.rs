@@ -383,7 +383,7 @@ pub(super) async fn dispatch(
             key_openssh,
             algo,
             data,
-        } => Response::Signature(host.sign_kex(&key_openssh, &algo, &data)?).into(),
+        } => Response::Signature(host.sign_kex(&key_openssh, &algo, &data).await?).into(),
         Request::HostKeys => {
             let (keys, certificates) = host.host_key_texts()?;
             Response::HostKeys { keys, certificates }.into()

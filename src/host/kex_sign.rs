@@ -1,6 +1,7 @@
 //! The host keys, held by the host only: it signs each key exchange's hash for
-//! the network side (`SignKex`) and tells it the public keys and certificates to
-//! offer (`HostKeys`). It remembers the hashes it signed, because the first
+//! the network side (`SignKex`), or has the ssh-agent that holds the key sign it
+//! (`HostKeyAgent`, host_key_agent.rs), and tells it the public keys and
+//! certificates to offer (`HostKeys`). It remembers the hashes it signed, because the first
 //! hash of a connection is that connection's session identifier, which every
 //! `publickey` signature covers: `KeyVerify` accepts a session identifier only
 //! if the host signed it, and binds it to the first connection that uses it
@@ -20,7 +21,8 @@ use tokio::time::Instant;
 
 use super::HostError;
 use super::api::ConnId;
-use super::host_keys::HostKeySet;
+use super::host_key_agent::{self, AgentError};
+use super::host_keys::{HostKey, HostKeySet};
 use super::service::Service;
 
 /// The lengths of the hashes a key exchange signs: SHA-1 (the `-sha1` groups),
@@ -60,7 +62,7 @@ pub(super) struct KexSigner {
     keys: Arc<HostKeySet>,
     /// Keys of earlier configurations: connections made before a reload still
     /// rekey with the key they began with (as sshd's children keep theirs).
-    retired: Vec<PrivateKey>,
+    retired: Vec<HostKey>,
     /// Signed, not yet bound: hash -> when it stops being claimable.
     pending: HashMap<Vec<u8>, Instant>,
     /// The same hashes, oldest first (entries already bound are skipped).
@@ -95,7 +97,7 @@ impl KexSigner {
     pub(super) fn set_keys(&mut self, set: HostKeySet) {
         let old = std::mem::replace(&mut self.keys, Arc::new(set));
         for k in old.keys.iter() {
-            let known = |r: &PrivateKey| r.public_key().key_data() == k.public_key().key_data();
+            let known = |r: &HostKey| r.public_key().key_data() == k.public_key().key_data();
             if !self.retired.iter().any(known) && !self.keys.keys.iter().any(known) {
                 self.retired.push(k.clone());
             }
@@ -106,8 +108,9 @@ impl KexSigner {
         Arc::clone(&self.keys)
     }
 
-    /// The private half of `key`, if the host holds it, and a token of the rate.
-    fn take(&mut self, key: &KeyData, now: Instant) -> Result<PrivateKey, String> {
+    /// The host key `key` (its private half, or the agent holding it), if it
+    /// is one of the host's, and a token of the rate.
+    fn take(&mut self, key: &KeyData, now: Instant) -> Result<HostKey, String> {
         let held = (self.keys.keys.iter())
             .chain(self.retired.iter())
             .find(|k| k.public_key().key_data() == key)
@@ -219,6 +222,23 @@ fn algorithm_allowed(listed: &[&str], algorithm: &Algorithm) -> bool {
     listed.iter().any(|n| *n == plain || *n == cert)
 }
 
+/// An agent signature that failed: sshd's lines (the monitor's for a refusal
+/// or a broken answer; its key loading's when the agent cannot be reached), and
+/// this key exchange fails; the daemon and other connections go on.
+fn agent_failed(e: AgentError) -> HostError {
+    match e {
+        AgentError::Connect { shown, reason } => {
+            tracing::error!("Could not connect to agent \"{shown}\": {reason}");
+            HostError::NotPermitted(format!("host key agent: {reason}"))
+        }
+        AgentError::Sign { reason, detail } => {
+            tracing::error!("mm_answer_sign: agent sign: {reason}");
+            tracing::debug!("host key agent: {detail}");
+            HostError::NotPermitted(format!("host key agent: {reason}"))
+        }
+    }
+}
+
 impl Service {
     /// `HostKeys` as the host has loaded them: their public keys and the host
     /// certificates, in OpenSSH's text form.
@@ -235,7 +255,7 @@ impl Service {
     }
 
     /// `SignKex`: sign an exchange hash with the host key named, for `algo`.
-    pub(super) fn sign_kex(
+    pub(super) async fn sign_kex(
         &self,
         key_openssh: &str,
         algo: &str,
@@ -261,7 +281,7 @@ impl Service {
             return Err(refuse(format!("{algo} is not in HostKeyAlgorithms")));
         }
         let now = Instant::now();
-        let private = {
+        let held = {
             let mut kex = self.kex();
             match kex.take(key.key_data(), now) {
                 Ok(k) => k,
@@ -277,7 +297,15 @@ impl Service {
                 Err(why) => return Err(refuse(why)),
             }
         };
-        let signature = sign(&private, &algorithm, data).map_err(refuse)?;
+        let signature = match held {
+            HostKey::Private(private) => sign(&private, &algorithm, data).map_err(refuse)?,
+            HostKey::Agent { public, agent } => {
+                // Off the lock; bounded by the agent's timeout.
+                host_key_agent::sign(&agent, &public, &algorithm, data)
+                    .await
+                    .map_err(agent_failed)?
+            }
+        };
         let mut encoded = Vec::new();
         signature
             .encode(&mut encoded)
@@ -343,7 +371,7 @@ mod tests {
         let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("key");
         let data = key.public_key().key_data().clone();
         k.set_keys(HostKeySet {
-            keys: vec![key],
+            keys: vec![HostKey::Private(Box::new(key))],
             certificates: Vec::new(),
         });
         let now = Instant::now();

@@ -10,14 +10,14 @@ use russh::keys::{Algorithm, Certificate, HashAlg, PrivateKey};
 use super::HostError;
 use super::api::{ConnId, KeyAnswer, MethodResult, Request, Response};
 use super::api_tests::{conn, setup};
-use super::host_keys::HostKeySet;
+use super::host_keys::{HostKey, HostKeySet};
 use super::service::Host;
 
 /// Give `host` a fresh ed25519 host key.
 pub(super) fn give_host_key(host: &super::service::Service) {
     let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("host key");
     host.set_host_keys(HostKeySet {
-        keys: vec![key],
+        keys: vec![HostKey::Private(Box::new(key))],
         certificates: Vec::new(),
     });
 }

@@ -19,6 +19,7 @@ mod client;
 mod commands;
 mod dns;
 pub mod fds;
+mod host_key_agent;
 pub mod host_keys;
 mod hushlogin;
 mod kex_sign;

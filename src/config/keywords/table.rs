@@ -80,7 +80,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     custom!("AuthorizedKeysCommandUser", M, First, |s, a, _| { s.authorized_keys_command_user = opt_word(a)?; Ok(()) }, |s, k, o| dump_opt(&s.authorized_keys_command_user, k, o)),
     custom!("AuthorizedPrincipalsCommand", M, First, |s, a, _| { s.authorized_principals_command = opt_command(a)?; Ok(()) }, |s, k, o| dump_opt(&s.authorized_principals_command, k, o)),
     custom!("AuthorizedPrincipalsCommandUser", M, First, |s, a, _| { s.authorized_principals_command_user = opt_word(a)?; Ok(()) }, |s, k, o| dump_opt(&s.authorized_principals_command_user, k, o)),
-    refuse!("HostKeyAgent", Word, G, ["none"]),
+    custom!("HostKeyAgent", G, First, set_host_key_agent, dump_host_key_agent),
     algos!("KexAlgorithms", G, kex_algorithms, List::Kex),
     algos!("CASignatureAlgorithms", M, ca_signature_algorithms, List::Sig),
     warn!("HostbasedAcceptedAlgorithms", Word, M),

@@ -67,7 +67,7 @@ const CLASSES: &[(&str, Class)] = &[
     ("HostCertificate", I),
     ("HostDSAKey", A("HostKey")),
     ("HostKey", I),
-    ("HostKeyAgent", R),
+    ("HostKeyAgent", I),
     ("HostKeyAlgorithms", I),
     ("HostbasedAcceptedAlgorithms", W),
     (
@@ -240,7 +240,6 @@ fn names_unique_and_aliases_resolve() {
 
 /// A value other than the one rsshd honours, for every refused keyword.
 const REFUSED_SAMPLES: &[(&str, &str)] = &[
-    ("HostKeyAgent", "/run/ssh-agent.sock"),
     ("LogVerbose", "kex.c:*:1000"),
     ("ModuliFile", "/etc/ssh/moduli.strong"),
     ("PermitTunnel", "point-to-point"),

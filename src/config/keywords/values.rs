@@ -493,6 +493,28 @@ pub(super) fn dump_host_certificates(s: &Settings, k: &str, o: &mut String) {
         .for_each(|h| kv(o, k, h.display()));
 }
 
+/// `HostKeyAgent`: kept as written (a path is resolved where the keys are
+/// loaded: the network process replays this config chrooted, where `~` and the
+/// working directory mean nothing); `none` in any case is unset, as in sshd.
+pub(super) fn set_host_key_agent(s: &mut Settings, a: &Args, _: &mut Pass) -> Result<(), String> {
+    let v = a.one()?;
+    s.host_key_agent = (!v.eq_ignore_ascii_case("none")).then(|| v.to_string());
+    Ok(())
+}
+
+/// As `sshd -T`: `SSH_AUTH_SOCK` as is, a path made absolute (`~` expanded,
+/// a relative one under the working directory).
+pub(super) fn dump_host_key_agent(s: &Settings, k: &str, o: &mut String) {
+    match s.host_key_agent.as_deref() {
+        None => kv(o, k, "none"),
+        Some(v) if v == crate::paths::AUTH_SOCK_ENV => kv(o, k, v),
+        Some(v) => match crate::paths::derelativise(v) {
+            Ok(p) => kv(o, k, p.display()),
+            Err(_) => kv(o, k, v),
+        },
+    }
+}
+
 pub(super) fn dump_host_keys(s: &Settings, k: &str, o: &mut String) {
     s.host_key.iter().for_each(|h| kv(o, k, h.display()));
 }

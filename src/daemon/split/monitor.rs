@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::PrivateKey;
 use tokio::time::Instant;
 
 use super::link;
@@ -39,7 +38,12 @@ struct Net {
 
 /// The monitor's service takes the host keys (it signs with them); the network
 /// process gets the recorded config.
-fn setup(host: &Monitor, config: &Config, recorded: Recorded, keys: Vec<PrivateKey>) -> Setup {
+fn setup(
+    host: &Monitor,
+    config: &Config,
+    recorded: Recorded,
+    keys: Vec<hostkeys::HostKey>,
+) -> Setup {
     host.set_host_keys(hostkeys::HostKeySet::new(
         keys,
         &config.global().host_certificate,
