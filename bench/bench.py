@@ -8,7 +8,7 @@ BENCHMARKS.md and bench/memory.png. Run as root (it creates the user rsshd-bench
     cargo build --release && python3 bench/bench.py            # full run
     python3 bench/bench.py --quick                              # smoke run, tiny counts
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +226,51 @@ def connection_cost(srv, key, n, parallel, wait=True):
     dc = cpu_seconds(srv) - c0
     done = (n // parallel) * parallel - len(fails)
     return {"ms_per_conn": 1000.0 * dc / max(done, 1), "conn_per_s": done / dt, "failed": len(fails)}
+
+
+def ipc_per_login(work, key, logins=10):
+    """Privileged requests per login (`ssh host true`, public key), on dedicated
+    servers because the debug logs this reads cost CPU: each monitor request of
+    OpenSSH's unprivileged child (LogLevel DEBUG3 logs `monitor_read: checking
+    request N` in the monitor, pre- and post-authentication) and each round trip
+    of rsshd's network process to its monitor (LogLevel DEBUG logs the running
+    total when each connection closes; the difference between two consecutive
+    connections is one login). Dropbear has no privilege separation."""
+    hk = work / "host_ed25519"
+    out = {}
+    port = free_port()
+    log = work / "ipc-sshd.log"
+    cfg = work / "ipc_sshd_config"
+    cfg.write_text(f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {hk}\nUsePAM no\nPidFile none\n"
+                   "LogLevel DEBUG3\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+    srv = Server("OpenSSH-ipc", ["/usr/sbin/sshd", "-D", "-E", str(log), "-f", str(cfg)], port, names=("sshd",))
+    counts = []
+    try:
+        for _ in range(logins):
+            before = log.read_text(errors="replace").count("monitor_read: checking request")
+            ok = subprocess.run(ssh_cmd(key, port) + ["true"], capture_output=True).returncode == 0
+            settle(srv)
+            after = log.read_text(errors="replace").count("monitor_read: checking request")
+            if ok:
+                counts.append(after - before)
+    finally:
+        srv.stop()
+    out["OpenSSH"] = med(counts)
+    port = free_port()
+    log = work / "ipc-rsshd.log"
+    cfg = work / "ipc_rsshd_config"
+    cfg.write_text(f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {hk}\nUsePAM no\nPidFile none\n"
+                   f"LogLevel DEBUG\nControlSocket {work}/ipc-rsshd.sock\nPrintMotd no\nPrintLastLog no\n")
+    srv = Server("rsshd-ipc", [str(RSSHD), "-D", "-E", str(log), "-f", str(cfg)], port, names=("rsshd", "exe"))
+    try:
+        for _ in range(logins):
+            subprocess.run(ssh_cmd(key, port) + ["true"], capture_output=True)
+        time.sleep(1)
+        totals = [int(m) for m in re.findall(r"closed; (\d+) monitor round trips so far", log.read_text(errors="replace"))]
+    finally:
+        srv.stop()
+    out["rsshd"] = med([b - a for a, b in zip(totals, totals[1:])])
+    return out
 
 
 def throughput(srv, key, cipher, direction, size):
@@ -494,6 +539,10 @@ def main():
             for s in servers.values():
                 s.stop()
         meta.update(reps=reps, conns=conns, size=size)
+    if "cost" in phases:
+        for name, v in ipc_per_login(work, key).items():
+            results[name]["ipc_per_login"] = v
+        print("ipc", {n: results[n].get("ipc_per_login") for n in NAMES}, flush=True)
     if "duplex" in phases:
         dsize = (8 << 20) if args.quick else (100 << 20)
         path, expect = duplex_input(work, dsize)
@@ -620,6 +669,7 @@ def write_report(results):
         ("server CPU per connection, 8 parallel (ms)", "cpu_par8", False, 1),
         ("connections/s, sequential", "rate_seq", True, 1),
         ("connections/s, 8 parallel", "rate_par8", True, 1),
+        ("privileged requests per login, `ssh host true` (monitor round trips)", "ipc_per_login", None, 0),
     ]
     for cipher in CIPHERS:
         for d in ("up", "down"):
