@@ -37,25 +37,15 @@ use super::as_user::{Creds, as_user};
 /// stuck on a hung /tmp.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// `as_user` refuses at once while a user has its few identity threads busy;
-/// these calls are quick, so a burst of them (a browser opening twenty tunnels
-/// through `ssh -D`) waits for a thread instead of failing.
+/// `as_user` with this module's deadline (a burst of these quick calls, a
+/// browser opening twenty tunnels through `ssh -D`, queues for the user's
+/// identity threads there).
 async fn as_user_waiting<T, F>(creds: &Creds, f: F) -> Result<T, HostError>
 where
     T: Send + 'static,
-    F: FnOnce() -> T + Send + Clone + 'static,
+    F: FnOnce() -> T + Send + 'static,
 {
-    let mut waited = Duration::ZERO;
-    loop {
-        match as_user(creds, DEADLINE, f.clone()).await {
-            Err(HostError::Busy(_)) if waited < Duration::from_secs(2) => {
-                let pause = Duration::from_millis(5);
-                tokio::time::sleep(pause).await;
-                waited += pause;
-            }
-            other => return other,
-        }
-    }
+    as_user(creds, DEADLINE, f).await
 }
 
 /// A TCP socket (IPv6 when `ipv6`) owned by the user `creds` names:
