@@ -3,9 +3,8 @@
 //! sshd on the same config lines, and the real `ssh` client.
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::{self, Server, client_opts, keygen, run_with_input};
@@ -84,13 +83,9 @@ pub fn write_config(dir: &Path, lines: &str) -> PathBuf {
     config
 }
 
-/// OpenSSH's sshd with the same `lines`, logging to a file.
-pub struct RefSshd {
-    child: Child,
-    pub port: u16,
-    log: PathBuf,
-}
+pub type RefSshd = crate::support::SshdReference;
 
+/// OpenSSH's sshd with the same `lines`, logging to a file.
 impl RefSshd {
     pub fn start(dir: &Path, lines: &str) -> RefSshd {
         RefSshd::start_with_tail(dir, lines, "")
@@ -99,53 +94,13 @@ impl RefSshd {
     /// [`RefSshd::start`] with `tail` after the global lines (`Match` blocks).
     pub fn start_with_tail(dir: &Path, lines: &str, tail: &str) -> RefSshd {
         let host_key = keygen(dir, "ref_host_key");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = dir.join("ref_sshd_config");
-        let log = dir.join("ref_sshd.log");
-        std::fs::write(
-            &cfg,
-            format!(
+        RefSshd::spawn(
+            dir,
+            &format!(
                 "{lines}\nListenAddress 127.0.0.1\nHostKey {}\nPermitRootLogin yes\nPidFile none\nLogLevel VERBOSE\n{tail}",
                 host_key.display()
             ),
         )
-        .unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-f"])
-            .arg(&cfg)
-            .args(["-p", &port.to_string(), "-E"])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sshd");
-        let r = RefSshd { child, port, log };
-        let end = Instant::now() + Duration::from_secs(20);
-        while !r.log().contains("Server listening on") {
-            assert!(Instant::now() < end, "reference sshd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
-    }
-
-    pub fn log(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for RefSshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,7 +3,7 @@
 //! split) and a reference OpenSSH sshd on the same lines, and the real `ssh`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -153,55 +153,12 @@ pub fn rsshd(dir: &Path, lines: &str, split: bool, env: &[(&str, &Path)]) -> Ser
     Server::spawn_command(cmd, dir.to_path_buf(), config, dir.join("client_key"))
 }
 
-/// OpenSSH's sshd on `lines` and a free port, logging to a file.
-pub struct RefSshd {
-    child: Child,
-    pub port: u16,
-    log: PathBuf,
-}
+pub type RefSshd = crate::support::SshdReference;
 
+/// OpenSSH's sshd on `lines` and a free port, logging to a file.
 impl RefSshd {
     pub fn start(dir: &Path, lines: &str) -> RefSshd {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let cfg = dir.join("ref_sshd_config");
-        let log = dir.join("ref_sshd.log");
-        std::fs::write(&cfg, format!("{lines}ListenAddress 127.0.0.1\nUsePAM no\n")).expect("cfg");
-        let child = Command::new(SSHD)
-            .args(["-D", "-f"])
-            .arg(&cfg)
-            .args(["-p", &port.to_string(), "-E"])
-            .arg(&log)
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sshd");
-        let r = RefSshd { child, port, log };
-        assert!(
-            wait_for(|| r.log(), "Server listening on"),
-            "sshd: {}",
-            r.log()
-        );
-        r
-    }
-
-    pub fn log(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for RefSshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        RefSshd::spawn(dir, &format!("{lines}ListenAddress 127.0.0.1\nUsePAM no\n"))
     }
 }
 

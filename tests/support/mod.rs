@@ -594,3 +594,59 @@ impl Drop for PtyClient {
         let _ = self.child.wait();
     }
 }
+
+/// OpenSSH's `/usr/sbin/sshd` on a whole config file's text and a free port,
+/// logging to a file, for tests that compare rsshd with it; stopped on drop.
+/// The test families add their own `start` that writes the config text.
+pub struct SshdReference {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl SshdReference {
+    /// Start it on `config` (written to `dir/ref_sshd_config`), with no
+    /// SSH_AUTH_SOCK in its environment, and wait until it listens.
+    pub fn spawn(dir: &Path, config: &str) -> SshdReference {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let cfg = dir.join("ref_sshd_config");
+        let log = dir.join("ref_sshd.log");
+        std::fs::write(&cfg, config).expect("write ref_sshd_config");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-f"])
+            .arg(&cfg)
+            .args(["-p", &port.to_string(), "-E"])
+            .arg(&log)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let r = SshdReference { child, port, log };
+        let end = Instant::now() + Duration::from_secs(20);
+        while !r.log().contains("Server listening on") {
+            assert!(
+                Instant::now() < end,
+                "reference sshd did not start: {}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SshdReference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
