@@ -1226,7 +1226,10 @@ where
 
     session.begin_rekey()?;
 
-    let join = russh_util::runtime::spawn(session.run(stream, handler));
+    // Boxed: `russh_util::runtime::spawn` wraps the future in an async block, and
+    // rustc stores a future that block awaits twice (captured, and in the await
+    // state), so an unboxed session loop cost its size twice per connection.
+    let join = russh_util::runtime::spawn(Box::pin(session.run(stream, handler)));
 
     Ok(RunningSession { handle, join })
 }

@@ -759,7 +759,11 @@ impl Session {
                             std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
 
                             let kex_was_active = self.kex.active();
-                            match reply(&mut self, &mut handler, &mut pkt).await {
+                            // Boxed: this future (every handler callback and the
+                            // key exchange) is the largest part of the session
+                            // loop's state, and the loop lives as long as the
+                            // connection while a packet's handling is brief.
+                            match Box::pin(reply(&mut self, &mut handler, &mut pkt)).await {
                                 Ok(_) => {},
                                 Err(e) => return Err(e),
                             }
