@@ -180,8 +180,9 @@ def start_servers(work, idle=None, with_before=False):
     # The monitor and the network process both count; a network process started
     # through /proc/self/exe would be named "exe".
     rsshd_names = ("rsshd", "exe")
+    # The binary's own name too: `--rsshd` may name a copy such as rsshd-abc123.
     servers["rsshd"] = Server("rsshd", [str(RSSHD), "-D", "-e", "-f", str(work / "rsshd_config")], p,
-                              names=rsshd_names)
+                              names=rsshd_names + (RSSHD.name[:15],))
     if with_before and RSSHD_BEFORE:
         p = free_port()
         cfg = (work / "rsshd_config").read_text().replace(f"Port {servers['rsshd'].port}\n", f"Port {p}\n")
