@@ -14,6 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RSSHD = ROOT / "target/release/rsshd"
 LOADGEN = ROOT / "target/release/rsshd-loadgen"
+# Where the servers' logs go (the run's work directory), once main has made it.
+LOG_DIR = None
 # `--rsshd-before`: an older build measured beside the current one.
 RSSHD_BEFORE = None
 USER = "rsshd-bench"
@@ -86,8 +88,13 @@ def comm(pid):
 class Server:
     def __init__(self, name, cmd, port, pidfile=None, names=()):
         self.name, self.port, self.names = name, port, names
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Each server's log is kept in the work directory (printed at the start),
+        # to find out why a phase lost connections.
+        log = open(LOG_DIR / f"{name}-{port}.log", "wb") if LOG_DIR else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        if LOG_DIR:
+            log.close()
         deadline = time.time() + 15
         while time.time() < deadline:
             try:
@@ -493,7 +500,7 @@ def main():
                          "scale and flood phases; the report gives it its own column")
     ap.add_argument("--rsshd", type=Path, help="the rsshd binary to measure (default target/release/rsshd)")
     args = ap.parse_args()
-    global RSSHD, RSSHD_BEFORE
+    global RSSHD, RSSHD_BEFORE, LOG_DIR
     RSSHD = (args.rsshd or RSSHD).resolve()
     RSSHD_BEFORE = args.rsshd_before.resolve() if args.rsshd_before else None
     saved_path = ROOT / "bench/results.json"
@@ -516,6 +523,8 @@ def main():
     many = args.conns or (200 if args.quick else 10000)
     idle = 3 if args.quick else 30
     work = Path(tempfile.mkdtemp(prefix="rsshd-bench-"))
+    LOG_DIR = work
+    print(f"work directory (the servers' logs): {work}", flush=True)
     key = setup(work)
     for n in ("OpenSSH", "Dropbear", "rsshd") + (("rsshd_before",) if RSSHD_BEFORE else ()):
         results.setdefault(n, {})

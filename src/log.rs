@@ -9,7 +9,11 @@ use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Mutex, Once};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Mutex, OnceLock};
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -28,7 +32,16 @@ pub enum Sink {
     Stderr,
     File(std::fs::File),
     Syslog,
+    /// The network process of a split daemon: every line goes to the monitor over
+    /// this link (one end of [`monitor_link`]), and the monitor writes it where
+    /// its own lines go ([`forward_from`]). As sshd's privilege-separated child
+    /// does: a confined process cannot reconnect to syslog after its socket
+    /// breaks (a restarted syslog daemon), and needs no log file of its own.
+    Monitor(OwnedFd),
 }
+
+/// Longest line the network process forwards, in bytes (a longer one is cut).
+const FORWARD_MAX: usize = 8 * 1024;
 
 /// Open `-E`'s file as sshd does: append, create with mode 0600.
 pub fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
@@ -40,23 +53,22 @@ pub fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-static INIT: Once = Once::new();
+/// The installed output: the subscriber's, and the monitor's forwarding thread's.
+static OUTPUT: OnceLock<Output> = OnceLock::new();
 
 /// Install the global subscriber once. `level` is sshd's LogLevel (from `-d`/`-q`
 /// or the config); `facility` is SyslogFacility, used by the syslog sink.
 pub fn init(sink: Sink, level: LogLevel, facility: &str) {
-    INIT.call_once(|| {
-        let filter = Targets::new()
-            .with_target("rsshd", own_level(level))
-            .with_default(library_level(level));
-        let out = match sink {
+    let mut installed = false;
+    let out = OUTPUT.get_or_init(|| {
+        installed = true;
+        match sink {
             Sink::Stderr => Output::Stderr,
             Sink::File(f) => Output::File(Mutex::new(f)),
+            Sink::Monitor(link) => Output::Monitor(link),
             Sink::Syslog => {
                 let ident = c"rsshd";
-                // Connected now (LOG_NDELAY), not at the first line: the network
-                // process logs from a chroot with no /dev/log and may not call
-                // socket(2) once confined.
+                // Connected now (LOG_NDELAY), not at the first line.
                 // SAFETY: `ident` is a 'static C string, as openlog requires.
                 unsafe {
                     libc::openlog(
@@ -67,11 +79,90 @@ pub fn init(sink: Sink, level: LogLevel, facility: &str) {
                 };
                 Output::Syslog
             }
-        };
+        }
+    });
+    if installed {
+        let filter = Targets::new()
+            .with_target("rsshd", own_level(level))
+            .with_default(library_level(level));
         let _ = tracing_subscriber::registry()
             .with(LineLayer { out }.with_filter(filter))
             .try_init();
-    });
+    }
+}
+
+/// The link between a split daemon's monitor and its network process for log
+/// lines: a blocking SOCK_SEQPACKET pair (one line per message; a network process
+/// that logs faster than the monitor writes waits, as it would on syslog's
+/// socket), both ends close-on-exec.
+pub fn monitor_link() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// The monitor's side of [`Sink::Monitor`]: a thread that writes each line the
+/// network process sends on `link` where this process's own lines go, until the
+/// network process is gone. The lines are not trusted: control characters are
+/// replaced, so a compromised network process cannot make one message read as
+/// several lines of a log file (what it can write is still any single line).
+pub fn forward_from(link: OwnedFd) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("rsshd-netlog".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; FORWARD_MAX + 1];
+            loop {
+                match recv(link.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let (level, text) = decode_forwarded(&buf[..n]);
+                        if let Some(out) = OUTPUT.get() {
+                            out.write(level, &text);
+                        }
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => break,
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// One forwarded line: its level as one byte, then the text.
+fn encode_forwarded(level: Level, msg: &str) -> Vec<u8> {
+    let code = match level {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    };
+    let mut end = msg.len().min(FORWARD_MAX - 1);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = Vec::with_capacity(end + 1);
+    out.push(code);
+    out.extend_from_slice(&msg.as_bytes()[..end]);
+    out
+}
+
+fn decode_forwarded(bytes: &[u8]) -> (Level, String) {
+    let level = match bytes.first() {
+        Some(1) => Level::ERROR,
+        Some(2) => Level::WARN,
+        Some(3) => Level::INFO,
+        Some(5) => Level::TRACE,
+        _ => Level::DEBUG,
+    };
+    let text = String::from_utf8_lossy(bytes.get(1..).unwrap_or_default())
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect();
+    (level, text)
 }
 
 /// rsshd's own lines: LogLevel as sshd reads it. VERBOSE has no level of its own
@@ -118,12 +209,13 @@ enum Output {
     Stderr,
     File(Mutex<std::fs::File>),
     Syslog,
+    Monitor(OwnedFd),
 }
 
 /// Writes each event's message as one line, with sshd's level word in front where
 /// sshd has one (`error: `, `debug1: `).
 struct LineLayer {
-    out: Output,
+    out: &'static Output,
 }
 
 struct MessageText(String);
@@ -154,20 +246,32 @@ impl<S: Subscriber> Layer<S> for LineLayer {
             russh_lines::rewrite(&text.0)
         };
         for line in lines {
-            self.write(level, &line);
+            self.out.write(level, &line);
         }
     }
 }
 
-impl LineLayer {
+impl Output {
     fn write(&self, level: Level, msg: &str) {
         let word = match level {
             Level::ERROR => "error: ",
             Level::DEBUG | Level::TRACE => "debug1: ",
             _ => "",
         };
-        let prefix = if msg.starts_with(word) { "" } else { word };
-        match &self.out {
+        let prefix = if msg.starts_with(word) || matches!(self, Output::Monitor(_)) {
+            ""
+        } else {
+            word
+        };
+        match self {
+            Output::Monitor(link) => {
+                // The monitor adds the level word, as for its own lines. Lost if
+                // the monitor is gone (this process is then about to end).
+                let line = encode_forwarded(level, msg);
+                while let Err(Errno::EINTR) = send(link.as_raw_fd(), &line, MsgFlags::MSG_NOSIGNAL)
+                {
+                }
+            }
             Output::Stderr => {
                 let _ = writeln!(std::io::stderr().lock(), "{prefix}{msg}");
             }

@@ -72,21 +72,7 @@ fn run_daemon(
     let to_stderr = matches!(sink, Sink::Stderr);
     // A root daemon runs as a monitor and a network process (daemon::split),
     // which logs where the monitor does.
-    let split = if daemon::split::wanted() {
-        match &sink {
-            Sink::Stderr => Some(daemon::split::LogHandover::Stderr),
-            Sink::Syslog => Some(daemon::split::LogHandover::Syslog),
-            Sink::File(f) => match f.try_clone() {
-                Ok(f) => Some(daemon::split::LogHandover::File(f)),
-                Err(e) => {
-                    eprintln!("rsshd: log file: {e}");
-                    return ExitCode::from(255);
-                }
-            },
-        }
-    } else {
-        None
-    };
+    let split = daemon::split::wanted();
     log::init(sink, level, facility);
     tracing::debug!("rsshd version {}", super::version_line());
     let embedded = matches!(source, ConfigSource::Embedded);
@@ -135,14 +121,10 @@ fn run_daemon(
         Ok(r) => r,
         Err(e) => return fail("tokio runtime", e.into()),
     };
-    let result = match split {
-        Some(log) => runtime.block_on(daemon::split::monitor::run(
-            prepared,
-            log,
-            level,
-            facility.to_string(),
-        )),
-        None => runtime.block_on(daemon::run(prepared)),
+    let result = if split {
+        runtime.block_on(daemon::split::monitor::run(prepared, level))
+    } else {
+        runtime.block_on(daemon::run(prepared))
     };
     pidfile::finish();
     match result {

@@ -32,26 +32,29 @@ use super::service::Service;
 /// certificate, not a `hostkeys-prove` answer.
 const HASH_LENGTHS: [usize; 4] = [20, 32, 48, 64];
 
-/// How many signatures may be asked for at once, and how many per second after
-/// that. Each connection needs one for its key exchange and one per rekey
-/// (RekeyLimit: at most one per 1 GiB or per interval, so next to nothing). The
-/// bench (bench/analysis.md) measured rsshd's ceiling on a 2-core machine at
-/// 500-1,750 handshakes per second under a deliberate flood, and 64 connections
-/// arriving at once; 512 per second sustained with a burst of 1,024 is above
-/// anything but such a flood, so legitimate clients never meet it, while a
-/// network process that wants the host key as a signing service gets no more
-/// than a flood of real connections would give it (as sshd's pre-auth child gets
-/// one signature per connection), and the refusals are logged.
-const BURST: f64 = 1024.0;
-const PER_SECOND: f64 = 512.0;
+/// How many signatures per second, per CPU, may be asked for (twice that at
+/// once). Each connection needs one for its key exchange and one per rekey. The
+/// limit must sit above what the machine can handshake, or real clients meet it:
+/// a fixed 512 a second did, when the benchmark's load generator logged in 606
+/// connections a second on 2 cores, and the one refusal closed a connection
+/// before authentication, which PerSourcePenalties then held against the
+/// address (5,611 of 10,000 connections lost). A handshake costs the network
+/// process at least 0.5 ms of CPU (curve25519, measured under a flood: at most
+/// 1,750 a second on 2 cores), so 2,048 per CPU is out of reach of real
+/// connections, while a network process that wants the host key as a signing
+/// service gets no more than a flood of real connections would give it (as
+/// sshd's pre-auth child gets one signature per connection), and the refusals
+/// are logged.
+const PER_CPU_PER_SECOND: f64 = 2048.0;
 
 /// Hashes signed and not yet bound to a connection, at most. A connection's
 /// first hash waits here until its `publickey` login (or until LoginGraceTime:
-/// a password login never claims it). At the sustained rate above and the
-/// default LoginGraceTime of 120 s there could be 61,440; the cap keeps the
-/// table under about 2 MB (a hash, its time and the map's overhead are about
-/// 130 bytes) and drops the oldest first, which under such a flood fails only a
-/// `publickey` login that took longer than 16384 / 512 = 32 s.
+/// a password login never claims it). At the rate above and the default
+/// LoginGraceTime of 120 s there could be hundreds of thousands; the cap keeps
+/// the table under about 2 MB (a hash, its time and the map's overhead are about
+/// 130 bytes) and drops the oldest first, which fails only a `publickey` login
+/// whose key exchange is more than 16,384 signatures old (8 s at 2,048 a second,
+/// a rate only a flood reaches).
 const MAX_PENDING: usize = 16384;
 
 /// With `LoginGraceTime 0` (no limit), how long a signed hash stays claimable.
@@ -70,6 +73,9 @@ pub(super) struct KexSigner {
     /// Session identifiers bound to their connection, both ways.
     bound: HashMap<Vec<u8>, ConnId>,
     by_conn: HashMap<ConnId, Vec<u8>>,
+    /// The rate (see [`PER_CPU_PER_SECOND`]) and the burst, for this machine.
+    per_second: f64,
+    burst: f64,
     tokens: f64,
     filled: Instant,
     /// Refusals for the rate since the last log line (logged at most once a second).
@@ -79,14 +85,18 @@ pub(super) struct KexSigner {
 
 impl KexSigner {
     pub(super) fn new() -> KexSigner {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_second = PER_CPU_PER_SECOND * cpus as f64;
         KexSigner {
+            per_second,
+            burst: 2.0 * per_second,
             keys: Arc::new(HostKeySet::default()),
             retired: Vec::new(),
             pending: HashMap::new(),
             order: VecDeque::new(),
             bound: HashMap::new(),
             by_conn: HashMap::new(),
-            tokens: BURST,
+            tokens: 2.0 * per_second,
             filled: Instant::now(),
             refused: 0,
             logged: None,
@@ -117,7 +127,7 @@ impl KexSigner {
             .cloned()
             .ok_or_else(|| "not a host key of this host".to_string())?;
         let elapsed = now.saturating_duration_since(self.filled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * PER_SECOND).min(BURST);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         self.filled = now;
         if self.tokens < 1.0 {
             self.refused += 1;
@@ -288,8 +298,9 @@ impl Service {
                 Err(why) if why == "rate" => {
                     if let Some(n) = kex.refusals_to_log(now) {
                         tracing::error!(
-                            "host: refused SignKex from network side: more than {PER_SECOND} \
-                             signatures a second ({n} refused)"
+                            "host: refused SignKex from network side: more than {} \
+                             signatures a second ({n} refused)",
+                            kex.per_second
                         );
                     }
                     return Err(HostError::Busy("host key signatures: rate".into()));
@@ -375,12 +386,13 @@ mod tests {
             certificates: Vec::new(),
         });
         let now = Instant::now();
-        for _ in 0..BURST as usize {
+        assert!(k.per_second >= PER_CPU_PER_SECOND);
+        for _ in 0..k.burst as usize {
             k.take(&data, now).expect("within the burst");
         }
         assert_eq!(k.take(&data, now).err().as_deref(), Some("rate"));
         let later = now + Duration::from_millis(100);
-        for _ in 0..(PER_SECOND / 10.0) as usize {
+        for _ in 0..(k.per_second / 10.0) as usize {
             k.take(&data, later).expect("refilled");
         }
         assert!(k.take(&data, later).is_err());

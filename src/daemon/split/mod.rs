@@ -7,7 +7,8 @@
 //!   utmp. It never parses SSH.
 //! - The **network process** (`net`): a fresh exec of this binary as
 //!   `rsshd __net`, given the link (a SOCK_SEQPACKET socketpair), the listeners,
-//!   the control socket's listener and the log; it gets the config from the
+//!   the control socket's listener and a second link for its log lines, which the
+//!   monitor writes where its own go (`log::Sink::Monitor`); it gets the config from the
 //!   monitor as data (a recorded load it replays: `config::Recorded`), confines
 //!   itself (`host::sandbox`) and runs the accept loop, russh, the lifetime engine,
 //!   the registry and the control socket's service.
@@ -58,32 +59,15 @@ pub fn wanted() -> bool {
 /// (`RSSHD_PRIVSEP=off` keeps one process, for diagnosis).
 const DEFAULT_ON: bool = true;
 
-/// Where the log goes, for the network process (it cannot open anything).
-#[derive(Debug)]
-pub enum LogHandover {
-    Stderr,
-    /// `-E`: a second descriptor of the monitor's file.
-    File(std::fs::File),
-    Syslog,
-}
-
 /// What the monitor hands the network process at start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Hello {
     /// The descriptor of a memfd holding the [`Setup`] (see `link::to_memfd`).
     pub setup: RawFd,
     pub level: LogLevel,
-    pub facility: String,
-    pub sink: SinkKind,
+    /// The network process's end of its log link (`log::monitor_link`).
+    pub log: RawFd,
     pub layout: Layout,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum SinkKind {
-    Stderr,
-    /// The log file at this descriptor.
-    File(RawFd),
-    Syslog,
 }
 
 /// Where the handed-over descriptors are.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::link;
-use super::{Hello, Layout, LogHandover, NET_ARG, Setup, SinkKind, TEST_NET_PROGRAM_ENV};
+use super::{Hello, Layout, NET_ARG, Setup, TEST_NET_PROGRAM_ENV};
 use crate::config::{Config, LogLevel, Recorded};
 use crate::daemon::{
     Action, Prepared, ReloadSource, SHUTDOWN_GRACE, StartError, hostkeys, notify, notify_reloading,
@@ -25,9 +25,7 @@ struct Start {
     program: PathBuf,
     listeners: Vec<std::net::TcpListener>,
     control: Option<std::os::unix::net::UnixListener>,
-    log: LogHandover,
     level: LogLevel,
-    facility: String,
 }
 
 /// A running network process.
@@ -66,11 +64,11 @@ impl Start {
         if let Some(c) = &self.control {
             layout.control = Some(place(c.try_clone()?.into(), &mut fds));
         }
-        let sink = match &self.log {
-            LogHandover::Stderr => SinkKind::Stderr,
-            LogHandover::Syslog => SinkKind::Syslog,
-            LogHandover::File(f) => SinkKind::File(place(f.try_clone()?.into(), &mut fds)),
-        };
+        // Its log lines come back on a link of their own and are written by a
+        // thread here, until the process is gone.
+        let (log_mine, log_theirs) = crate::log::monitor_link()?;
+        let log = place(log_theirs, &mut fds);
+        crate::log::forward_from(log_mine)?;
         for l in &self.listeners {
             layout
                 .listeners
@@ -81,8 +79,7 @@ impl Start {
         let hello = Hello {
             setup,
             level: self.level,
-            facility: self.facility.clone(),
-            sink,
+            log,
             layout,
         };
         link::send_blocking(&mine, &hello)?;
@@ -141,12 +138,7 @@ impl Backoff {
 }
 
 /// Run the monitor until SIGTERM or SIGINT.
-pub async fn run(
-    p: Prepared,
-    log: LogHandover,
-    level: LogLevel,
-    facility: String,
-) -> Result<(), StartError> {
+pub async fn run(p: Prepared, level: LogLevel) -> Result<(), StartError> {
     let mut actions = signal_actions()?;
     let config = Arc::new(p.config);
     // The monitor's host: what the network process asks for is served by it.
@@ -162,9 +154,7 @@ pub async fn run(
         program,
         listeners: p.listeners,
         control,
-        log,
         level,
-        facility,
     };
     let source = ReloadSource {
         source: p.source,

@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::{Hello, Setup, SinkKind, link};
+use super::{Hello, Setup, link};
 use crate::config::Config;
 use crate::daemon::{Event, Sockets, protocol_config, serve_network};
 use crate::host::netproc;
@@ -58,15 +58,14 @@ fn run() -> Result<(), String> {
         Some(h) => h,
         None => return Err("the monitor closed the link before its hello".into()),
     };
-    // While files can still be opened: the zone for syslog's time stamps, and
-    // syslog's socket (log::init connects at once).
+    // While files can still be opened: the zone for time stamps.
     netproc::load_time_zone();
-    let sink = match hello.sink {
-        SinkKind::Stderr => crate::log::Sink::Stderr,
-        SinkKind::File(fd) => crate::log::Sink::File(std::fs::File::from(claim(fd)?)),
-        SinkKind::Syslog => crate::log::Sink::Syslog,
-    };
-    crate::log::init(sink, hello.level, &hello.facility);
+    // Every line goes to the monitor, which writes it where its own go.
+    crate::log::init(
+        crate::log::Sink::Monitor(claim(hello.log)?),
+        hello.level,
+        "",
+    );
     let setup: Setup =
         link::from_memfd(&claim(hello.setup)?).map_err(|e| format!("configuration: {e}"))?;
     let config = build(&setup)?;
