@@ -82,11 +82,7 @@ fn inheritable_fds(pid: u32) -> Vec<String> {
 
 /// A config like `Server::start`'s: this test starts rsshd itself.
 fn write_config(extra: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = temp_dir("hostile-fds");
-    let host_key = keygen(&dir, "host_key");
-    let client_key = keygen(&dir, "client_key");
-    let public = std::fs::read_to_string(client_key.with_extension("pub")).unwrap();
-    std::fs::write(dir.join("authorized_keys"), public).unwrap();
+    let (dir, host_key, client_key) = support::keyed_dir("hostile-fds", None);
     let config = dir.join("sshd_config");
     std::fs::write(
         &config,

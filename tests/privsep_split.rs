@@ -19,11 +19,7 @@ fn start_split() -> Server {
 
 /// A root rsshd on that config, with `RSSHD_PRIVSEP` set to `privsep` (or unset).
 fn start_with(privsep: Option<&str>) -> Server {
-    let dir = support::temp_dir("privsep-split");
-    let host_key = support::keygen(&dir, "host_key");
-    let client_key = support::keygen(&dir, "client_key");
-    let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
-    std::fs::write(dir.join("authorized_keys"), public).expect("write authorized_keys");
+    let (dir, host_key, client_key) = support::keyed_dir("privsep-split", None);
     let config = dir.join("sshd_config");
     let text = format!(
         "ListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPidFile none\nControlSocket {}/control.sock\n",

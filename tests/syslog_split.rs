@@ -136,11 +136,7 @@ fn network_process_lines_reach_syslog_through_the_monitor_across_a_syslog_restar
     {
         return;
     }
-    let dir = support::temp_dir("syslog-split");
-    let host_key = support::keygen(&dir, "host_key");
-    let client_key = support::keygen(&dir, "client_key");
-    let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
-    std::fs::write(dir.join("authorized_keys"), public).expect("write authorized_keys");
+    let (dir, host_key, client_key) = support::keyed_dir("syslog-split", None);
     let config = dir.join("sshd_config");
     std::fs::write(
         &config,
@@ -199,34 +195,29 @@ fn network_process_lines_reach_syslog_through_the_monitor_across_a_syslog_restar
         }
     };
 
+    // A login's `Disconnected from user` line is the network process's; it must
+    // come through the monitor, before the syslog restart and after it.
     let disconnected = format!("Disconnected from user {TEST_USER} ");
-    login(port, &client_key);
-    let line = syslog
-        .wait_for(&disconnected, Duration::from_secs(10))
-        .unwrap_or_else(|| {
-            panic!(
-                "the network process's line never reached syslog; got {:?}",
-                syslog.seen
-            )
-        });
-    assert_eq!(
-        sender(&line),
-        Some(monitor),
-        "the network process's line was not sent by the monitor: {line}"
-    );
-
-    syslog.forget();
-    syslog.restart();
-    login(port, &client_key);
-    let line = syslog
-        .wait_for(&disconnected, Duration::from_secs(10))
-        .unwrap_or_else(|| {
-            panic!(
-                "after the syslog restart the network process's line never arrived; got {:?}",
-                syslog.seen
-            )
-        });
-    assert_eq!(sender(&line), Some(monitor), "{line}");
+    for when in ["before the syslog restart", "after the syslog restart"] {
+        if when.starts_with("after") {
+            syslog.forget();
+            syslog.restart();
+        }
+        login(port, &client_key);
+        let line = syslog
+            .wait_for(&disconnected, Duration::from_secs(10))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{when}: the network process's line never reached syslog; got {:?}",
+                    syslog.seen
+                )
+            });
+        assert_eq!(
+            sender(&line),
+            Some(monitor),
+            "{when}: the network process's line was not sent by the monitor: {line}"
+        );
+    }
     assert_eq!(
         network_process(monitor),
         Some(net),

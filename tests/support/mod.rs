@@ -140,6 +140,22 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// A fresh directory (`temp_dir(tag)`) with a host key, a client key and an
+/// `authorized_keys` that accepts the client key (with `key_options` in front):
+/// `(dir, host_key, client_key)`.
+pub fn keyed_dir(tag: &str, key_options: Option<&str>) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
+    let host_key = keygen(&dir, "host_key");
+    let client_key = keygen(&dir, "client_key");
+    let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
+    let line = match key_options {
+        Some(o) => format!("{o} {public}"),
+        None => public,
+    };
+    std::fs::write(dir.join("authorized_keys"), line).expect("write authorized_keys");
+    (dir, host_key, client_key)
+}
+
 /// Every test connects from 127.0.0.1, so sshd 9.8's per-source penalties (on by
 /// default) would let one test's failed logins refuse the next connection. Test
 /// servers turn them off unless the test's own config sets them: its lines come
@@ -165,15 +181,7 @@ impl Server {
 
     /// As [`Server::start`], with the authorized_keys line options given.
     pub fn start_with_keys(extra: &str, key_options: Option<&str>) -> Server {
-        let dir = temp_dir("rsshd");
-        let host_key = keygen(&dir, "host_key");
-        let client_key = keygen(&dir, "client_key");
-        let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
-        let line = match key_options {
-            Some(o) => format!("{o} {public}"),
-            None => public,
-        };
-        std::fs::write(dir.join("authorized_keys"), line).expect("write authorized_keys");
+        let (dir, host_key, client_key) = keyed_dir("rsshd", key_options);
         let config = dir.join("sshd_config");
         let text = format!(
             "{extra}\n{TEST_PENALTIES}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n",
@@ -188,11 +196,7 @@ impl Server {
     /// As [`Server::start`], with `tail` appended after the base config, for blocks
     /// (like `Match`) that must come last.
     pub fn start_with_tail(extra: &str, tail: &str) -> Server {
-        let dir = temp_dir("rsshd");
-        let host_key = keygen(&dir, "host_key");
-        let client_key = keygen(&dir, "client_key");
-        let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("pub key");
-        std::fs::write(dir.join("authorized_keys"), public).expect("write authorized_keys");
+        let (dir, host_key, client_key) = keyed_dir("rsshd", None);
         let config = dir.join("sshd_config");
         let text = format!(
             "{extra}\n{TEST_PENALTIES}\nListenAddress 127.0.0.1\nPort 0\nHostKey {}\nAuthorizedKeysFile {}/authorized_keys\nPermitRootLogin yes\nPidFile none\nControlSocket {}/control.sock\n{tail}\n",
