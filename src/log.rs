@@ -359,6 +359,25 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_lines_keep_their_level_and_cannot_forge_lines() {
+        let (level, text) = decode_forwarded(&encode_forwarded(Level::WARN, "a\tb"));
+        assert_eq!((level, text.as_str()), (Level::WARN, "a\tb"));
+        // A second line (or a terminal escape) inside one message stays on its line.
+        let (_, text) = decode_forwarded(&encode_forwarded(Level::INFO, "x\nFake line\x1b[2J"));
+        assert_eq!(text, "x?Fake line?[2J");
+        // Cut at the limit, on a character boundary.
+        let long = "é".repeat(FORWARD_MAX);
+        let bytes = encode_forwarded(Level::ERROR, &long);
+        assert!(bytes.len() <= FORWARD_MAX);
+        let (level, text) = decode_forwarded(&bytes);
+        assert_eq!(level, Level::ERROR);
+        assert!(text.chars().all(|c| c == 'é'), "cut inside a character");
+        // Garbage from a compromised sender is still one line, at debug level.
+        assert_eq!(decode_forwarded(&[9, 0xff]).0, Level::DEBUG);
+        assert_eq!(decode_forwarded(&[]).1, "");
+    }
+
+    #[test]
     fn levels_follow_sshd_log_level() {
         assert_eq!(own_level(LogLevel::Quiet), LevelFilter::OFF);
         assert_eq!(own_level(LogLevel::Info), LevelFilter::INFO);
