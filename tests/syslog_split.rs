@@ -106,15 +106,13 @@ fn network_process(monitor: u32) -> Option<u32> {
         })
 }
 
-/// `ssh TEST_USER@127.0.0.1 true`, which must succeed.
+/// `ssh TEST_USER@127.0.0.1 true`, which must succeed (killed after 60 s).
 fn login(port: u16, key: &Path) {
-    let out = Command::new("ssh")
-        .args(support::ssh_base_args(port, key))
+    let mut ssh = Command::new("ssh");
+    ssh.args(support::ssh_base_args(port, key))
         .arg(format!("{TEST_USER}@127.0.0.1"))
-        .arg("true")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ssh");
+        .arg("true");
+    let out = support::run_with_input(&mut ssh, b"");
     assert!(
         out.status.success(),
         "login failed: {}",
