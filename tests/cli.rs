@@ -124,8 +124,11 @@ fn quick_start_on_built_in_defaults() {
     }
     let state = temp_dir("state");
     let mut cmd = rsshd();
-    // Port 0 instead of 2222 so the test never collides with a running server.
-    cmd.args(["-o", "Port 0"])
+    // Port 0 instead of 2222, and a control socket of its own instead of
+    // /run/rsshd.sock (root's default), so the test never collides with a
+    // running server.
+    let control = format!("ControlSocket {}/rsshd.sock", state.display());
+    cmd.args(["-o", "Port 0", "-o", &control])
         .env("XDG_STATE_HOME", &state)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

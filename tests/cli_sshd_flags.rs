@@ -347,9 +347,13 @@ fn debug_mode_shows_kex_auth_and_channels() {
 
 fn quick_start(extra: &[&str]) -> (Daemon, std::path::PathBuf) {
     let state = temp_dir("state");
+    // As root the built-in control socket is /run/rsshd.sock, which a second
+    // quick start (these tests run in parallel) or an installed rsshd would
+    // already hold: rsshd then refuses to start, as it should.
+    let control = format!("ControlSocket {}/rsshd.sock", state.display());
     let d = Daemon::spawn(
         Command::new(RSSHD)
-            .args(["-o", "Port 0"])
+            .args(["-o", "Port 0", "-o", &control])
             .args(extra)
             .env("XDG_STATE_HOME", &state),
     );
