@@ -2,6 +2,11 @@
 //!
 //! Data flows one way: socket -> [`daemon`] -> connection -> channels -> the user's
 //! process, and every privileged operation goes through [`host`].
+//!
+//! Unsafe code is denied here and allowed module by module in `host` only, where
+//! rsshd talks to the C library and the kernel; each `unsafe` says why it holds.
+
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod config;

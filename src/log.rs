@@ -5,7 +5,6 @@
 
 mod russh_lines;
 
-use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -67,16 +66,7 @@ pub fn init(sink: Sink, level: LogLevel, facility: &str) {
             Sink::File(f) => Output::File(Mutex::new(f)),
             Sink::Monitor(link) => Output::Monitor(link),
             Sink::Syslog => {
-                let ident = c"rsshd";
-                // Connected now (LOG_NDELAY), not at the first line.
-                // SAFETY: `ident` is a 'static C string, as openlog requires.
-                unsafe {
-                    libc::openlog(
-                        ident.as_ptr(),
-                        libc::LOG_PID | libc::LOG_NDELAY,
-                        facility_code(facility),
-                    )
-                };
+                crate::host::syslog::open(c"rsshd", facility_code(facility));
                 Output::Syslog
             }
         }
@@ -290,12 +280,7 @@ impl Output {
                     Level::INFO => libc::LOG_INFO,
                     _ => libc::LOG_DEBUG,
                 };
-                let Ok(msg) = CString::new(format!("{prefix}{msg}").replace('\0', "")) else {
-                    return;
-                };
-                // SAFETY: both pointers are valid NUL-terminated strings; "%s" keeps
-                // the message from being read as a format.
-                unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+                crate::host::syslog::write(priority, &format!("{prefix}{msg}"));
             }
         }
     }

@@ -1,6 +1,8 @@
 //! The binary's edge: sshd's command line (see `cli`) to daemon, inetd mode, `-t`,
 //! `-T`/`-G`, or the admin commands.
 
+#![deny(unsafe_code)]
+
 mod cli;
 
 use std::process::ExitCode;

@@ -88,28 +88,13 @@ pub fn w_duration(secs: f64) -> String {
 
 /// `LOGIN@` as `w` shows it: `HH:MM` for today, `DDMonYY` before.
 fn login_at(unix: u64) -> String {
-    let t = unix as libc::time_t;
-    let now = super::server::unix_now() as libc::time_t;
-    // SAFETY: localtime_r writes into the tm we pass.
-    let (tm, today) = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        let mut tn: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        libc::localtime_r(&now, &mut tn);
-        (tm, tn)
-    };
-    if tm.tm_yday == today.tm_yday && tm.tm_year == today.tm_year {
-        format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+    use crate::host::local_time::format;
+    let t = i64::try_from(unix).unwrap_or(i64::MAX);
+    let now = i64::try_from(super::server::unix_now()).unwrap_or(i64::MAX);
+    if format(t, c"%Y%j") == format(now, c"%Y%j") {
+        format(t, c"%H:%M")
     } else {
-        const MON: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        format!(
-            "{:02}{}{:02}",
-            tm.tm_mday,
-            MON[tm.tm_mon.clamp(0, 11) as usize],
-            tm.tm_year % 100
-        )
+        format(t, c"%d%b%y")
     }
 }
 

@@ -34,20 +34,7 @@ impl LastLogin {
 }
 
 fn ctime(t: i64) -> String {
-    let t = t as libc::time_t;
-    let mut buf = [0u8; 64];
-    // SAFETY: localtime_r fills `tm`; strftime writes at most buf.len() bytes.
-    let n = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        libc::strftime(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            c"%a %b %e %H:%M:%S %Y".as_ptr(),
-            &tm,
-        )
-    };
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    super::local_time::format(t, c"%a %b %e %H:%M:%S %Y")
 }
 
 fn field(bytes: &[u8]) -> String {

@@ -253,6 +253,11 @@ struct ChildContext<'a> {
 }
 
 /// Record the failed step and leave without running any of the daemon's exit code.
+///
+/// # Safety
+/// Only the vfork child of `Launch::start` may call it: `_exit` then ends that
+/// child, whose memory is the parent's, without running the daemon's atexit
+/// handlers or destructors; in the parent it would end the daemon.
 unsafe fn fail(ctx: &ChildContext, step: i32) -> ! {
     let errno = std::io::Error::last_os_error()
         .raw_os_error()
@@ -381,6 +386,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 
 /// sshd's `perror(shell); exit(1)` with system calls only: the program, then
 /// the C library's words for the usual reasons (no strerror: it may allocate).
+///
+/// # Safety
+/// As `fail`: only the vfork child may call it, after its exec failed.
 unsafe fn exec_failed(l: &Launch, errno: c_int) -> ! {
     let why: &[u8] = match errno {
         libc::ENOENT => b"No such file or directory",

@@ -13,33 +13,45 @@ mod authn;
 mod authorized_keys;
 mod cert_options;
 mod certs;
+#[allow(unsafe_code)]
 mod child;
 mod chroot;
 mod client;
 mod commands;
 mod dns;
+#[allow(unsafe_code)]
 pub mod fds;
 mod host_key_agent;
 pub mod host_keys;
 mod hushlogin;
 mod kex_sign;
+#[allow(unsafe_code)]
 mod key_command;
+#[allow(unsafe_code)]
 mod key_options;
 mod keyverify;
 #[cfg(test)]
 pub(crate) mod keyverify_tests;
 mod lastlog;
+#[allow(unsafe_code)]
 mod launch;
 mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
+#[allow(unsafe_code)]
 mod listen_fds;
+#[allow(unsafe_code)]
+pub(crate) mod local_time;
+#[allow(unsafe_code)]
 pub mod memory;
 mod methods;
+#[allow(unsafe_code)]
 pub(crate) mod netproc;
 pub mod pam;
 mod privilege;
+#[allow(unsafe_code)]
 mod process;
+#[allow(unsafe_code)]
 mod pty;
 mod revoked_keys;
 pub mod sandbox;
@@ -49,12 +61,17 @@ pub mod sftp;
 mod sk;
 pub mod spawn;
 mod strict_modes;
+#[allow(unsafe_code)]
+pub(crate) mod syslog;
+#[allow(unsafe_code)]
 mod ttymodes;
 mod user_env;
 mod user_files;
 pub mod user_rc;
+#[allow(unsafe_code)]
 mod user_socket;
 mod users;
+#[allow(unsafe_code)]
 mod utmp;
 #[doc(hidden)]
 pub mod wire;

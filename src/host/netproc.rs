@@ -92,18 +92,10 @@ pub(crate) fn claim(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
-unsafe extern "C" {
-    fn tzset();
-}
-
-/// Read the time zone now, while /etc/localtime can still be opened (glibc
-/// reads it once, on first use; after the chroot it would fall back to UTC in
-/// syslog's time stamps).
+/// Read the time zone now, while /etc/localtime can still be opened (after the
+/// chroot glibc would fall back to UTC in syslog's time stamps).
 pub(crate) fn load_time_zone() {
-    // SAFETY: tzset takes no arguments; the process is still single-threaded
-    // when the network process calls it, so no other thread reads the zone
-    // meanwhile.
-    unsafe { tzset() };
+    super::local_time::load_zone();
 }
 
 /// The monitor's side of the host: the in-process service, served to the

@@ -299,6 +299,9 @@ mod tests {
         let name = CString::new(path.as_os_str().as_bytes()).unwrap();
         let default = CString::new(UTMP_PATH).unwrap();
         let mut out = Vec::new();
+        // SAFETY: the C library's utmpx iterator is process-global state; the
+        // lock serializes every test that uses it. Each entry is copied out
+        // before the next call overwrites it, and both names are live C strings.
         unsafe {
             assert_eq!(libc::utmpxname(name.as_ptr()), 0);
             libc::setutxent();
@@ -321,6 +324,8 @@ mod tests {
         assert_eq!(bytes.len() % size, 0, "wtmp holds whole records");
         bytes
             .chunks_exact(size)
+            // SAFETY: each chunk is exactly one record's size, utmpx is plain
+            // data (any bytes are a value), and read_unaligned allows any address.
             .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<libc::utmpx>()) })
             .collect()
     }

@@ -2,11 +2,16 @@
 //! connection's one session in a helper process. libpam is loaded at run time.
 
 mod auth;
+#[allow(unsafe_code)]
 mod decoy;
+#[allow(unsafe_code)]
 mod ffi;
+#[allow(unsafe_code)]
 mod handle;
+#[allow(unsafe_code)]
 mod helper;
 mod link;
+#[allow(unsafe_code)]
 mod wire;
 
 pub use auth::{

@@ -20,9 +20,12 @@
 //! (see `check`) on its own for the tests. What it does and does not cover:
 //! SECURITY.md, "Network process confinement".
 
+#[allow(unsafe_code)]
 mod caps;
+#[allow(unsafe_code)]
 pub mod check;
 mod empty_dir;
+#[allow(unsafe_code)]
 mod filter;
 
 use std::path::{Path, PathBuf};

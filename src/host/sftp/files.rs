@@ -147,32 +147,8 @@ fn strmode(mode: u32) -> String {
     .collect()
 }
 
-/// `strftime` in local time (the C locale: the helper never calls setlocale).
 fn local_time(t: i64, fmt: &std::ffi::CStr) -> String {
-    // SAFETY: localtime_r and strftime write into buffers we own, sized here.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        let tt = t as libc::time_t;
-        if libc::localtime_r(&tt, &mut tm).is_null() {
-            return String::new();
-        }
-        let mut buf = [0u8; 64];
-        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), fmt.as_ptr(), &tm);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-}
-
-/// Read the local time zone now, before the jail hides `/etc/localtime`; glibc
-/// keeps it for `localtime_r` afterwards.
-pub(crate) fn load_time_zone() {
-    // The libc crate does not declare it.
-    unsafe extern "C" {
-        fn tzset();
-    }
-    // SAFETY: tzset takes nothing and returns nothing; the process is
-    // single-threaded here.
-    unsafe { tzset() };
-    let _ = local_time(0, c"%Y");
+    crate::host::local_time::format(t, fmt)
 }
 
 /// The time in sftp-server's `set ... modtime` log line.

@@ -9,7 +9,6 @@
 //! socket in the jail. If the syslog daemon restarts meanwhile, a jailed
 //! session's later lines are lost (reconnecting would need `/dev/log`).
 
-use std::ffi::CString;
 use std::io::Write;
 
 use super::options::Level;
@@ -24,15 +23,7 @@ impl Log {
     /// Set up logging; call before entering the jail.
     pub(crate) fn open(level: Level, facility: libc::c_int, stderr: bool) -> Log {
         if !stderr && level > Level::Quiet {
-            // SAFETY: the ident is a 'static C string, as openlog requires; this
-            // process is single-threaded here.
-            unsafe {
-                libc::openlog(
-                    c"internal-sftp".as_ptr(),
-                    libc::LOG_PID | libc::LOG_NDELAY,
-                    facility,
-                )
-            };
+            crate::host::syslog::open(c"internal-sftp", facility);
         }
         Log { level, stderr }
     }
@@ -84,10 +75,7 @@ impl Log {
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        if let Ok(line) = CString::new(&text[..end]) {
-            // SAFETY: "%s" and a NUL-terminated string.
-            unsafe { libc::syslog(priority, c"%s".as_ptr(), line.as_ptr()) };
-        }
+        crate::host::syslog::write(priority, &text[..end]);
     }
 }
 

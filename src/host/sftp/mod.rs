@@ -104,6 +104,7 @@ pub(crate) fn plan(
 }
 
 /// Entry point of `rsshd __internal-sftp`; returns the exit status.
+#[allow(unsafe_code)] // remove_var, single-threaded; see below
 pub fn helper_main() -> i32 {
     let Ok(text) = std::env::var(REQUEST_ENV) else {
         eprintln!("rsshd: {HELPER_ARG} is internal to rsshd");
@@ -139,7 +140,8 @@ pub fn helper_main() -> i32 {
     if let Some(mask) = opts.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    files::load_time_zone();
+    // Before the jail hides /etc/localtime; glibc keeps the zone afterwards.
+    crate::host::local_time::load_zone();
     if let Err(code) = become_user(&req, &log) {
         return code;
     }

@@ -26,6 +26,7 @@
 mod client;
 mod fuzz;
 mod server;
+#[allow(unsafe_code)]
 mod socket;
 #[cfg(test)]
 pub(crate) mod tests;
