@@ -200,6 +200,48 @@ fn no_daemon_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no rsshd is listening"));
 }
 
+/// `ControlSocket none` turns the socket off, as `PidFile none` turns the PID
+/// file off: two such daemons run side by side (on the built-in place the second
+/// would refuse to start), logins work, `-T` says `none`, and `rsshd sessions`
+/// on that config says why it cannot ask.
+#[test]
+fn control_socket_none_turns_it_off() {
+    if !have("ssh") {
+        skip("ssh missing");
+        return;
+    }
+    let a = Server::start("ControlSocket none");
+    let b = Server::start("ControlSocket none");
+    for srv in [&a, &b] {
+        let o = srv.ssh(&current_user()).arg("true").output().unwrap();
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            srv.log()
+        );
+        // The base config's own ControlSocket line comes later and loses.
+        assert!(!srv.dir.join("control.sock").exists());
+        let t = rsshd()
+            .arg("-T")
+            .arg("-f")
+            .arg(&srv.config)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&t.stdout);
+        assert!(out.lines().any(|l| l == "controlsocket none"), "{out}");
+        let o = rsshd()
+            .arg("-f")
+            .arg(&srv.config)
+            .arg("sessions")
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ControlSocket none"), "{err}");
+    }
+}
+
 #[test]
 fn reload_tightens_live_sessions_and_survives_a_broken_config() {
     if !have("ssh") {

@@ -146,6 +146,11 @@ fn network_process_lines_reach_syslog_through_the_monitor_across_a_syslog_restar
     )
     .expect("write config");
     let mut syslog = Syslog::bind(&dir.join("log"));
+    // What does not reach syslog (a failure before logging is set up, or of the
+    // namespace set-up itself), for the failure messages.
+    let stderr_path = dir.join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
+    let stderr_text = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     // -D without -e, and as under systemd (INVOCATION_ID): sshd's choice is
     // syslog then.
     let daemon = Daemon(
@@ -167,7 +172,7 @@ fn network_process_lines_reach_syslog_through_the_monitor_across_a_syslog_restar
             .env_remove("RSSHD_PRIVSEP")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start rsshd in a mount namespace"),
     );
@@ -177,7 +182,12 @@ fn network_process_lines_reach_syslog_through_the_monitor_across_a_syslog_restar
             "Server listening on 127.0.0.1 port ",
             Duration::from_secs(20),
         )
-        .expect("rsshd logged no 'Server listening' line to syslog");
+        .unwrap_or_else(|| {
+            panic!(
+                "rsshd logged no 'Server listening' line to syslog; its stderr:\n{}",
+                stderr_text()
+            )
+        });
     let port: u16 = listening
         .rsplit("port ")
         .next()

@@ -46,7 +46,7 @@ pub(super) fn run(admin: &Admin, source: &ConfigSource, overrides: &[String]) ->
 fn request(admin: &Admin, source: &ConfigSource, overrides: &[String]) -> anyhow::Result<()> {
     match admin {
         Admin::Sessions { json, socket } => {
-            let path = socket_for(socket, source, overrides);
+            let path = socket_for(socket, source, overrides)?;
             let resp = client::request(&path, Command::List)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&resp.sessions)?);
@@ -55,7 +55,7 @@ fn request(admin: &Admin, source: &ConfigSource, overrides: &[String]) -> anyhow
             }
         }
         Admin::Kill { id, reason, socket } => {
-            let path = socket_for(socket, source, overrides);
+            let path = socket_for(socket, source, overrides)?;
             client::request(
                 &path,
                 Command::Kill {
@@ -69,14 +69,23 @@ fn request(admin: &Admin, source: &ConfigSource, overrides: &[String]) -> anyhow
 }
 
 /// The control socket a client should use: `--socket`, else the config's
-/// `ControlSocket`, else the built-in place.
-fn socket_for(explicit: &Option<PathBuf>, source: &ConfigSource, overrides: &[String]) -> PathBuf {
+/// `ControlSocket`, else the built-in place. An error if the config turns it off.
+fn socket_for(
+    explicit: &Option<PathBuf>,
+    source: &ConfigSource,
+    overrides: &[String],
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
-        return p.clone();
+        return Ok(p.clone());
     }
-    source
+    let configured = source
         .load(overrides)
         .ok()
-        .and_then(|(c, _)| c.global().control_socket.clone())
-        .unwrap_or_else(rsshd::admin::server::default_socket_path)
+        .map(|(c, _)| c.global().control_socket.clone())
+        .unwrap_or_default();
+    configured.path().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the config sets ControlSocket none: the daemon has no control socket (--socket PATH names one)"
+        )
+    })
 }

@@ -211,10 +211,20 @@ fn quick_start_hint(prepared: &daemon::Prepared, settings: &Settings) {
         .unwrap_or_else(|_| "rsshd".into());
     eprintln!(
         "rsshd: no config file ({}); running on built-in defaults (publickey logins only).\n\
-         rsshd: connect with: ssh -p {port} {user}@127.0.0.1   (keys from {keys})\n\
-         rsshd: list sessions with: {me} sessions",
+         rsshd: connect with: ssh -p {port} {user}@127.0.0.1   (keys from {keys})",
         rsshd::paths::SYSTEM_CONFIG
     );
+    // `-o ControlSocket` may have moved the socket (or turned it off).
+    match settings.control_socket.path() {
+        Some(p) if p == rsshd::admin::server::default_socket_path() => {
+            eprintln!("rsshd: list sessions with: {me} sessions")
+        }
+        Some(p) => eprintln!(
+            "rsshd: list sessions with: {me} sessions --socket {}",
+            p.display()
+        ),
+        None => {}
+    }
 }
 
 /// A hint when the user this rsshd can serve has no authorized key at all (every

@@ -30,8 +30,8 @@ pub(super) fn fill(
     embedded: bool,
     fs: &mut super::replay::Fs,
 ) -> Option<PathBuf> {
-    if s.control_socket.is_none() {
-        s.control_socket = Some(crate::admin::server::default_socket_path());
+    if s.control_socket == super::ControlSocket::BuiltIn {
+        s.control_socket = super::ControlSocket::At(crate::admin::server::default_socket_path());
     }
     if !s.host_key.is_empty() {
         return None;

@@ -229,9 +229,32 @@ pub struct Settings {
     pub unused_connection_timeout: Option<Duration>,
     // --- rsshd's own ---
     pub session_cleanup: SessionCleanup,
-    /// Where the control socket lives (`ControlSocket`). A loaded [`super::Config`]
-    /// always has it (the built-in place when not configured); `None` only here.
-    pub control_socket: Option<PathBuf>,
+    /// Where the control socket lives (`ControlSocket`).
+    pub control_socket: ControlSocket,
+}
+
+/// `ControlSocket`: where `rsshd sessions` and `rsshd kill` reach the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ControlSocket {
+    /// Not configured: the built-in place. A loaded [`super::Config`] has
+    /// [`ControlSocket::At`] instead.
+    #[default]
+    BuiltIn,
+    /// `ControlSocket none`: no control socket, as `PidFile none` writes no file
+    /// (for a second daemon beside the main one, say).
+    Off,
+    At(PathBuf),
+}
+
+impl ControlSocket {
+    /// The socket's path, or `None` when it is off.
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            ControlSocket::BuiltIn => Some(crate::admin::server::default_socket_path()),
+            ControlSocket::Off => None,
+            ControlSocket::At(p) => Some(p.clone()),
+        }
+    }
 }
 
 /// Where the daemon writes its PID when the config does not say: `/run/rsshd.pid`
@@ -340,7 +363,7 @@ impl Default for Settings {
             channel_timeout_text: Vec::new(),
             unused_connection_timeout: None,
             session_cleanup: SessionCleanup::Hangup,
-            control_socket: None,
+            control_socket: ControlSocket::BuiltIn,
         }
     }
 }

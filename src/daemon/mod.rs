@@ -218,18 +218,16 @@ pub fn prepare(
     }
     // First, so that a start refused because another daemon owns the socket opens
     // no port and touches no file.
-    let control_path = config
-        .global()
-        .control_socket
-        .clone()
-        .unwrap_or_else(crate::admin::server::default_socket_path);
-    let control = match crate::admin::server::bind(&control_path) {
-        Ok(c) => Some(c),
-        Err(e @ crate::admin::server::BindError::Io { .. }) => {
-            tracing::error!("{e}; `rsshd sessions` will not work");
-            None
-        }
-        Err(e) => return Err(e.into()),
+    let control = match config.global().control_socket.path() {
+        None => None,
+        Some(path) => match crate::admin::server::bind(&path) {
+            Ok(c) => Some(c),
+            Err(e @ crate::admin::server::BindError::Io { .. }) => {
+                tracing::error!("{e}; `rsshd sessions` will not work");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
     let paths = host_key_paths(&config, &extra_host_keys, true)?;
     let keys = hostkeys::load(&paths, config.global().host_key_agent.as_deref())?;

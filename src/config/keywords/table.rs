@@ -9,7 +9,7 @@ use super::transport::*;
 use super::values::*;
 use super::{Class, G, Keyword, Kind, M, Policy};
 use crate::config::algorithms::List;
-use crate::config::settings::Settings;
+use crate::config::settings::{ControlSocket, Settings};
 
 #[rustfmt::skip]
 pub(crate) static KEYWORDS: &[Keyword] = &[
@@ -126,7 +126,19 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     opt_time!("IdleWarning", M, idle_warning, Settings::effective_idle_warning),
     choice!("IdleActivity", M, idle_activity, ACTIVITY),
     choice!("SessionCleanup", M, session_cleanup, CLEANUP),
-    opt_path!("ControlSocket", G, control_socket),
+    Keyword::field(
+        "ControlSocket",
+        G,
+        Policy::First,
+        |s, a, _| {
+            s.control_socket = match a.opt_path()? {
+                None => ControlSocket::Off,
+                Some(p) => ControlSocket::At(p),
+            };
+            Ok(())
+        },
+        |s, k, o| kv(o, k, opt_path(&s.control_socket.path())),
+    ),
     Keyword::other("Include", M, Class::Structural),
     Keyword::other("Match", M, Class::Structural),
     // Debian's patches.
