@@ -18,5 +18,6 @@ pub mod lifetime;
 pub mod log;
 pub mod paths;
 pub mod pattern;
+pub mod percent;
 #[cfg(test)]
 mod testing;

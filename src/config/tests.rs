@@ -49,6 +49,33 @@ impl Drop for TempDir {
     }
 }
 
+/// A `%` token the keyword does not know is refused at load (sshd fails each
+/// login that expands it); inside a `Match` block too.
+#[test]
+fn unknown_tokens_are_refused_at_load() {
+    assert_eq!(
+        err("ChrootDirectory /srv/%d"),
+        "t.conf:1: ChrootDirectory: \"/srv/%d\": unknown key %d (tokens here: %h %u %U %%)"
+    );
+    assert_eq!(
+        err("AuthorizedKeysFile .ssh/authorized_keys /etc/keys/%n"),
+        "t.conf:1: AuthorizedKeysFile: \"/etc/keys/%n\": unknown key %n (tokens here: %h %u %U %%)"
+    );
+    assert!(
+        err("Match User bob\n  AuthorizedPrincipalsFile /p/%")
+            .starts_with("t.conf:2: AuthorizedPrincipalsFile: \"/p/%\": invalid format")
+    );
+    assert!(err("AuthorizedKeysCommand /bin/k %u %i").contains("unknown key %i"));
+    for ok in [
+        "ChrootDirectory ~/jail/%u/%U/%%",
+        "AuthorizedKeysFile %h/.ssh/authorized_keys /etc/keys/%u",
+        "AuthorizedKeysCommand /bin/k %C %D %f %h %k %t %U %u",
+        "AuthorizedPrincipalsCommand /bin/p %C %D %F %f %h %i %K %k %s %T %t %U %u",
+    ] {
+        assert!(Config::parse_str("t.conf", ok, &[]).is_ok(), "{ok}");
+    }
+}
+
 #[test]
 fn error_messages_name_file_line_keyword() {
     assert_eq!(

@@ -33,28 +33,20 @@ pub enum KeyLookup {
     },
 }
 
-/// Expand `%h`, `%u`, `%U`, `%%`; a relative result is taken from the home.
+/// Expand `%h`, `%u`, `%U`, `%%`; a relative result is taken from the home. The
+/// config refused other tokens at load; one that still comes (a config built
+/// some other way) is kept as written, naming no file of anyone's.
 pub fn expand_path(pattern: &str, user: &UserInfo) -> PathBuf {
-    let mut out = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('h') => out.push_str(&user.home.to_string_lossy()),
-            Some('u') => out.push_str(&user.name),
-            Some('U') => out.push_str(&user.uid.to_string()),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    let p = PathBuf::from(out);
+    let uid = user.uid.to_string();
+    let home = user.home.to_string_lossy();
+    let tokens = [
+        ('h', &*home),
+        ('u', user.name.as_str()),
+        ('U', uid.as_str()),
+    ];
+    let p = PathBuf::from(
+        crate::percent::percent_expand(pattern, &tokens).unwrap_or_else(|_| pattern.to_string()),
+    );
     if p.is_absolute() {
         p
     } else {

@@ -23,27 +23,16 @@ pub(crate) const NO_PRIVILEGE: &str = "server lacks privileges to chroot to Chro
 /// Unknown `%` tokens are an error, as in sshd's `percent_expand`.
 pub(crate) fn resolve(pattern: &str, user: &UserInfo) -> Result<PathBuf, HostError> {
     let tilde = expand_tilde(pattern, user)?;
-    let mut out = String::new();
-    let mut chars = tilde.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('h') => out.push_str(&user.home.to_string_lossy()),
-            Some('u') => out.push_str(&user.name),
-            Some('U') => out.push_str(&user.uid.to_string()),
-            Some('%') => out.push('%'),
-            other => {
-                return Err(HostError::SessionFatal(format!(
-                    "percent_expand: unknown key %{}",
-                    other.map(String::from).unwrap_or_default()
-                )));
-            }
-        }
-    }
-    Ok(PathBuf::from(out))
+    let uid = user.uid.to_string();
+    let home = user.home.to_string_lossy();
+    let tokens = [
+        ('h', &*home),
+        ('u', user.name.as_str()),
+        ('U', uid.as_str()),
+    ];
+    crate::percent::percent_expand(&tilde, &tokens)
+        .map(PathBuf::from)
+        .map_err(|e| HostError::SessionFatal(format!("percent_expand: {e}")))
 }
 
 /// `~` and `~/x` name the user's home, `~name/x` that account's.

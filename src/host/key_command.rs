@@ -82,27 +82,6 @@ pub(crate) fn split(line: &str) -> Option<Vec<String>> {
     Some(words)
 }
 
-/// sshd's `percent_expand` over one word; `Err` names an unknown token.
-pub(crate) fn expand(word: &str, tokens: &[(char, String)]) -> Result<String, String> {
-    let mut out = String::new();
-    let mut chars = word.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('%') => out.push('%'),
-            Some(t) => match tokens.iter().find(|(k, _)| *k == t) {
-                Some((_, v)) => out.push_str(v),
-                None => return Err(format!("unknown key %{t}")),
-            },
-            None => return Err("invalid format".into()),
-        }
-    }
-    Ok(out)
-}
-
 /// sshd's `safe_path` for a program run as root's choice: the file and every
 /// directory above it owned by root (or `uid`) and writable by neither group nor
 /// others.
@@ -159,7 +138,7 @@ pub(crate) async fn run(tag: &str, cmd: &KeyCommand, tokens: &[(char, String)]) 
     }
     let mut argv = Vec::with_capacity(words.len());
     for w in &words {
-        match expand(w, tokens) {
+        match crate::percent::percent_expand(w, tokens) {
             Ok(v) => argv.push(v),
             Err(e) => {
                 tracing::error!("{tag} \"{}\": percent_expand: {e}", cmd.command);
@@ -338,6 +317,7 @@ mod tests {
         assert_eq!(split("/bin/x \"open"), None);
         assert_eq!(split("   "), Some(vec![]));
         let t = [('u', "alice".to_string()), ('U', "1000".to_string())];
+        let expand = crate::percent::percent_expand::<String>;
         assert_eq!(expand("%u:%U:%%", &t).as_deref(), Ok("alice:1000:%"));
         assert!(expand("%q", &t).is_err());
     }

@@ -70,8 +70,24 @@ macro_rules! opt_time {
     };
 }
 
-/// A path or `none` into an `Option<PathBuf>` field.
+/// A path or `none` into an `Option<PathBuf>` field; with `tokens`, the `%`
+/// tokens the path may use.
 macro_rules! opt_path {
+    ($name:literal, $scope:expr, $f:ident, tokens $known:literal) => {
+        Keyword::field(
+            $name,
+            $scope,
+            Policy::First,
+            |s, a, _| {
+                s.$f = a.opt_path()?;
+                if let Some(p) = &s.$f {
+                    tokens(&p.to_string_lossy(), $known)?;
+                }
+                Ok(())
+            },
+            |s, k, o| kv(o, k, opt_path(&s.$f)),
+        )
+    };
     ($name:literal, $scope:expr, $f:ident) => {
         Keyword::field(
             $name,

@@ -456,7 +456,7 @@ pub(super) fn dump_force_command(s: &Settings, k: &str, o: &mut String) {
 
 /// A whole line, or `none`, into an `Option<String>` (`AuthorizedKeysCommand`).
 /// As sshd, the command must be an absolute path (checked at load).
-pub(super) fn opt_command(a: &Args) -> Result<Option<String>, String> {
+pub(super) fn opt_command(a: &Args, known: &str) -> Result<Option<String>, String> {
     a.all()?;
     let v = a.rest.trim();
     if v.eq_ignore_ascii_case("none") {
@@ -465,7 +465,17 @@ pub(super) fn opt_command(a: &Args) -> Result<Option<String>, String> {
     if !v.starts_with('/') {
         return Err("must be an absolute path".into());
     }
+    tokens(v, known)?;
     Ok(Some(v.to_string()))
+}
+
+/// A value whose `%` tokens must be among `known`: refused at load with the
+/// file and line, where sshd would fail every login that expands it.
+pub(super) fn tokens(v: &str, known: &str) -> Result<(), String> {
+    crate::percent::check_tokens(v, known).map_err(|e| {
+        let list: Vec<String> = known.chars().map(|c| format!("%{c}")).collect();
+        format!("\"{v}\": {e} (tokens here: {} %%)", list.join(" "))
+    })
 }
 
 /// One word, or `none`, into an `Option<String>` (`AuthorizedKeysCommandUser`).
@@ -520,7 +530,11 @@ pub(super) fn dump_host_keys(s: &Settings, k: &str, o: &mut String) {
 }
 
 pub(super) fn set_authorized_keys(s: &mut Settings, a: &Args, _: &mut Pass) -> Result<(), String> {
-    s.authorized_keys_file = a.all()?.to_vec();
+    let files = a.all()?;
+    for f in files {
+        tokens(f, "huU")?;
+    }
+    s.authorized_keys_file = files.to_vec();
     Ok(())
 }
 

@@ -246,27 +246,9 @@ pub(crate) fn expand_start_dir(
         Some(_) => return Err(format!("tilde expansion of \"{dir}\" is not supported")),
         None => dir.to_string(),
     };
-    let mut out = String::new();
-    let mut chars = tilde.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('d') => out.push_str(home),
-            Some('u') => out.push_str(user),
-            Some('U') => out.push_str(&uid.to_string()),
-            Some('%') => out.push('%'),
-            other => {
-                return Err(format!(
-                    "percent_expand: unknown key %{}",
-                    other.map(String::from).unwrap_or_default()
-                ));
-            }
-        }
-    }
-    Ok(out)
+    let uid = uid.to_string();
+    let tokens = [('d', home), ('u', user), ('U', uid.as_str())];
+    crate::percent::percent_expand(&tilde, &tokens).map_err(|e| format!("percent_expand: {e}"))
 }
 
 /// Whether `name` is in the comma list `list` (sshd's `match_list`: exact names).
