@@ -10,11 +10,11 @@
 
 pub mod admin;
 pub mod config;
-pub mod connection;
+pub(crate) mod connection;
 pub mod daemon;
 pub mod host;
 pub mod krl;
-pub mod lifetime;
+pub(crate) mod lifetime;
 pub mod log;
 pub mod paths;
 pub mod pattern;

@@ -6,7 +6,7 @@ mod access;
 pub(crate) mod api;
 #[cfg(test)]
 mod api_tests;
-pub mod as_user;
+pub(crate) mod as_user;
 mod auth_info;
 mod auth_state;
 mod authn;

@@ -126,10 +126,6 @@ impl Driver {
         (driver, Events { tx, base, received })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The engine's current view, with the latest stamps folded in.
     pub fn snapshot(&mut self) -> super::Snapshot {
         self.sync();
