@@ -321,7 +321,12 @@ fn debug_mode_shows_kex_auth_and_channels() {
     ] {
         assert!(log.contains(&line), "missing {line:?} in\n{log}");
     }
+    // As sshd's -d, that daemon served its one connection and has ended.
+    drop(d);
+    let first = log;
     // A key that is not authorized: named, as in sshd's VERBOSE line.
+    let d = daemon(&s, &["-d"]);
+    let port = d.port();
     let stranger = keygen(&s.dir, "stranger");
     let o = Command::new("ssh")
         .args(ssh_base_args(port, &stranger))
@@ -339,9 +344,73 @@ fn debug_mode_shows_kex_auth_and_channels() {
         "{}",
         d.log()
     );
-    let log = d.log();
+    let log = format!("{first}\n{}", d.log());
     for secret in ["PrivateKey", "signing with key", "> msg type"] {
         assert!(!log.contains(secret), "{secret:?} in\n{log}");
+    }
+}
+
+/// sshd's `-d` serves one connection and exits with it: the listeners close as
+/// soon as it is accepted, so a second client is refused, and the daemon ends
+/// with status 0 when the first logs out. Split (as root) and in one process.
+#[test]
+fn debug_mode_serves_one_connection_then_exits() {
+    if skip_without(&["ssh", "ssh-keygen"]) {
+        return;
+    }
+    let s = Setup::daemon("debug-once", "");
+    for privsep in ["split", "off"] {
+        let mut d = Daemon::spawn(
+            Command::new(RSSHD)
+                .args(["-d", "-f"])
+                .arg(&s.config)
+                .env("RSSHD_PRIVSEP", privsep),
+        );
+        let port = d.port();
+        // The first connection: a session that stays until we end it.
+        let mut first = Command::new("ssh")
+            .args(ssh_base_args(port, &s.client_key))
+            .arg(format!("{}@127.0.0.1", current_user()))
+            .arg("echo up; sleep 3")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut up = [0u8; 3];
+        std::io::Read::read_exact(first.stdout.as_mut().unwrap(), &mut up).unwrap();
+        assert_eq!(&up, b"up\n", "{privsep}: {}", d.log());
+        // While it runs, nothing listens any more.
+        assert!(
+            wait_for(Duration::from_secs(5), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_err()),
+            "{privsep}: a second connection was accepted\n{}",
+            d.log()
+        );
+        assert!(first.wait().unwrap().success());
+        let mut status = None;
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                status = d.child.try_wait().ok().flatten();
+                status.is_some()
+            }),
+            "{privsep}: rsshd -d still runs after its connection ended\n{}",
+            d.log()
+        );
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{privsep}: {}",
+            d.log()
+        );
+        assert!(
+            !d.log().contains("error"),
+            "{privsep}: an error at the end\n{}",
+            d.log()
+        );
     }
 }
 

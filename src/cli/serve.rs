@@ -86,10 +86,12 @@ fn run_daemon(
         }
         ExitCode::from(255)
     };
-    let prepared = match daemon::prepare(source, overrides, Vec::new()) {
+    let mut prepared = match daemon::prepare(source, overrides, Vec::new()) {
         Ok(p) => p,
         Err(e) => return fail("cannot start", e.into()),
     };
+    // As sshd's -d: one connection, then exit.
+    prepared.once = args.debug > 0;
     let settings = prepared.config.global().clone();
     if embedded {
         quick_start_hint(&prepared, &settings);

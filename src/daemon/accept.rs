@@ -29,6 +29,40 @@ pub(crate) struct Shared {
     /// Unauthenticated connections now (sshd's `startups`).
     preauth: Arc<AtomicU32>,
     throttle: Mutex<Throttle>,
+    /// Debug mode: the one connection served.
+    one: Option<Arc<OneConnection>>,
+}
+
+/// Debug mode's single connection (sshd `-d`): the first one admitted is served,
+/// the listeners close, and the daemon ends when it ends.
+#[derive(Default)]
+pub(crate) struct OneConnection {
+    taken: AtomicBool,
+    accepted: tokio::sync::Notify,
+    ended: tokio::sync::Notify,
+}
+
+impl OneConnection {
+    /// Whether this connection may be served: only the first.
+    fn take(&self) -> bool {
+        !self.taken.swap(true, Ordering::AcqRel)
+    }
+
+    /// Resolves once the connection was accepted (never without debug mode).
+    pub(crate) async fn accepted(one: &Option<Arc<OneConnection>>) {
+        match one {
+            Some(o) => o.accepted.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Resolves once the connection ended (never without debug mode).
+    pub(crate) async fn ended(one: &Option<Arc<OneConnection>>) {
+        match one {
+            Some(o) => o.ended.notified().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Shared {
@@ -37,6 +71,7 @@ impl Shared {
         registry: Arc<Registry>,
         limits: Arc<SourceLimits>,
         host: crate::host::Host,
+        one: Option<Arc<OneConnection>>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             live,
@@ -48,6 +83,7 @@ impl Shared {
             )),
             preauth: Arc::new(AtomicU32::new(0)),
             throttle: Mutex::new(Throttle::default()),
+            one,
         })
     }
 }
@@ -98,7 +134,17 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let local = stream.local_addr().unwrap_or(peer);
         match admit(&shared, &stream, peer, local) {
-            Some(slot) => serve(&shared, stream, peer, local, slot),
+            Some(slot) => match &shared.one {
+                None => serve(&shared, stream, peer, local, slot),
+                Some(one) if one.take() => {
+                    serve(&shared, stream, peer, local, slot);
+                    // notify_one keeps the wake-up if nobody waits yet.
+                    one.accepted.notify_one();
+                    return;
+                }
+                // Another listener's loop took the one connection meanwhile.
+                Some(_) => return,
+            },
             // A refused flood is accepted as fast as it comes (tokio lets one poll
             // accept up to 128): let sessions' tasks run between refusals.
             None => tokio::task::yield_now().await,
@@ -224,6 +270,7 @@ fn serve(
     let limits = Arc::clone(&shared.limits);
     let host = shared.host.clone();
     let preauth_gate = Some(Arc::clone(&shared.gate));
+    let one = shared.one.clone();
     tokio::spawn(async move {
         let on_auth = {
             let slot = Arc::clone(&slot);
@@ -253,6 +300,9 @@ fn serve(
         };
         if let Some(o) = offence {
             limits.penalise(peer.ip(), o);
+        }
+        if let Some(one) = one {
+            one.ended.notify_one();
         }
     });
 }

@@ -204,6 +204,8 @@ pub struct Prepared {
     /// The control socket, bound once here; `None` if it could not be set up for a
     /// reason that does not stop the daemon (logged).
     pub control: Option<crate::admin::server::ControlSocket>,
+    /// Debug mode (`-d`), as sshd's: serve one connection, then exit.
+    pub once: bool,
 }
 
 /// Load config and keys and bind listeners; logs each `Server listening on` line.
@@ -268,6 +270,7 @@ pub fn prepare(
         listeners,
         keys,
         control,
+        once: false,
     })
 }
 
@@ -385,15 +388,25 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
         overrides: p.overrides,
         extra_host_keys: p.extra_host_keys,
     };
-    let serving = tokio::spawn(serve_network(
+    let mut serving = tokio::spawn(serve_network(
         sockets,
         config,
         protocol,
         host.clone(),
         events,
+        p.once,
     ));
     notify(&[sd_notify::NotifyState::Ready]);
-    while let Some(action) = actions.recv().await {
+    loop {
+        let action = tokio::select! {
+            a = actions.recv() => a,
+            // Only in debug mode does serving end by itself: its one connection ended.
+            r = &mut serving => {
+                notify(&[sd_notify::NotifyState::Stopping]);
+                return r.unwrap_or_else(|e| Err(StartError::Io(std::io::Error::other(e))));
+            }
+        };
+        let Some(action) = action else { break };
         match action {
             Action::Reload => {
                 tracing::info!("Received SIGHUP; reloading configuration.");
@@ -438,13 +451,15 @@ pub async fn run(p: Prepared) -> Result<(), StartError> {
 
 /// The network side of the daemon: accept loops under `MaxStartups`, every
 /// connection, the registry and the control socket, with `host` as the
-/// privileged boundary; until [`Event::Stop`] (or the sender is gone).
+/// privileged boundary; until [`Event::Stop`] (or the sender is gone), or with
+/// `once` (debug mode) until its one connection has ended.
 pub(crate) async fn serve_network(
     sockets: Sockets,
     config: Arc<Config>,
     protocol: Arc<russh::server::Config>,
     host: crate::host::Host,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    once: bool,
 ) -> Result<(), StartError> {
     let registry = Registry::new();
     let control = sockets.control.map(|l| {
@@ -456,18 +471,34 @@ pub(crate) async fn serve_network(
     });
     let limits = srclimit::SourceLimits::new(srclimit::Limits::from_settings(config.global()));
     let live = Arc::new(std::sync::RwLock::new(Live { config, protocol }));
+    let one = once.then(|| Arc::new(accept::OneConnection::default()));
     let shared = accept::Shared::new(
         Arc::clone(&live),
         Arc::clone(&registry),
         Arc::clone(&limits),
         host.clone(),
+        one.clone(),
     );
     let mut accepts = tokio::task::JoinSet::new();
     for l in sockets.listeners {
         let l = TcpListener::from_std(l)?;
         accepts.spawn(accept::accept_loop(l, Arc::clone(&shared)));
     }
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            // sshd -d: no second connection is accepted on any listener, and
+            // the daemon ends with the first.
+            () = accept::OneConnection::accepted(&one) => {
+                accepts.abort_all();
+                continue;
+            }
+            () = accept::OneConnection::ended(&one) => {
+                tracing::debug!("debug mode: the connection ended; exiting");
+                break;
+            }
+        };
+        let Some(event) = event else { break };
         match event {
             Event::Reload(config, protocol) => {
                 limits.reconfigure(srclimit::Limits::from_settings(config.global()));

@@ -68,6 +68,8 @@ pub(crate) struct Hello {
     /// The network process's end of its log link (`log::monitor_link`).
     pub log: RawFd,
     pub layout: Layout,
+    /// Debug mode: serve one connection, then exit.
+    pub once: bool,
 }
 
 /// Where the handed-over descriptors are.

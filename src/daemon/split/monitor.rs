@@ -26,6 +26,8 @@ struct Start {
     listeners: Vec<std::net::TcpListener>,
     control: Option<std::os::unix::net::UnixListener>,
     level: LogLevel,
+    /// Debug mode: one connection, then the monitor ends with the network process.
+    once: bool,
 }
 
 /// A running network process.
@@ -81,6 +83,7 @@ impl Start {
             level: self.level,
             log,
             layout,
+            once: self.once,
         };
         link::send_blocking(&mine, &hello)?;
         // From here on the link speaks the host protocol; the serving loop ends
@@ -150,11 +153,12 @@ pub async fn run(p: Prepared, level: LogLevel) -> Result<(), StartError> {
     let program = std::env::var_os(TEST_NET_PROGRAM_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-    let start = Start {
+    let mut start = Start {
         program,
         listeners: p.listeners,
         control,
         level,
+        once: p.once,
     };
     let source = ReloadSource {
         source: p.source,
@@ -164,6 +168,11 @@ pub async fn run(p: Prepared, level: LogLevel) -> Result<(), StartError> {
     let mut current = setup(&host, &config, p.recorded, p.keys);
     let mut backoff = Backoff::new();
     let mut net = Some(start.spawn(&current, &host)?);
+    if start.once {
+        // Never restarted in debug mode: the network process's copies are the
+        // only ones, so its listeners close when it takes its one connection.
+        start.listeners.clear();
+    }
     let mut restart_at: Option<Instant> = None;
     let mut lost = tokio::task::JoinSet::new();
     notify(&[sd_notify::NotifyState::Ready]);
@@ -182,8 +191,14 @@ pub async fn run(p: Prepared, level: LogLevel) -> Result<(), StartError> {
         };
         tokio::select! {
             status = exited => {
-                tracing::error!("{}", ended(status));
                 net = None;
+                if start.once {
+                    // sshd -d: the one connection has ended (or the process
+                    // died); the monitor ends too, after the hang-ups below.
+                    tracing::debug!("{}", ended(status));
+                    break;
+                }
+                tracing::error!("{}", ended(status));
                 // On its own task: the hang-ups wait out SessionCleanup's grace,
                 // and the restart need not wait for them.
                 let host = host.clone();

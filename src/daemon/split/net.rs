@@ -132,7 +132,7 @@ fn run() -> Result<(), String> {
     // Read once and kept: getrlimit is not allowed once confined.
     crate::connection::limits::user_fd_cap();
     entered.lock().map_err(|e| e.to_string())?;
-    runtime.block_on(serve(host, notices, config, listeners, control))
+    runtime.block_on(serve(host, notices, config, listeners, control, hello.once))
 }
 
 async fn serve(
@@ -141,19 +141,31 @@ async fn serve(
     config: Config,
     listeners: Vec<std::net::TcpListener>,
     control: Option<std::os::unix::net::UnixListener>,
+    once: bool,
 ) -> Result<(), String> {
     let protocol = protocol_for(&host, &config).await?;
     let config = Arc::new(config);
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-    let serving = tokio::spawn(serve_network(
+    let mut serving = tokio::spawn(serve_network(
         Sockets { listeners, control },
         config,
         Arc::new(protocol),
         host.clone(),
         events,
+        once,
     ));
     loop {
-        match notices.recv().await {
+        let notice = tokio::select! {
+            n = notices.recv() => n,
+            // Only in debug mode does serving end by itself.
+            r = &mut serving => {
+                return match r {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+            }
+        };
+        match notice {
             Some((Notice::Reload, fds)) => {
                 let setup = match fds.first() {
                     Some(fd) => link::from_memfd::<Setup>(fd).map_err(|e| e.to_string()),
