@@ -19,5 +19,6 @@ pub mod log;
 pub mod paths;
 pub mod pattern;
 pub mod percent;
+pub mod privilege;
 #[cfg(test)]
 mod testing;

@@ -30,13 +30,23 @@ use crate::config::LogLevel;
 pub enum Sink {
     Stderr,
     File(std::fs::File),
-    Syslog,
+    /// The C library's syslog client, handed in by the caller (`host::syslog`
+    /// holds it: this module stays below `host`, which logs through it).
+    Syslog(Syslog),
     /// The network process of a split daemon: every line goes to the monitor over
     /// this link (one end of [`monitor_link`]), and the monitor writes it where
     /// its own lines go ([`forward_from`]). As sshd's privilege-separated child
     /// does: a confined process cannot reconnect to syslog after its socket
     /// breaks (a restarted syslog daemon), and needs no log file of its own.
     Monitor(OwnedFd),
+}
+
+/// The two calls of a syslog client: connect now with an ident and facility,
+/// and send one line at a priority.
+#[derive(Debug, Clone, Copy)]
+pub struct Syslog {
+    pub open: fn(&'static std::ffi::CStr, libc::c_int),
+    pub write: fn(libc::c_int, &str),
 }
 
 /// Longest line the network process forwards, in bytes (a longer one is cut).
@@ -65,9 +75,9 @@ pub fn init(sink: Sink, level: LogLevel, facility: &str) {
             Sink::Stderr => Output::Stderr,
             Sink::File(f) => Output::File(Mutex::new(f)),
             Sink::Monitor(link) => Output::Monitor(link),
-            Sink::Syslog => {
-                crate::host::syslog::open(c"rsshd", facility_code(facility));
-                Output::Syslog
+            Sink::Syslog(client) => {
+                (client.open)(c"rsshd", facility_code(facility));
+                Output::Syslog(client)
             }
         }
     });
@@ -198,7 +208,7 @@ fn facility_code(name: &str) -> libc::c_int {
 enum Output {
     Stderr,
     File(Mutex<std::fs::File>),
-    Syslog,
+    Syslog(Syslog),
     Monitor(OwnedFd),
 }
 
@@ -273,14 +283,14 @@ impl Output {
                     let _ = f.write_all(line.as_bytes());
                 }
             }
-            Output::Syslog => {
+            Output::Syslog(client) => {
                 let priority = match level {
                     Level::ERROR => libc::LOG_ERR,
                     Level::WARN => libc::LOG_WARNING,
                     Level::INFO => libc::LOG_INFO,
                     _ => libc::LOG_DEBUG,
                 };
-                crate::host::syslog::write(priority, &format!("{prefix}{msg}"));
+                (client.write)(priority, &format!("{prefix}{msg}"));
             }
         }
     }

@@ -8,7 +8,7 @@ pub const SYSTEM_CONFIG: &str = "/etc/rsshd/sshd_config";
 /// `/var/lib/rsshd` as root, else `$XDG_STATE_HOME/rsshd` or `~/.local/state/rsshd`,
 /// so a non-root quick start never needs privileges.
 pub fn state_dir() -> PathBuf {
-    if crate::host::Privilege::current().is_root() {
+    if crate::privilege::Privilege::current().is_root() {
         return PathBuf::from("/var/lib/rsshd");
     }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
@@ -18,6 +18,16 @@ pub fn state_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/state/rsshd")
+}
+
+/// Where the control socket lives unless `ControlSocket` says otherwise:
+/// `/run/rsshd.sock` as root, else in the state directory.
+pub fn control_socket() -> PathBuf {
+    if crate::privilege::Privilege::current().is_root() {
+        PathBuf::from("/run/rsshd.sock")
+    } else {
+        state_dir().join("rsshd.sock")
+    }
 }
 
 /// The environment variable an ssh-agent's socket is named by; as a

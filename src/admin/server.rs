@@ -14,15 +14,6 @@ use super::protocol::{Command, Request, Response, SessionInfo, VERSION};
 use super::registry::{Control, Entry, Registry};
 use crate::lifetime::{Ending, Snapshot};
 
-/// Where the socket lives unless `ControlSocket` says otherwise.
-pub fn default_socket_path() -> PathBuf {
-    if crate::host::Privilege::current().is_root() {
-        PathBuf::from("/run/rsshd.sock")
-    } else {
-        crate::paths::state_dir().join("rsshd.sock")
-    }
-}
-
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {

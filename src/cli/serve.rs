@@ -58,7 +58,11 @@ fn sink(args: &Args, embedded: bool) -> Result<Sink, (PathBuf, std::io::Error)> 
             || embedded
             || args.no_detach && std::env::var_os("INVOCATION_ID").is_none()
     };
-    Ok(if stderr { Sink::Stderr } else { Sink::Syslog })
+    Ok(if stderr {
+        Sink::Stderr
+    } else {
+        Sink::Syslog(rsshd::host::syslog::CLIENT)
+    })
 }
 
 fn run_daemon(
@@ -218,7 +222,7 @@ fn quick_start_hint(prepared: &daemon::Prepared, settings: &Settings) {
     );
     // `-o ControlSocket` may have moved the socket (or turned it off).
     match settings.control_socket.path() {
-        Some(p) if p == rsshd::admin::server::default_socket_path() => {
+        Some(p) if p == rsshd::paths::control_socket() => {
             eprintln!("rsshd: list sessions with: {me} sessions")
         }
         Some(p) => eprintln!(

@@ -31,7 +31,7 @@ pub(super) fn fill(
     fs: &mut super::replay::Fs,
 ) -> Option<PathBuf> {
     if s.control_socket == super::ControlSocket::BuiltIn {
-        s.control_socket = super::ControlSocket::At(crate::admin::server::default_socket_path());
+        s.control_socket = super::ControlSocket::At(crate::paths::control_socket());
     }
     if !s.host_key.is_empty() {
         return None;
@@ -267,10 +267,7 @@ mod tests {
         ] {
             assert!(d.lines().any(|l| l == line), "{line} in\n{d}");
         }
-        let sock = format!(
-            "controlsocket {}",
-            crate::admin::server::default_socket_path().display()
-        );
+        let sock = format!("controlsocket {}", crate::paths::control_socket().display());
         assert!(d.lines().any(|l| l == sock), "{sock} in\n{d}");
         // For bob the Match shortens the timeout, and the warning no longer fits, so
         // none is given (and the load warned about it).

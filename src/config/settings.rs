@@ -250,7 +250,7 @@ impl ControlSocket {
     /// The socket's path, or `None` when it is off.
     pub fn path(&self) -> Option<PathBuf> {
         match self {
-            ControlSocket::BuiltIn => Some(crate::admin::server::default_socket_path()),
+            ControlSocket::BuiltIn => Some(crate::paths::control_socket()),
             ControlSocket::Off => None,
             ControlSocket::At(p) => Some(p.clone()),
         }
@@ -261,7 +261,7 @@ impl ControlSocket {
 /// as root, as sshd writes `/run/sshd.pid` by default; nowhere otherwise (an
 /// unprivileged run cannot write /run). The embedded defaults say `PidFile none`.
 fn default_pid_file() -> Option<PathBuf> {
-    crate::host::Privilege::current()
+    crate::privilege::Privilege::current()
         .is_root()
         .then(|| PathBuf::from("/run/rsshd.pid"))
 }

@@ -48,7 +48,6 @@ mod methods;
 #[allow(unsafe_code)]
 pub(crate) mod netproc;
 pub mod pam;
-mod privilege;
 #[allow(unsafe_code)]
 mod process;
 #[allow(unsafe_code)]
@@ -62,7 +61,7 @@ mod sk;
 pub mod spawn;
 mod strict_modes;
 #[allow(unsafe_code)]
-pub(crate) mod syslog;
+pub mod syslog;
 #[allow(unsafe_code)]
 mod ttymodes;
 mod user_env;
@@ -76,6 +75,7 @@ mod utmp;
 #[doc(hidden)]
 pub mod wire;
 
+pub use crate::privilege::Privilege;
 pub use auth_info::{LoginCert, LoginKey};
 pub(crate) use authn::key_type_name;
 /// The line and option parsers on their own, for the fuzz targets (fuzz/).
@@ -95,7 +95,6 @@ pub use key_options::KeyOptions;
 pub use key_options::parse_options;
 pub(crate) use lastlog::{last_login, record_lastlog};
 pub use listen_fds::take_listen_fds;
-pub use privilege::Privilege;
 pub use pty::PtyParams;
 /// I/O and window size on a terminal master the network side holds (no
 /// privilege: the descriptor is its own).

@@ -1,7 +1,11 @@
-//! The C library's syslog client, for the `log` module's syslog sink. A leaf:
-//! it knows nothing of rsshd's log levels or lines.
+//! The C library's syslog client, for the `log` module's syslog sink
+//! ([`CLIENT`], handed to `log::init`) and internal-sftp. A leaf: it knows
+//! nothing of rsshd's log levels or lines.
 
 use std::ffi::{CStr, CString};
+
+/// What `log::Sink::Syslog` calls.
+pub const CLIENT: crate::log::Syslog = crate::log::Syslog { open, write };
 
 /// Connect to the system logger now (LOG_NDELAY), not at the first line: in the
 /// monitor, before anything could make `/dev/log` unreachable.

@@ -1,4 +1,5 @@
-//! The privilege level rsshd runs with, decided once at start.
+//! The privilege level rsshd runs with, decided once at start. A leaf: the
+//! config's defaults and `paths` read it as well as `host` (which re-exports it).
 //!
 //! Whether rsshd holds root changes defaults (state directory, PID file, control
 //! socket), who may log in (an unprivileged rsshd serves only its own account) and
