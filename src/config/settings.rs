@@ -156,7 +156,9 @@ pub struct Settings {
     pub max_auth_tries: u32,
     pub max_sessions: u32,
     pub pubkey_authentication: bool,
-    pub pubkey_accepted_algorithms: Vec<&'static str>,
+    /// Enforced through `config::algorithms::check_user_key_named`, which the
+    /// host asks for every key; only this module reads the list itself.
+    pub(in crate::config) pubkey_accepted_algorithms: Vec<&'static str>,
     /// Signature algorithms a CA may have signed a user certificate with.
     pub ca_signature_algorithms: Vec<&'static str>,
     /// RSA keys (user and host) shorter than this many bits are refused.
@@ -225,7 +227,7 @@ pub struct Settings {
     pub idle_activity: IdleActivity,
     pub channel_timeout: Vec<ChannelTimeoutRule>,
     /// `ChannelTimeout` as written, which `-T` prints verbatim as sshd does.
-    pub channel_timeout_text: Vec<String>,
+    pub(in crate::config) channel_timeout_text: Vec<String>,
     pub unused_connection_timeout: Option<Duration>,
     // --- rsshd's own ---
     pub session_cleanup: SessionCleanup,

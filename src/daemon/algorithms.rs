@@ -224,10 +224,8 @@ mod tests {
         assert!(!p.key.contains(&Algorithm::Rsa { hash: None }));
         let comp: Vec<&str> = p.compression.iter().map(|c| c.as_ref()).collect();
         assert_eq!(comp, ["none", "zlib@openssh.com"]);
-        let s = Settings {
-            compression: false,
-            ..Settings::default()
-        };
+        let mut s = Settings::default();
+        s.compression = false;
         assert_eq!(preferred(&s).compression.len(), 1);
     }
 
