@@ -152,6 +152,7 @@ macro_rules! algos {
             },
             |s, k, o| dump_list(&s.$f, k, o),
         )
+        .caveat(|a| algorithm_caveat($list, a))
     };
 }
 

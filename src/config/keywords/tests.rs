@@ -355,6 +355,21 @@ fn caveats_and_pre_auth_keywords_warn() {
                 .to_string()
         ])
     );
+    // ssh-audit's hardening lines: what russh lacks is named and left out.
+    assert_eq!(
+        load(
+            "KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256\n\
+             MACs hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com,umac-64@openssh.com\n"
+        ),
+        Ok(vec![
+            "t.conf:1: KexAlgorithms: sntrup761x25519-sha512@openssh.com is not implemented by \
+             rsshd (russh 0.65.1 does not have it); left out of the list"
+                .to_string(),
+            "t.conf:2: MACs: umac-128-etm@openssh.com, umac-64@openssh.com are not implemented \
+             by rsshd (russh 0.65.1 does not have them); left out of the list"
+                .to_string(),
+        ])
+    );
     // LogLevel is applied from the global section only.
     assert_eq!(load("LogLevel VERBOSE\n"), Ok(vec![]));
     assert_eq!(

@@ -14,6 +14,22 @@ pub(super) fn algorithm_list(list: List, a: &Args) -> Result<Vec<&'static str>, 
     algorithms::parse(list, a.one()?)
 }
 
+/// The load warning for names OpenSSH has and rsshd lacks: left out of the list.
+pub(super) fn algorithm_caveat(list: List, a: &Args) -> Option<String> {
+    let missing = algorithms::not_implemented(list, a.args.first()?);
+    (!missing.is_empty()).then(|| {
+        let (is, it) = if missing.len() == 1 {
+            ("is", "it")
+        } else {
+            ("are", "them")
+        };
+        format!(
+            "{} {is} not implemented by rsshd (russh 0.65.1 does not have {it}); left out of the list",
+            missing.join(", ")
+        )
+    })
+}
+
 pub(super) fn dump_list(v: &[&str], key: &str, out: &mut String) {
     kv(out, key, v.join(","));
 }
