@@ -37,16 +37,7 @@ pub enum KeyLookup {
 /// config refused other tokens at load; one that still comes (a config built
 /// some other way) is kept as written, naming no file of anyone's.
 pub fn expand_path(pattern: &str, user: &UserInfo) -> PathBuf {
-    let uid = user.uid.to_string();
-    let home = user.home.to_string_lossy();
-    let tokens = [
-        ('h', &*home),
-        ('u', user.name.as_str()),
-        ('U', uid.as_str()),
-    ];
-    let p = PathBuf::from(
-        crate::percent::percent_expand(pattern, &tokens).unwrap_or_else(|_| pattern.to_string()),
-    );
+    let p = PathBuf::from(user.expand(pattern).unwrap_or_else(|_| pattern.to_string()));
     if p.is_absolute() {
         p
     } else {

@@ -23,14 +23,7 @@ pub(crate) const NO_PRIVILEGE: &str = "server lacks privileges to chroot to Chro
 /// Unknown `%` tokens are an error, as in sshd's `percent_expand`.
 pub(crate) fn resolve(pattern: &str, user: &UserInfo) -> Result<PathBuf, HostError> {
     let tilde = expand_tilde(pattern, user)?;
-    let uid = user.uid.to_string();
-    let home = user.home.to_string_lossy();
-    let tokens = [
-        ('h', &*home),
-        ('u', user.name.as_str()),
-        ('U', uid.as_str()),
-    ];
-    crate::percent::percent_expand(&tilde, &tokens)
+    user.expand(&tilde)
         .map(PathBuf::from)
         .map_err(|e| HostError::SessionFatal(format!("percent_expand: {e}")))
 }

@@ -21,6 +21,22 @@ pub struct UserInfo {
     pub gids: Vec<u32>,
 }
 
+impl UserInfo {
+    /// `pattern` with the account's tokens `%h` (home), `%u` (name) and `%U` (uid),
+    /// as sshd expands `AuthorizedKeysFile`, `AuthorizedPrincipalsFile` and
+    /// `ChrootDirectory`.
+    pub fn expand(&self, pattern: &str) -> Result<String, crate::percent::PercentError> {
+        let uid = self.uid.to_string();
+        let home = self.home.to_string_lossy();
+        let tokens = [
+            ('h', &*home),
+            ('u', self.name.as_str()),
+            ('U', uid.as_str()),
+        ];
+        crate::percent::percent_expand(pattern, &tokens)
+    }
+}
+
 fn from_nix(u: User) -> UserInfo {
     let gids: Vec<u32> = CString::new(u.name.as_str())
         .ok()
