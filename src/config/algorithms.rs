@@ -286,7 +286,17 @@ pub(crate) fn parse(list: List, value: &str) -> Result<Vec<&'static str>, String
     } else if value[1..].split(',').any(str::is_empty) {
         return Err(bad("empty name".into()));
     }
-    assemble(list, value).map_err(bad)
+    assemble(list, value).map_err(|e| {
+        let missing = not_implemented(list, value);
+        if missing.is_empty() {
+            bad(e)
+        } else {
+            bad(format!(
+                "{e} ({} not implemented by rsshd)",
+                missing.join(", ")
+            ))
+        }
+    })
 }
 
 /// One name of a list that is not a `-` list.
@@ -519,7 +529,10 @@ mod tests {
         // Only names rsshd lacks: nothing is left.
         assert_eq!(
             a(Key, "ssh-dss"),
-            Err("Bad key types 'ssh-dss': no algorithm left".into())
+            Err(
+                "Bad key types 'ssh-dss': no algorithm left (ssh-dss not implemented by rsshd)"
+                    .into()
+            )
         );
         assert!(a(Sig, "3des-cbc").unwrap_err().contains("unknown name"));
         assert_eq!(
