@@ -15,14 +15,7 @@ fn ask(command: &str, pty: bool) -> SpawnAsk {
     SpawnAsk {
         requested: Some(command.into()),
         is_subsystem: false,
-        pty: pty.then(|| PtyParams {
-            term: "xterm".into(),
-            cols: 80,
-            rows: 24,
-            pix_width: 0,
-            pix_height: 0,
-            modes: vec![],
-        }),
+        pty: pty.then(PtyParams::xterm),
         client_env: Vec::new(),
         auth_sock: None,
     }

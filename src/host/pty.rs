@@ -25,6 +25,21 @@ pub struct PtyParams {
     pub modes: Vec<(u8, u32)>,
 }
 
+#[cfg(test)]
+impl PtyParams {
+    /// What the tests ask for: an 80x24 xterm, no modes.
+    pub(crate) fn xterm() -> PtyParams {
+        PtyParams {
+            term: "xterm".into(),
+            cols: 80,
+            rows: 24,
+            pix_width: 0,
+            pix_height: 0,
+            modes: vec![],
+        }
+    }
+}
+
 /// A freshly opened PTY: the master stays with us, the slave goes to the child.
 pub struct Pty {
     pub master: OwnedFd,
@@ -234,14 +249,7 @@ mod tests {
     use super::*;
 
     fn params() -> PtyParams {
-        PtyParams {
-            term: "xterm".into(),
-            cols: 80,
-            rows: 24,
-            pix_width: 0,
-            pix_height: 0,
-            modes: vec![],
-        }
+        PtyParams::xterm()
     }
 
     fn cloexec(fd: &OwnedFd) -> bool {

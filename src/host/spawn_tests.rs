@@ -28,14 +28,7 @@ fn request(pam: bool) -> SpawnRequest {
         },
         command: Some("true".into()),
         user_rc: false,
-        pty: Some(PtyParams {
-            term: "xterm".into(),
-            cols: 80,
-            rows: 24,
-            pix_width: 0,
-            pix_height: 0,
-            modes: vec![],
-        }),
+        pty: Some(PtyParams::xterm()),
         env: SessionEnv {
             client: kv(&[
                 ("PATH", "/evil"),
