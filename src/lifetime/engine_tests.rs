@@ -13,22 +13,35 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Feed the opening of channel `channel` of type `kind` at `at`.
+fn open(e: &mut Engine, channel: u32, kind: &str, at: Instant) -> Vec<Action> {
+    e.handle(
+        Event::ChannelOpened {
+            channel,
+            kind: kind.into(),
+        },
+        at,
+    )
+}
+
 /// An authenticated engine at t0 with one open session channel.
 fn running(policy: Policy) -> (Engine, Instant) {
     let t0 = Instant::now();
     let mut e = Engine::new(policy, t0);
     assert!(e.handle(Event::Authenticated, t0).is_empty());
-    assert!(
-        e.handle(
-            Event::ChannelOpened {
-                channel: 0,
-                kind: "session:shell".into()
-            },
-            t0
-        )
-        .is_empty()
-    );
+    assert!(open(&mut e, 0, "session:shell", t0).is_empty());
     (e, t0)
+}
+
+/// A policy with one `ChannelTimeout` rule.
+fn channel_timeout(pattern: &str, timeout: Duration) -> Policy {
+    Policy {
+        channel_timeouts: vec![ChannelTimeoutRule {
+            pattern: pattern.into(),
+            timeout,
+        }],
+        ..Policy::default()
+    }
 }
 
 fn idle(t: u64) -> Policy {
@@ -237,42 +250,18 @@ fn policy_replaced_mid_countdown_warns_then_ends() {
 
 #[test]
 fn channel_timeouts_per_type_and_global() {
-    let p = Policy {
-        channel_timeouts: vec![ChannelTimeoutRule {
-            pattern: "direct-tcpip".into(),
-            timeout: s(2),
-        }],
-        ..Policy::default()
-    };
+    let p = channel_timeout("direct-tcpip", s(2));
     let (mut e, t0) = running(p);
-    e.handle(
-        Event::ChannelOpened {
-            channel: 1,
-            kind: "direct-tcpip".into(),
-        },
-        t0,
-    );
+    open(&mut e, 1, "direct-tcpip", t0);
     e.handle(Event::Output { channel: Some(1) }, t0 + s(1));
     assert!(e.poll(t0 + s(2)).is_empty());
     assert_eq!(e.poll(t0 + s(3)), vec![Action::CloseChannel(1)]);
     // Asked once only.
     assert!(e.poll(t0 + s(4)).is_empty());
 
-    let p = Policy {
-        channel_timeouts: vec![ChannelTimeoutRule {
-            pattern: "global".into(),
-            timeout: s(5),
-        }],
-        ..Policy::default()
-    };
+    let p = channel_timeout("global", s(5));
     let (mut e, t0) = running(p);
-    e.handle(
-        Event::ChannelOpened {
-            channel: 1,
-            kind: "direct-tcpip".into(),
-        },
-        t0,
-    );
+    open(&mut e, 1, "direct-tcpip", t0);
     e.handle(Event::Input { channel: Some(1) }, t0 + s(4));
     assert!(e.poll(t0 + s(5)).is_empty());
     assert_eq!(
@@ -290,13 +279,7 @@ fn unused_connection_timeout() {
     let t0 = Instant::now();
     let mut e = Engine::new(p, t0);
     e.handle(Event::Authenticated, t0);
-    e.handle(
-        Event::ChannelOpened {
-            channel: 0,
-            kind: "session:shell".into(),
-        },
-        t0 + s(1),
-    );
+    open(&mut e, 0, "session:shell", t0 + s(1));
     assert!(e.poll(t0 + s(10)).is_empty());
     e.handle(Event::ChannelClosed { channel: 0 }, t0 + s(10));
     assert!(e.poll(t0 + s(14)).is_empty());
